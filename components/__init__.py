@@ -1,0 +1,1 @@
+"""codedpo stages: one subpackage per stage (sample, execute, score, pairs, report) plus `common`."""

@@ -1,0 +1,173 @@
+"""The run configuration: one typed, validated model that the CLI and the pipeline both read.
+
+Settings layer as: defaults here, then a YAML file (`codedpo run --config run.yaml`), then
+command-line overrides. Defaults follow the CodeDPO paper (arXiv 2410.05605) where it gives
+them: 15 codes and 15 tests per problem, damping 0.85, 10 iterations. Units are in the names
+(`timeout_s`, `memory_mb`). A bad value raises ConfigError naming the field, the value and why.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SandboxKind = Literal["runsc", "pod", "unsafe-none"]
+RankerName = Literal["self_validation", "pass_count", "all_tests", "random", "codet"]
+SamplesFormat = Literal["codedpo", "codet"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and how to fix it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SamplesConfig(_Section):
+    """Where the problems and their sampled codes and tests come from (the `replay` import)."""
+
+    path: str = Field("examples/quickstart/samples.jsonl", description="Samples file (JSONL).")
+    format: SamplesFormat = Field(
+        "codedpo",
+        description="'codedpo': our SampleSet records. 'codet': CodeT/evalplus-style samples per "
+        "prompt (needs problems_path).",
+    )
+    problems_path: str | None = Field(
+        None, description="For format 'codet': JSONL of problems (task_id, prompt, entry_point)."
+    )
+    num_codes: int = Field(15, ge=1, description="Codes kept per problem (paper: 15).")
+    num_tests: int = Field(15, ge=1, description="Test samples kept per problem (paper: 15).")
+    asserts_per_test: int = Field(5, ge=1, description="CodeT: first N asserts of a test sample.")
+
+    @model_validator(mode="after")
+    def _codet_needs_problems(self) -> "SamplesConfig":
+        if self.format == "codet" and not self.problems_path:
+            raise ValueError("format 'codet' needs problems_path (a JSONL of task_id/prompt/entry_point)")
+        return self
+
+
+class ExecuteConfig(_Section):
+    """How every code runs against every test (see components/execute/)."""
+
+    sandbox: SandboxKind = Field(
+        "runsc",
+        description="'runsc': start gVisor here. 'pod': already inside a gVisor pod (no nested "
+        "runsc). 'unsafe-none': NO isolation at all, for debugging trusted code only.",
+    )
+    runsc_platform: Literal["ptrace", "systrap", "kvm"] = Field("ptrace", description="gVisor platform.")
+    timeout_s: float = Field(4.0, gt=0, le=600, description="Wall-clock limit per test (and for defining the code).")
+    memory_mb: int = Field(512, ge=32, description="Address-space limit per candidate process.")
+    max_processes: int = Field(8, ge=1, description="Processes (threads count too) a candidate may hold at once.")
+    output_limit_kb: int = Field(1024, ge=1, description="Bytes a candidate may write (stdout, stderr, files).")
+    workers: int = Field(0, ge=0, description="Concurrent candidate processes; 0 = one per CPU.")
+    problems_per_sandbox: int = Field(
+        64, ge=1, description="Problems sent to one sandbox (a sandbox costs about a second to start)."
+    )
+    cache_dir: str = Field(
+        "runs/cache/execute",
+        description="Outcome cache keyed by content hash: re-runs skip finished executions.",
+    )
+
+
+class ScoreConfig(_Section):
+    """How codes and tests are ranked (see components/score/)."""
+
+    ranker: RankerName = Field("self_validation", description="The paper's score, or an ablation ranker.")
+    damping: float = Field(0.85, ge=0, le=1, description="d in the self-validation update (paper: 0.85).")
+    iterations: int = Field(10, ge=0, le=1000, description="K update steps (paper: 10).")
+    normalize: Literal["max", "none"] = Field(
+        "max", description="Divide each score vector by its max after every step (our reading)."
+    )
+    update: Literal["simultaneous", "sequential"] = Field(
+        "simultaneous", description="Update codes and tests from the previous step's values (our reading)."
+    )
+    seed: int = Field(0, description="Seed of the 'random' ranker.")
+
+
+class PairsConfig(_Section):
+    """Which preference pairs are built and how efficiency is judged (see components/pairs/)."""
+
+    correctness: bool = Field(True, description="Build correctness pairs (top vs bottom code).")
+    efficiency: bool = Field(True, description="Build efficiency pairs (fast vs slow correct code).")
+    timing_repeats: int = Field(7, ge=3, le=100, description="Timed repeats per code on the trusted tests.")
+    min_speedup: float = Field(0.10, ge=0, description="Slow must take at least (1 + this) x the fast time.")
+    noise_factor: float = Field(
+        3.0, ge=0, description="The gap must also exceed this many combined noise estimates (scaled MAD)."
+    )
+
+
+class RunConfig(_Section):
+    """One run: samples in, pairs out."""
+
+    run_name: str = Field("quickstart", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run folder name.")
+    output_dir: str = Field("runs", description="Local folder that holds run folders and the pipeline root.")
+    samples: SamplesConfig = Field(default_factory=SamplesConfig)
+    execute: ExecuteConfig = Field(default_factory=ExecuteConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    pairs: PairsConfig = Field(default_factory=PairsConfig)
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"invalid run configuration ({source}):"]
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        value = item.get("input")
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling; `codedpo config` prints every field)"
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"  {field}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def validate_config(data: dict[str, Any], source: str = "config") -> RunConfig:
+    """Validate a plain dict into a RunConfig, or raise ConfigError naming each bad field."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source)) from None
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}={value!r}: {key} is not a section")
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults, then the YAML file at `path` (if any), then dotted overrides like
+    {"execute.timeout_s": 2}. Raises ConfigError with the field and the reason."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(loaded).__name__}")
+        data = loaded
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+        source = f"{source} + overrides"
+    return validate_config(data, source)
+
+
+def dump_config(config: RunConfig) -> str:
+    """The configuration as YAML (what `codedpo config` prints and the run folder keeps)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,71 @@
+"""Reading and writing record files (JSONL), with errors that name the file and the line."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+RecordT = TypeVar("RecordT", bound=BaseModel)
+
+
+class RecordFileError(ValueError):
+    """A record file could not be read; the message starts with `path:line:`."""
+
+    def __init__(self, path: Path | str, line: int, message: str) -> None:
+        self.path = str(path)
+        self.line = line
+        super().__init__(f"{path}:{line}: {message}")
+
+
+def _short_validation_message(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:3]:
+        where = ".".join(str(p) for p in item["loc"]) or "record"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def iter_json_lines(path: Path | str) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, object) for each non-blank line; a bad line raises RecordFileError."""
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise RecordFileError(path, number, f"not valid JSON ({error.msg} at column {error.colno})") from None
+            if not isinstance(value, dict):
+                raise RecordFileError(path, number, f"expected a JSON object, got {type(value).__name__}")
+            yield number, value
+
+
+def read_records(path: Path | str, model: type[RecordT]) -> list[RecordT]:
+    """Read a JSONL file of `model` records; the first bad line raises RecordFileError."""
+    records = []
+    for number, value in iter_json_lines(path):
+        try:
+            records.append(model.model_validate(value))
+        except ValidationError as error:
+            raise RecordFileError(path, number, f"not a valid {model.__name__}: {_short_validation_message(error)}") from None
+    return records
+
+
+def write_records(path: Path | str, records: Iterable[BaseModel]) -> int:
+    """Write records as JSONL atomically (temp file, then rename); returns how many were written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    count = 0
+    with open(temporary, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(record.model_dump_json())
+            handle.write("\n")
+            count += 1
+    os.replace(temporary, path)
+    return count

@@ -1,0 +1,1 @@
+"""The KFP pipeline, its thin component wrappers, compile / local run, and the CLI."""
