@@ -39,6 +39,11 @@ class SamplesConfig(_Section):
     problems_path: str | None = Field(
         None, description="For format 'codet': JSONL of problems (task_id, prompt, entry_point)."
     )
+    tests_path: str | None = Field(
+        None,
+        description="For format 'codet': JSONL of test samples (same line shapes as path); the "
+        "first asserts_per_test asserts of each sample form one test.",
+    )
     num_codes: int = Field(15, ge=1, description="Codes kept per problem (paper: 15).")
     num_tests: int = Field(15, ge=1, description="Test samples kept per problem (paper: 15).")
     asserts_per_test: int = Field(5, ge=1, description="CodeT: first N asserts of a test sample.")

@@ -1,0 +1,330 @@
+"""The `replay` import (samples in): both formats, CodeT assert extraction, dedup, caps, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from codedpo.components.common.config import ConfigError, SamplesConfig, load_config
+from codedpo.components.common.jsonl import RecordFileError
+from codedpo.components.common.records import content_id
+from codedpo.components.sample import import_samples, read_samples, write_samples
+from codedpo.components.sample.candidates import extract_asserts, normalize_source
+
+REPO = Path(__file__).resolve().parents[1]
+
+ADD = "def add(a, b):\n    return a + b\n"
+ADD_REFORMATTED = "def add(a,b):  # sum\n\n    return (a + b)\n"
+ADD_WRONG = "def add(a, b):\n    return a - b\n"
+TEST_1 = "assert add(1, 2) == 3\n"
+TEST_1_REFORMATTED = "assert add(1,2)==3  # small\n"
+TEST_2 = "assert add(-1, 1) == 0\nassert add(0, 0) == 0\n"
+
+
+def write_jsonl(path: Path, rows: list[dict | str]) -> Path:
+    """Rows as JSONL; a str row is written as is (for malformed lines)."""
+    path.write_text("".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows))
+    return path
+
+
+def problem(problem_id: str = "p1", codes: list[str] | None = None, tests: list[str] | None = None, **extra) -> dict:
+    return {
+        "problem_id": problem_id,
+        "prompt": "Write add(a, b).",
+        "entry_point": "add",
+        "codes": [ADD, ADD_WRONG] if codes is None else codes,
+        "tests": [TEST_1, TEST_2] if tests is None else tests,
+        **extra,
+    }
+
+
+def codedpo(tmp_path: Path, rows: list[dict | str], **settings) -> SamplesConfig:
+    write_jsonl(tmp_path / "samples.jsonl", rows)
+    return SamplesConfig(path="samples.jsonl", **settings)
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation and CodeT assert extraction
+
+
+def test_normalize_drops_comments_and_formatting():
+    assert normalize_source(ADD) == normalize_source(ADD_REFORMATTED) == "def add(a, b):\n    return a + b"
+    assert normalize_source("\n\n    " + TEST_1.replace("\n", "\n    ")) == "assert add(1, 2) == 3"
+
+
+def test_normalize_keeps_text_that_does_not_parse():
+    broken = "def add(a, b):\r\n    return a +   \r\n\r\n"
+    assert normalize_source(broken) == "def add(a, b):\n    return a +"
+
+
+def test_extract_keeps_the_first_five_asserts():
+    text = "\n".join(f"assert add({i}, 0) == {i}" for i in range(8))
+    extracted = extract_asserts(text, "add", limit=5)
+    assert extracted == "\n".join(f"assert add({i}, 0) == {i}" for i in range(5))
+    assert extract_asserts(text, "add", limit=2).count("assert") == 2
+
+
+def test_extract_from_truncated_text():
+    text = "assert add(1, 2) == 3\nassert add(\n    2, 2) == 4\nassert add(3, 3) == 6\nassert add(4,"
+    assert extract_asserts(text, "add") == "assert add(1, 2) == 3\nassert add(2, 2) == 4\nassert add(3, 3) == 6"
+
+
+def test_extract_from_prose_fences_and_imports():
+    text = (
+        "Here are some tests for the function:\n"
+        "```python\n"
+        "import math\n"
+        "from solution import add\n"  # would test another function: dropped
+        "assert math.isclose(add(0.1, 0.2), 0.3)\n"
+        "assert True  # does not call add: ignored\n"
+        "print(add(1, 2))\n"
+        "assert add(1, 2) == 3\n"
+        "import os\n"  # after the last assert: serves nothing
+        "```\n"
+        "These cover floats and integers."
+    )
+    assert extract_asserts(text, "add") == "import math\nassert math.isclose(add(0.1, 0.2), 0.3)\nassert add(1, 2) == 3"
+
+
+def test_extract_reads_only_top_level_asserts_of_parsable_text():
+    text = "import math\ndef test_add():\n    assert add(1, 2) == 3\nassert add(2, 2) == 4\n"
+    assert extract_asserts(text, "add") == "import math\nassert add(2, 2) == 4"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "print(add(1, 2))", "The function adds two numbers.", "assert True\nassert 1 == 1", "assert add(1,"],
+)
+def test_extract_without_asserts_gives_none(text):
+    assert extract_asserts(text, "add") is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Format "codedpo"
+
+
+def test_codedpo_imports_problem_fields_and_distinct_candidates(tmp_path):
+    row = problem(
+        codes=[ADD, ADD_WRONG, ADD_REFORMATTED],
+        tests=[TEST_1, TEST_2, TEST_1_REFORMATTED, TEST_1],
+        provenance={"source": "unit test"},
+        generator={"model": "m"},
+        sampling={"temperature": 1.5},
+    )
+    result = import_samples(codedpo(tmp_path, [row]), base_dir=tmp_path)
+
+    assert result.skipped == []
+    (sample,) = result.samples
+    assert (sample.problem_id, sample.entry_point, sample.language) == ("p1", "add", "python")
+    assert sample.provenance == {"source": "unit test"}
+    assert sample.sampling == {"temperature": 1.5}
+    # First-occurrence order; formatting-only variants collapse and count.
+    assert [c.text for c in sample.codes] == [normalize_source(ADD), normalize_source(ADD_WRONG)]
+    assert [c.count for c in sample.codes] == [2, 1]
+    assert [t.count for t in sample.tests] == [3, 1]
+    assert all(c.id == content_id(c.text, "code") for c in sample.codes)
+    assert all(t.id == content_id(t.text, "test") and t.id.startswith("t-") for t in sample.tests)
+    assert (result.raw_codes, result.distinct_codes, result.raw_tests, result.distinct_tests) == (3, 2, 4, 2)
+
+
+def test_codedpo_caps_apply_before_dedup(tmp_path):
+    row = problem(codes=[ADD, ADD_REFORMATTED, ADD_WRONG, ADD], tests=[TEST_1, TEST_1_REFORMATTED, TEST_2])
+    result = import_samples(codedpo(tmp_path, [row], num_codes=2, num_tests=2), base_dir=tmp_path)
+    (sample,) = result.samples
+    assert [(c.text, c.count) for c in sample.codes] == [(normalize_source(ADD), 2)]  # ADD_WRONG was 3rd
+    assert [t.count for t in sample.tests] == [2]
+    assert (result.codes_over_cap, result.tests_over_cap) == (2, 1)
+
+
+def test_codedpo_problems_without_codes_or_tests_are_skipped(tmp_path):
+    rows = [
+        problem("no-codes", codes=[]),
+        problem("no-tests", tests=[]),
+        problem("no-asserts", tests=["print(add(1, 2))", "x = add(1, 2)"]),
+        problem("good"),
+    ]
+    result = import_samples(codedpo(tmp_path, rows), base_dir=tmp_path)
+    assert [s.problem_id for s in result.samples] == ["good"]
+    reasons = {s.problem_id: s.reason for s in result.skipped}
+    assert reasons["no-codes"] == "no code samples"
+    assert reasons["no-tests"] == "no test samples"
+    assert reasons["no-asserts"] == "no usable test sample: none of 2 has an assert"
+    assert result.tests_without_asserts == 2
+
+
+def test_codedpo_malformed_json_names_file_and_line(tmp_path):
+    config = codedpo(tmp_path, [problem("a"), '{"problem_id": "b", ', problem("c")])
+    with pytest.raises(RecordFileError, match=r"samples\.jsonl:2: not valid JSON"):
+        import_samples(config, base_dir=tmp_path)
+
+
+def test_codedpo_missing_field_names_file_line_and_field(tmp_path):
+    row = problem("b")
+    del row["tests"]
+    config = codedpo(tmp_path, [problem("a"), row])
+    with pytest.raises(RecordFileError, match=r"samples\.jsonl:2: .*missing field 'tests'"):
+        import_samples(config, base_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"temperature": 1.5}, "unknown field 'temperature'"),
+        ({"language": "rust"}, "field 'language'"),
+        ({"entry_point": "add two"}, "must be a Python identifier"),
+        ({"codes": "def add(a, b): ..."}, "field 'codes'"),
+    ],
+)
+def test_codedpo_bad_field_values(tmp_path, change, message):
+    config = codedpo(tmp_path, [{**problem(), **change}])
+    with pytest.raises(RecordFileError, match=message):
+        import_samples(config, base_dir=tmp_path)
+
+
+def test_codedpo_duplicate_problem_id(tmp_path):
+    config = codedpo(tmp_path, [problem("a"), problem("a")])
+    with pytest.raises(RecordFileError, match=r":2: duplicate problem_id 'a' \(first on line 1\)"):
+        import_samples(config, base_dir=tmp_path)
+
+
+def test_missing_file_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"samples\.path: .*nowhere\.jsonl: no such file"):
+        import_samples(SamplesConfig(path="nowhere.jsonl"), base_dir=tmp_path)
+
+
+def test_samples_artifact_round_trip(tmp_path):
+    result = import_samples(codedpo(tmp_path, [problem()]), base_dir=tmp_path)
+    assert write_samples(tmp_path / "out" / "samples.jsonl", result.samples) == 1
+    assert read_samples(tmp_path / "out" / "samples.jsonl") == result.samples
+
+
+# ---------------------------------------------------------------------------------------------
+# Format "codet"
+
+PROMPT = 'def add(a, b):\n    """Return a + b."""\n'
+CODET_TEST_PROMPT = PROMPT + "    pass\n\n# check the correctness of add\nassert"
+
+
+def codet(tmp_path: Path, codes: list[dict], tests: list[dict], **settings) -> SamplesConfig:
+    problems = [
+        {"task_id": "T/0", "prompt": PROMPT, "entry_point": "add", "canonical_solution": "...", "test": "..."},
+        {"task_id": 7, "prompt": "def neg(x):\n", "entry_point": "neg"},  # MBPP-style integer id
+    ]
+    write_jsonl(tmp_path / "problems.jsonl", problems)
+    write_jsonl(tmp_path / "codes.jsonl", codes)
+    write_jsonl(tmp_path / "tests.jsonl", tests)
+    return SamplesConfig(
+        format="codet", problems_path="problems.jsonl", path="codes.jsonl", tests_path="tests.jsonl", **settings
+    )
+
+
+def test_codet_line_shapes_and_prompt_handling(tmp_path):
+    codes = [
+        {"task_id": "T/0", "completion": "    return a + b\n"},  # body: appended to the prompt
+        {"task_id": "T/0", "completion": "def add(a, b):\n    return b + a\n"},  # defines add: as is
+        {"task_id": "T/0", "solution": "import operator\nadd = operator.add\n"},  # full program
+        {"prompt": PROMPT, "samples": ["    return a+b  # same as the first\n", "    return a - b\n"]},
+        {"task_id": 7, "completions": ["    return -x\n"]},
+    ]
+    tests = [
+        {"prompt": CODET_TEST_PROMPT, "samples": [" add(1, 2) == 3\nassert add(0, 0) == 0\n", "assert add(2, 2) == 4"]},
+        {"task_id": "T/0", "completion": "assert add(1, 2) == 3\nassert add(0, 0) == 0\n"},  # same as the first
+        {"task_id": "7", "solution": "assert neg(1) == -1\n"},
+    ]
+    result = import_samples(codet(tmp_path, codes, tests), base_dir=tmp_path)
+
+    assert result.skipped == [] and result.unmatched_samples == 0
+    add, neg = result.samples
+    assert (add.problem_id, add.prompt, add.entry_point) == ("T/0", PROMPT, "add")
+    assert add.provenance == {"source": "problems.jsonl", "task_id": "T/0"}
+    assert [c.text for c in add.codes] == [
+        normalize_source(PROMPT + "    return a + b\n"),
+        "def add(a, b):\n    return b + a",
+        "import operator\nadd = operator.add",
+        normalize_source(PROMPT + "    return a - b\n"),
+    ]
+    assert [c.count for c in add.codes] == [2, 1, 1, 1]
+    assert [(t.text, t.count) for t in add.tests] == [
+        ("assert add(1, 2) == 3\nassert add(0, 0) == 0", 2),
+        ("assert add(2, 2) == 4", 1),
+    ]
+    assert neg.problem_id == "7" and neg.codes[0].text == "def neg(x):\n    return -x"
+    assert [t.text for t in neg.tests] == ["assert neg(1) == -1"]
+
+
+def test_codet_test_sample_keeps_first_asserts_per_test(tmp_path):
+    sample = "\n".join(f"assert add({i}, 1) == {i + 1}" for i in range(9))
+    codes = [{"task_id": "T/0", "completion": "    return a + b\n"}]
+    config = codet(tmp_path, codes, [{"task_id": "T/0", "completion": sample}], asserts_per_test=3)
+    (add,) = import_samples(config, base_dir=tmp_path).samples
+    assert add.tests[0].text == "assert add(0, 1) == 1\nassert add(1, 1) == 2\nassert add(2, 1) == 3"
+
+
+def test_codet_samples_without_asserts_are_dropped_and_counted(tmp_path):
+    codes = [{"task_id": "T/0", "completion": "    return a + b\n"}, {"task_id": 7, "completion": "    return -x\n"}]
+    tests = [
+        {"task_id": "T/0", "completions": ["Sure! Here is a test:", "assert add(1, 1) == 2", "print(add(1, 1))"]},
+        {"task_id": 7, "completion": "I cannot write tests for this."},
+    ]
+    result = import_samples(codet(tmp_path, codes, tests), base_dir=tmp_path)
+    assert [s.problem_id for s in result.samples] == ["T/0"]
+    assert result.tests_without_asserts == 3
+    assert [(s.problem_id, "assert calling 'neg'" in s.reason) for s in result.skipped] == [("7", True)]
+
+
+def test_codet_unknown_tasks_and_problems_without_samples_are_skipped(tmp_path):
+    codes = [
+        {"task_id": "T/0", "completion": "    return a + b\n"},
+        {"task_id": "T/99", "completions": ["    return 0\n", "    return 1\n"]},
+        {"prompt": "def unknown():\n", "completion": "    pass\n"},
+    ]
+    tests = [{"task_id": "T/0", "completion": "assert add(1, 1) == 2"}]
+    result = import_samples(codet(tmp_path, codes, tests), base_dir=tmp_path)
+    assert [s.problem_id for s in result.samples] == ["T/0"]
+    assert result.unmatched_samples == 3
+    reasons = {s.problem_id: s.reason for s in result.skipped}
+    assert "2 code sample(s)" in reasons["T/99"] and "not among the problems" in reasons["T/99"]
+    assert any(key.startswith("prompt ") for key in reasons)
+    assert reasons["7"] == "no code samples"
+
+
+def test_codet_bad_sample_line_names_file_and_line(tmp_path):
+    config = codet(tmp_path, [{"task_id": "T/0", "completion": "    return a + b\n"}, {"task_id": "T/0"}], [])
+    with pytest.raises(RecordFileError, match=r"codes\.jsonl:2: .*needs exactly one of 'completion'"):
+        import_samples(config, base_dir=tmp_path)
+
+
+def test_codet_problem_line_without_entry_point(tmp_path):
+    config = codet(tmp_path, [], [])
+    write_jsonl(tmp_path / "problems.jsonl", [{"task_id": "T/0", "prompt": PROMPT}])
+    with pytest.raises(RecordFileError, match=r"problems\.jsonl:1: .*missing field 'entry_point'"):
+        import_samples(config, base_dir=tmp_path)
+
+
+def test_codet_needs_problems_and_tests_paths(tmp_path):
+    with pytest.raises(ValueError, match="needs problems_path"):
+        SamplesConfig(format="codet", path="codes.jsonl")
+    config = codet(tmp_path, [], []).model_copy(update={"tests_path": None})
+    with pytest.raises(ConfigError, match="tests_path"):
+        import_samples(config, base_dir=tmp_path)
+    config = codet(tmp_path, [], []).model_copy(update={"problems_path": "missing.jsonl"})
+    with pytest.raises(FileNotFoundError, match=r"samples\.problems_path: .*missing\.jsonl"):
+        import_samples(config, base_dir=tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The quickstart data
+
+
+def test_quickstart_samples_import_cleanly():
+    config = load_config(REPO / "examples" / "quickstart" / "run.yaml")
+    result = import_samples(config.samples, base_dir=REPO)
+    assert result.skipped == [] and result.tests_without_asserts == 0
+    assert len(result.samples) >= 6
+    assert result.distinct_codes < result.raw_codes and result.distinct_tests < result.raw_tests
+    for sample in result.samples:
+        assert sample.provenance == {"source": "codedpo quickstart (hand-written)"}
+        assert len(sample.codes) >= 4 and len(sample.tests) >= 4
+        assert all(sample.entry_point in test.text for test in sample.tests)
