@@ -1,0 +1,87 @@
+"""The outcome cache: finished executions, keyed by content hash, safe against a kill.
+
+A key covers everything an outcome depends on: the code, the test, the entry point, the limits
+and the harness version. SQLite (WAL mode) commits every few hundred outcomes, so a run killed
+half-way keeps what it finished and a re-run executes only the rest. Sandbox errors are never
+stored: they are faults of the infrastructure, to be retried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+from codedpo.components.common.records import Outcome, Status
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outcomes (
+    key TEXT PRIMARY KEY,
+    outcome TEXT NOT NULL
+)
+"""
+
+
+def outcome_key(code: str, test: str, entry_point: str, limits_fingerprint: str) -> str:
+    """The cache key of one (code, test) execution under given limits."""
+    digest = hashlib.sha256()
+    for part in (code, test, entry_point, limits_fingerprint):
+        digest.update(part.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+class OutcomeCache:
+    """A persistent map from outcome_key to Outcome (`path=None`: in memory only)."""
+
+    def __init__(self, path: Path | None) -> None:
+        if path is None:
+            self._db = sqlite3.connect(":memory:")
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, timeout=60)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+        self._pending: list[tuple[str, str]] = []
+
+    def get_many(self, keys: list[str]) -> dict[str, Outcome]:
+        found: dict[str, Outcome] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(f"SELECT key, outcome FROM outcomes WHERE key IN ({marks})", chunk)
+            for key, text in rows:
+                found[key] = Outcome.model_validate_json(text)
+        return found
+
+    def put(self, key: str, outcome: Outcome) -> None:
+        if outcome.status == Status.sandbox_error:
+            return
+        self._pending.append((key, outcome.model_dump_json()))
+        if len(self._pending) >= 256:
+            self.commit()
+
+    def put_many(self, items: Iterable[tuple[str, Outcome]]) -> None:
+        for key, outcome in items:
+            self.put(key, outcome)
+
+    def commit(self) -> None:
+        if self._pending:
+            self._db.executemany("INSERT OR REPLACE INTO outcomes VALUES (?, ?)", self._pending)
+            self._db.commit()
+            self._pending = []
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0]
+
+    def close(self) -> None:
+        self.commit()
+        self._db.close()
+
+
+def limits_fingerprint(limits: dict) -> str:
+    """A stable text of the limits that change outcomes (part of every cache key)."""
+    return json.dumps(limits, sort_keys=True)

@@ -1,0 +1,660 @@
+"""The execution harness: runs INSIDE the sandbox, standard library only.
+
+Started once per batch (`python -I harness.py`), it reads the batch from stdin as JSON lines and
+writes one JSON line per (code, test) outcome to stdout. It is the only code that runs untrusted
+programs, and it is built so that one warm process serves thousands of executions:
+
+* The harness process ("main") never runs candidate code. It compiles the tests once per problem
+  (with asserts rewritten, see `_harden_asserts`), then forks ONE child per code. The child
+  defines the code once and runs every test of that code in turn, reporting each verdict to main
+  over a pipe. A fork inside gVisor costs ~20 ms, so per-code processes (not per execution)
+  are what makes hundreds of executions per second possible.
+* Limits are the kernel's (gVisor's): RLIMIT_AS (memory), RLIMIT_NPROC (processes), RLIMIT_FSIZE
+  (output: stdout/stderr go to a file in the throw-away work dir), RLIMIT_CORE=0, and a per-test
+  wall-clock deadline that MAIN enforces with SIGKILL, so no signal/alarm tampering in the child
+  can stop it. There is no network (runsc --network=none; a NetworkPolicy on the cluster).
+* When running as root (the runsc sandbox), each worker slot gets its own uid: a child cannot
+  signal main, cannot write outside its work dir, cannot read main's /proc/*/environ, and at the
+  end it kills every process of its uid (kill(-1)), so leftover children die with it.
+* A pass is an explicit message from the harness code in the child after the test body ran to
+  its end with every assert executed. Candidate exits (sys.exit, os._exit), crashes, or a
+  dead child give failures with a reason; the remaining tests of that code run in a fresh child.
+
+Threat model: gVisor is the isolation boundary. Inside it the harness defeats the tampering an
+LLM-written program does in practice (exiting early, killing the harness, patching builtins or
+AssertionError, __eq__ that is always true, fork/memory/output bombs). A program that walks the
+interpreter's frames to rewrite the harness's own state can forge its own verdict; it still cannot
+leave the sandbox or affect other codes' verdicts.
+"""
+
+import ast
+import builtins
+import gc
+import json
+import os
+import resource
+import select
+import signal
+import sys
+import time
+import types
+
+# Modules candidates commonly import, loaded once in main so every forked child has them warm.
+_WARM_MODULES = (
+    "math", "collections", "itertools", "functools", "heapq", "bisect", "re", "string",
+    "typing", "random", "operator", "copy", "fractions", "decimal", "statistics", "hashlib",
+)
+
+PROTOCOL_VERSION = 1
+_UID_BASE = 20000
+_CHECK = "__codedpo_check__"
+_COMPARE = "__codedpo_compare__"
+
+# Captured at import, before any candidate runs: the harness's own code must not see a patched
+# builtin (a candidate may replace builtins.isinstance or builtins.AssertionError).
+_type = type
+_len = len
+_id = id
+_PRISTINE_BUILTINS = dict(builtins.__dict__)
+_BUILTINS_DICT = builtins.__dict__
+_perf_counter_ns = time.perf_counter_ns
+_monotonic = time.monotonic
+
+
+class _AssertFailed(Exception):
+    """Raised by the hardened assert; a class of the harness, not builtins.AssertionError."""
+
+
+class _Untrusted(Exception):
+    """An assert compared or tested an object whose behaviour the candidate defines."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Hardened asserts: every `assert` in a test becomes a call into the harness.
+# ---------------------------------------------------------------------------------------------
+
+_PLAIN_SCALARS = (type(None), bool, int, float, complex, str, bytes)
+_PLAIN_CONTAINERS = (list, tuple, set, frozenset, dict, range)
+_SAFE_SLOTS = (types.WrapperDescriptorType, types.MethodWrapperType, types.BuiltinFunctionType,
+               types.MethodDescriptorType)
+
+
+def _trusted(value, depth=0):
+    """True when comparing/testing `value` runs no candidate-defined Python code.
+
+    Plain data (recursively) is trusted; so is any object whose type's comparison and truth
+    slots all come from C (numpy arrays, dates). A class with a Python-level __eq__ is not.
+    """
+    kind = _type(value)
+    if kind in _PLAIN_SCALARS:
+        return True
+    if kind in _PLAIN_CONTAINERS:
+        if depth > 50:
+            return False
+        if kind is dict:
+            return all(_trusted(k, depth + 1) and _trusted(v, depth + 1) for k, v in value.items())
+        if kind is range:
+            return True
+        return all(_trusted(item, depth + 1) for item in value)
+    for name in ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool__", "__len__",
+                 "__contains__", "__iter__"):
+        for klass in kind.__mro__:
+            slot = klass.__dict__.get(name)
+            if slot is not None:
+                if not isinstance(slot, _SAFE_SLOTS):
+                    return False
+                break
+    return True
+
+
+class _AssertRewriter(ast.NodeTransformer):
+    """`assert test` -> `__codedpo_check__(test')`, comparisons -> `__codedpo_compare__(op, a, b)`."""
+
+    def __init__(self):
+        self.count = 0
+
+    def visit_Assert(self, node):
+        self.count += 1
+        test = _CompareRewriter().visit(node.test)
+        call = ast.Call(func=ast.Name(_CHECK, ast.Load()), args=[test], keywords=[])
+        return ast.copy_location(ast.Expr(call), node)
+
+
+class _CompareRewriter(ast.NodeTransformer):
+    def visit_Compare(self, node):
+        self.generic_visit(node)
+        if _len(node.ops) != 1:  # chained comparisons: a < b < c -> (a < b) and (b < c) is not
+            return node          # worth the rewrite; their operands are still truth-checked.
+        op = _type(node.ops[0]).__name__
+        call = ast.Call(func=ast.Name(_COMPARE, ast.Load()),
+                        args=[ast.Constant(op), node.left, node.comparators[0]], keywords=[])
+        return ast.copy_location(call, node)
+
+    def visit_Lambda(self, node):  # do not rewrite inside nested code
+        return node
+
+
+_OPERATIONS = {
+    "Eq": lambda a, b: a == b, "NotEq": lambda a, b: a != b, "Lt": lambda a, b: a < b,
+    "LtE": lambda a, b: a <= b, "Gt": lambda a, b: a > b, "GtE": lambda a, b: a >= b,
+    "In": lambda a, b: a in b, "NotIn": lambda a, b: a not in b,
+    "Is": lambda a, b: a is b, "IsNot": lambda a, b: a is not b,
+}
+
+
+def _straight_line(tree):
+    """Whether every assert sits at module level outside loops, conditionals and functions."""
+    return all(isinstance(node, (ast.Assert, ast.Import, ast.ImportFrom, ast.Assign, ast.Expr))
+               for node in tree.body)
+
+
+def compile_test(source, filename="<test>"):
+    """(code object, number of asserts, straight-line?) for a test; SyntaxError propagates."""
+    tree = ast.parse(source, filename)
+    straight = _straight_line(tree)
+    rewriter = _AssertRewriter()
+    tree = ast.fix_missing_locations(rewriter.visit(tree))
+    return compile(tree, filename, "exec"), rewriter.count, straight
+
+
+# ---------------------------------------------------------------------------------------------
+# The child: defines one code, runs its tests, reports each verdict.
+# ---------------------------------------------------------------------------------------------
+
+def _classify(error):
+    """(status letter, detail) for an exception raised by a test or the code."""
+    kind = _type(error)
+    if kind is _AssertFailed:
+        return "A", ""
+    if kind is _Untrusted:
+        return "U", str(error)[:200]
+    if isinstance(error, MemoryError):
+        return "M", "MemoryError"
+    if isinstance(error, SystemExit):
+        return "X", "SystemExit(%r)" % (error.code,)
+    if isinstance(error, KeyboardInterrupt):
+        return "X", "KeyboardInterrupt"
+    try:
+        return "E", kind.__name__[:100]
+    except BaseException:  # a hostile exception type whose __name__ misbehaves
+        return "E", "<unnamed exception>"
+
+
+def _run_child(job, tests, limits, report_fd, token):
+    """Body of the forked child. Never returns."""
+    write = os.write
+    counter = [0]
+
+    def check(value):
+        if not _trusted(value):
+            raise _Untrusted("assert on an object with custom truth/compare")
+        if not value:
+            raise _AssertFailed()
+        counter[0] += 1
+
+    def compare(op, left, right):
+        if op not in ("Is", "IsNot") and not (_trusted(left) and _trusted(right)):
+            raise _Untrusted("%s on %s and %s" % (op, _type(left).__name__, _type(right).__name__))
+        result = _OPERATIONS[op](left, right)
+        if _type(result) is not bool and not _trusted(result):
+            raise _Untrusted("comparison returned %s" % _type(result).__name__)
+        return result
+
+    def send(line):
+        write(report_fd, ("%s %s\n" % (token, line)).encode("utf-8", "replace"))
+
+    namespace = {"__name__": "__codedpo_candidate__", "__builtins__": builtins}
+    try:
+        code_object = compile(job["code"], "<candidate>", "exec")
+        exec(code_object, namespace)
+    except BaseException as error:  # the code itself failed while being defined
+        letter, detail = _classify(error)
+        send("C %s %s" % (letter, detail.replace("\n", " ")))
+        _end_child(limits)
+    send("C ok")
+
+    entry_point = job.get("entry_point")
+    repeats = job.get("repeats", 0)
+    for index in job["pending"]:
+        test_code, assert_count, straight = tests[index]
+        times = []
+        letter, detail = "P", ""
+        for round_number in range(1 + repeats):
+            _BUILTINS_DICT.clear()  # undo what the code or a previous test patched
+            _BUILTINS_DICT.update(_PRISTINE_BUILTINS)
+            sys.settrace(None)
+            sys.setprofile(None)
+            scope = dict(namespace)
+            scope["__builtins__"] = dict(_PRISTINE_BUILTINS)
+            scope[_CHECK] = check
+            scope[_COMPARE] = compare
+            if entry_point and entry_point in namespace:
+                scope["candidate"] = namespace[entry_point]
+            counter[0] = 0
+            if round_number:
+                gc.disable()
+            started = _perf_counter_ns()
+            try:
+                exec(test_code, scope)
+                elapsed = _perf_counter_ns() - started
+                if counter[0] == 0 or (straight and counter[0] != assert_count):
+                    letter, detail = "N", "%d of %d asserts ran" % (counter[0], assert_count)
+            except BaseException as error:
+                elapsed = _perf_counter_ns() - started
+                letter, detail = _classify(error)
+            gc.enable()
+            times.append(elapsed)
+            if letter != "P":
+                break
+        verdict_ns = times[0]
+        timed = ",".join(str(t) for t in times[1:]) or "-"
+        send("R %d %s %d %s %s" % (index, letter, verdict_ns, timed, detail.replace("\n", " ")))
+    send("D")
+    _end_child(limits)
+
+
+def _end_child(limits):
+    """Exit, taking every process the candidate left behind along. Never returns."""
+    try:
+        if limits["privileged"]:
+            os.kill(-1, signal.SIGKILL)  # every process of this slot's uid, this one included
+        else:
+            os.killpg(0, signal.SIGKILL)  # our own process group (a setsid escapee survives)
+    finally:
+        os._exit(0)
+
+
+def _enter_child(slot, workdir, limits, close_fds):
+    """Limits, identity and a clean environment for a freshly forked child."""
+    for fd in close_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    output = os.open(os.path.join(workdir, ".output"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    os.close(null)
+    os.close(output)
+    os.setsid()
+    for signum in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+    memory = limits["memory_bytes"]
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits["output_bytes"], limits["output_bytes"]))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if limits["privileged"]:
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits["max_processes"], limits["max_processes"]))
+        uid = _UID_BASE + slot
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    os.chdir(workdir)
+    os.environ.clear()
+    os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "LANG": "C.UTF-8",
+                       "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    sys.stdout = open(1, "w", closefd=False)
+    sys.stderr = open(2, "w", closefd=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Main: schedules children over worker slots, enforces deadlines, classifies deaths.
+# ---------------------------------------------------------------------------------------------
+
+_LETTER_TO_REASON = {
+    "A": ("failed", "assertion"), "E": ("failed", "exception"), "M": ("failed", "memory"),
+    "X": ("failed", "exit"), "U": ("failed", "untrusted_comparison"), "N": ("failed", "no_assert"),
+}
+
+
+class _Child:
+    """What a dispatcher knows about the child running one code."""
+
+    __slots__ = ("pid", "fd", "job", "pending", "defined", "deadline", "buffer", "token", "done",
+                 "killed_for_timeout")
+
+
+_PIPE_BUF = 4096  # writes up to this size to a pipe are atomic: lines from dispatchers never mix
+
+
+class _LineWriter:
+    """Buffers result lines and writes them in whole-line chunks of at most PIPE_BUF bytes."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.chunks = []
+        self.size = 0
+
+    def write(self, line):
+        data = line.encode("utf-8")
+        if self.size + _len(data) > _PIPE_BUF:
+            self.flush()
+        self.chunks.append(data)
+        self.size += _len(data)
+
+    def flush(self):
+        if self.chunks:
+            data = b"".join(self.chunks)
+            while data:
+                data = data[os.write(self.fd, data):]
+            self.chunks = []
+            self.size = 0
+
+
+class Dispatcher:
+    """One worker slot: forks a child per code, one at a time, and enforces its deadlines.
+
+    Dispatchers are forked from main after the whole batch is parsed, so forks (the dominant
+    cost inside gVisor) run in parallel on every core.
+    """
+
+    def __init__(self, slot, limits, problems, jobs, out, workdir):
+        self.slot = slot
+        self.limits = limits
+        self.problems = problems
+        self.jobs = jobs
+        self.out = out
+        self.workdir = workdir
+        self.timeout_s = limits["timeout_s"]
+
+    # -- results --------------------------------------------------------------------------
+    def emit(self, job, position, status, reason, detail="", seconds=0.0, times=None):
+        record = {"job": job["job"], "test": job["test_ids"][position], "status": status,
+                  "reason": reason, "detail": detail[:300], "duration_s": seconds}
+        if times is not None:
+            record["times_s"] = times
+        self.out.write(json.dumps(record) + "\n")
+
+    def run_job(self, job):
+        """All pending tests of one code; a fresh child after any child that died mid-way."""
+        tests = self.problems[job["problem"]]
+        pending = []
+        for position, index in enumerate(job["tests"]):
+            if tests[index][0] == "syntax":
+                self.emit(job, position, "failed", "syntax_error", "test: " + tests[index][1])
+            else:
+                pending.append(position)
+        try:
+            compile(job["code"], "<candidate>", "exec")
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
+            for position in pending:
+                self.emit(job, position, "failed", "syntax_error", "code: " + _type(error).__name__)
+            pending = []
+        while pending:
+            pending = self.run_child(job, [tests[i] for i in job["tests"]], pending)
+        self.out.write(json.dumps({"job": job["job"], "done": True}) + "\n")
+
+    # -- one child ------------------------------------------------------------------------
+    def run_child(self, job, job_tests, pending):
+        """Fork a child for `pending` tests; returns the tests still to run if it died."""
+        read_fd, write_fd = os.pipe()
+        token = os.urandom(8).hex()
+        child_job = dict(job, pending=pending)
+        self.out.flush()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _enter_child(self.slot, self.workdir, self.limits, [read_fd, self.out.fd, self.feed_fd])
+                _run_child(child_job, job_tests, self.limits, write_fd, token)
+            finally:
+                os._exit(70)
+        os.close(write_fd)
+        child = _Child()
+        child.pid, child.fd, child.job, child.token = pid, read_fd, job, token
+        child.pending = list(pending)
+        child.defined = child.done = child.killed_for_timeout = False
+        child.deadline = _monotonic() + self.timeout_s
+        child.buffer = b""
+        while True:
+            wait_s = max(0.0, child.deadline - _monotonic())
+            ready, _, _ = select.select([read_fd], [], [], wait_s)
+            if ready:
+                chunk = os.read(read_fd, 65536)
+                if not chunk:
+                    break
+                child.buffer += chunk
+                *lines, child.buffer = child.buffer.split(b"\n")
+                for line in lines:
+                    self.handle_line(child, line.decode("utf-8", "replace"))
+                if _len(child.buffer) > 1 << 20:  # a flood on the pipe: not the harness
+                    child.buffer = b""
+                    self.kill_group(pid)
+            elif not child.killed_for_timeout:
+                child.killed_for_timeout = True
+                self.kill_group(pid)
+                child.deadline = _monotonic() + 10.0  # then wait for the pipe to close
+            else:
+                break  # killed but the pipe stays open (a grandchild holds it): give up on it
+        os.close(read_fd)
+        wait_status = os.waitpid(pid, 0)[1]
+        return self.account(child, wait_status)
+
+    def kill_group(self, pid):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def handle_line(self, child, line):
+        parts = line.split(" ", 6)
+        if _len(parts) < 2 or parts[0] != child.token:
+            return  # not from the harness code of this child: ignored
+        kind = parts[1]
+        if kind == "C" and _len(parts) > 2:
+            if parts[2] == "ok":
+                child.defined = True
+            else:
+                letter, detail = parts[2], " ".join(parts[3:])
+                reason = "memory" if letter == "M" else "exit" if letter == "X" else "code_error"
+                for position in child.pending:
+                    self.emit(child.job, position, "failed", reason, detail)
+                child.pending = []
+                child.done = True
+        elif kind == "R" and _len(parts) >= 6 and child.pending:
+            position = int(parts[2])
+            if position != child.pending[0]:
+                return
+            letter, verdict_ns, timed = parts[3], int(parts[4]), parts[5]
+            detail = parts[6] if _len(parts) > 6 else ""
+            if letter == "P":
+                times = None if timed == "-" else [int(t) / 1e9 for t in timed.split(",")]
+                self.emit(child.job, position, "passed", "ok", "", verdict_ns / 1e9, times)
+            else:
+                status, reason = _LETTER_TO_REASON.get(letter, ("failed", "exception"))
+                self.emit(child.job, position, status, reason, detail, verdict_ns / 1e9)
+            child.pending.pop(0)
+        elif kind == "D":
+            child.done = True
+        child.deadline = _monotonic() + self.timeout_s
+
+    def account(self, child, wait_status):
+        """The child is gone: blame the test it was on, clean up, return what is left to run."""
+        remaining = []
+        if child.pending:
+            if child.killed_for_timeout:
+                reason, detail = "timeout", "over %.3g s" % self.timeout_s
+            elif os.WIFSIGNALED(wait_status):
+                signum = os.WTERMSIG(wait_status)
+                try:
+                    detail = signal.Signals(signum).name
+                except ValueError:
+                    detail = "signal %d" % signum
+                reason = {signal.SIGXFSZ: "output_limit", signal.SIGXCPU: "timeout",
+                          signal.SIGKILL: "killed"}.get(signum, "crash")
+            else:
+                reason, detail = "exit", "exit status %d" % os.WEXITSTATUS(wait_status)
+            if not child.defined:
+                for position in child.pending:
+                    self.emit(child.job, position, "failed", reason, "while defining the code: " + detail)
+            else:
+                self.emit(child.job, child.pending[0], "failed", reason, detail)
+                remaining = child.pending[1:]  # the other tests deserve a fresh process
+        if not child.done:
+            self.kill_leftovers(child.pid)
+        self.clean_workdir()
+        return remaining
+
+    def kill_leftovers(self, pid):
+        """Kill every process a child left behind when it died before cleaning up."""
+        if not self.limits["privileged"]:
+            self.kill_group(pid)
+            return
+        killer = os.fork()
+        if killer == 0:
+            try:
+                os.setgid(_UID_BASE + self.slot)
+                os.setuid(_UID_BASE + self.slot)
+                os.kill(-1, signal.SIGKILL)
+            finally:
+                os._exit(0)
+        os.waitpid(killer, 0)
+
+    def clean_workdir(self):
+        for name in os.listdir(self.workdir):
+            target = os.path.join(self.workdir, name)
+            if name == ".output":
+                os.truncate(target, 0)
+            else:
+                _remove_tree(target)
+
+    def serve(self, feed_fd):
+        """Take job numbers from the shared feed pipe until it is empty and closed."""
+        self.feed_fd = feed_fd
+        while True:
+            data = os.read(feed_fd, 4)
+            if _len(data) < 4:
+                break
+            self.run_job(self.jobs[int.from_bytes(data, "little")])
+            self.out.flush()
+        self.out.flush()
+
+
+def _compile_problem(message):
+    compiled = []
+    for source in message["tests"]:
+        try:
+            compiled.append(compile_test(source))
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
+            compiled.append(("syntax", _type(error).__name__, 0))
+    return compiled
+
+
+def run_batch(limits, problems, jobs, out_fd):
+    """Main: fork one dispatcher per slot, feed them job numbers, reap everything."""
+    workers = max(1, min(limits["workers"] or os.cpu_count() or 1, _len(jobs) or 1))
+    root = limits.get("work_root") or "/tmp/codedpo-sandbox"
+    feed_read, feed_write = os.pipe()
+    dispatchers = {}
+    for slot in range(workers):
+        workdir = os.path.join(root, "slot-%d" % slot)
+        os.makedirs(workdir, exist_ok=True)
+        if limits["privileged"]:
+            os.chown(workdir, _UID_BASE + slot, _UID_BASE + slot)
+        os.chmod(workdir, 0o700)
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.close(feed_write)
+                Dispatcher(slot, limits, problems, jobs, _LineWriter(out_fd), workdir).serve(feed_read)
+            except BaseException:
+                import traceback
+                traceback.print_exc()
+                code = 71
+            finally:
+                os._exit(code)
+        dispatchers[pid] = slot
+    os.close(feed_read)
+    # The feed may exceed the pipe's capacity: write it from a thread while main reaps.
+    import threading
+
+    def feed():
+        for number in range(_len(jobs)):
+            os.write(feed_write, number.to_bytes(4, "little"))
+        os.close(feed_write)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    failures = 0
+    while dispatchers:
+        pid, wait_status = os.wait()  # as PID 1 this also reaps the candidates' orphans
+        if dispatchers.pop(pid, None) is not None and wait_status != 0:
+            failures += 1
+    feeder.join()
+    return failures
+
+
+def _remove_tree(path):
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            for name in os.listdir(path):
+                _remove_tree(os.path.join(path, name))
+            os.rmdir(path)
+        else:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def _open_interpreter_paths():
+    """Let the unprivileged slot uids traverse to the interpreter's files.
+
+    Python may live under a private home (pyenv in /root): a candidate that imports a module not
+    already loaded would get ModuleNotFoundError. Only called inside a sandbox, where the root
+    file system is gVisor's copy-on-write overlay (or a pod's own image), never on the host.
+    """
+    import site
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages()}
+    for root in roots:
+        path = os.path.abspath(root)
+        while True:
+            try:
+                mode = os.stat(path).st_mode
+                if not mode & 0o001:
+                    os.chmod(path, (mode & 0o7777) | 0o005)
+            except OSError:
+                pass
+            parent = os.path.dirname(path)
+            if parent == path:
+                break
+            path = parent
+
+
+def main():
+    for name in _WARM_MODULES:
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+    out_fd = os.dup(1)
+    os.dup2(2, 1)  # nothing the harness prints by accident may enter the protocol stream
+    header = json.loads(sys.stdin.readline())
+    if header.get("protocol") != PROTOCOL_VERSION:
+        raise SystemExit("harness: protocol %r, expected %d" % (header.get("protocol"), PROTOCOL_VERSION))
+    limits = header["limits"]
+    limits["privileged"] = os.geteuid() == 0 and not limits.get("no_uid_switch", False)
+    if limits["privileged"]:
+        _open_interpreter_paths()
+    problems, jobs = {}, []
+    for line in sys.stdin:
+        message = json.loads(line)
+        if message["type"] == "problem":
+            problems[message["problem"]] = _compile_problem(message)
+        elif message["type"] == "job":
+            jobs.append(message)
+    # Move every object made so far out of the collector's reach: a child's first collection
+    # would otherwise write to every inherited object, and each copy-on-write page fault is a
+    # costly round trip through gVisor's sentry.
+    gc.collect()
+    gc.freeze()
+    failures = run_batch(limits, problems, jobs, out_fd)
+    os.write(out_fd, (json.dumps({"end": True, "dispatcher_failures": failures}) + "\n").encode())
+
+
+if __name__ == "__main__":
+    main()

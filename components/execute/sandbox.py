@@ -1,0 +1,84 @@
+"""Starting the harness inside the isolation boundary.
+
+Three modes (`ExecuteConfig.sandbox`):
+
+* `runsc` (default): this process starts gVisor itself, one sandbox per batch of problems:
+  `runsc --platform=ptrace --network=none do python -I harness.py`. The sandbox sees the host
+  file system through a copy-on-write overlay (writes never reach the host) and has no network.
+* `pod`: we are already inside a pod whose RuntimeClass is gVisor (handler `runsc`) and whose
+  NetworkPolicy denies egress; nesting runsc there is neither possible nor needed.
+* `unsafe-none`: NO isolation. The harness still applies its limits, but candidates run as this
+  user on this machine. Only for trusted code (debugging, the benchmark's baseline); it logs a
+  loud warning every time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO
+
+from codedpo.components.common.config import ExecuteConfig
+
+logger = logging.getLogger(__name__)
+
+HARNESS_PATH = Path(__file__).with_name("harness.py")
+
+RUNSC_INSTALL_HINT = (
+    "runsc (gVisor) is not installed or not on PATH. Install it with `sudo apt-get install runsc` "
+    "(Debian/Ubuntu; see https://gvisor.dev/docs/user_guide/install/ for others), or use "
+    "`--sandbox pod` when already inside a gVisor pod."
+)
+
+UNSAFE_WARNING = (
+    "SANDBOX DISABLED (--sandbox unsafe-none): untrusted generated code runs with NO isolation on "
+    "this machine. Use it only for code you trust."
+)
+
+
+class SandboxUnavailable(RuntimeError):
+    """The requested sandbox cannot be started here; the message says how to fix it."""
+
+
+def _minimal_environment() -> dict[str, str]:
+    # The harness and the candidates see none of this process's environment (no credentials).
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
+
+
+def harness_command(config: ExecuteConfig) -> list[str]:
+    """The command line that runs the harness under the configured isolation."""
+    python = [sys.executable, "-I", str(HARNESS_PATH)]
+    if config.sandbox == "runsc":
+        runsc = shutil.which("runsc")
+        if runsc is None:
+            raise SandboxUnavailable(RUNSC_INSTALL_HINT)
+        if os.geteuid() != 0:
+            raise SandboxUnavailable(
+                "runsc needs root here (it creates namespaces for the sandbox); run as root, or "
+                "run the execute stage in a gVisor pod with `--sandbox pod`."
+            )
+        return [runsc, f"--platform={config.runsc_platform}", "--network=none", "do", *python]
+    if config.sandbox == "unsafe-none":
+        logger.warning(UNSAFE_WARNING)
+    return python
+
+
+def start_harness(config: ExecuteConfig, cwd: Path, stderr: IO[str]) -> subprocess.Popen:
+    """Start one harness process (one sandbox) reading a batch on stdin; its own diagnostics go
+    to `stderr` (a file, so a chatty harness can never block on a full pipe)."""
+    command = harness_command(config)
+    logger.debug("starting harness: %s", " ".join(command))
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        cwd=cwd,
+        env=_minimal_environment(),
+        text=True,
+        bufsize=1 << 16,
+    )
