@@ -1,0 +1,178 @@
+"""The `codedpo` command line: run the pipeline locally, compile it, show the configuration.
+
+    codedpo run [--config run.yaml] [--sandbox runsc|pod|unsafe-none] [--set section.field=value ...]
+    codedpo compile [--output codedpo-pipeline.yaml]
+    codedpo config [--config run.yaml] [--set ...]
+
+Settings layer as: the defaults of `RunConfig`, then the YAML file, then `--sandbox` and each
+`--set` in order (values are parsed as YAML scalars: `--set score.damping=0.9` is a float,
+`--set pairs.efficiency=false` a bool). Without `--config`, the quickstart configuration
+`examples/quickstart/run.yaml` is used when it exists under the current directory (so
+`codedpo run` in a checkout runs the quickstart), otherwise the plain defaults.
+
+A bad configuration value or record file is reported as one error line (no traceback) and the
+command exits with code 2; a step that fails for another reason exits with code 1.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.markup import escape
+
+from codedpo.components.common.config import ConfigError, RunConfig, SandboxKind, dump_config, load_config
+from codedpo.components.common.jsonl import RecordFileError, iter_json_lines
+from codedpo.pipelines.compile import DEFAULT_OUTPUT, compile_pipeline
+
+QUICKSTART_CONFIG = Path("examples/quickstart/run.yaml")
+EXIT_INPUT_ERROR = 2  # bad configuration or record file: fix the input and re-run
+EXIT_STEP_FAILED = 1  # a step failed for another reason (see the run's pipeline.log)
+
+app = typer.Typer(
+    help="CodeDPO preference data as a Kubeflow pipeline (arXiv 2410.05605).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ConfigOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--config",
+        "-c",
+        help=f"Run configuration (YAML). Default: {QUICKSTART_CONFIG} if it exists under the "
+        "current directory, otherwise the built-in defaults.",
+        dir_okay=False,
+    ),
+]
+SandboxOption = Annotated[
+    Optional[SandboxKind],
+    typer.Option(help="Override execute.sandbox. 'unsafe-none' runs untrusted code with NO isolation."),
+]
+SetOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--set",
+        help="Override one field, e.g. --set execute.timeout_s=2 (value parsed as YAML); repeatable, "
+        "applied after --config.",
+        metavar="SECTION.FIELD=VALUE",
+    ),
+]
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`["execute.timeout_s=2", ...]` -> `{"execute.timeout_s": 2, ...}`, values as YAML scalars."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, separator, raw = item.partition("=")
+        if not separator or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected SECTION.FIELD=VALUE, e.g. --set execute.timeout_s=2")
+        try:
+            overrides[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: the value is not a YAML scalar (quote it)") from None
+    return overrides
+
+
+def resolve_config(
+    config_path: Path | None, sandbox: SandboxKind | None, sets: list[str] | None
+) -> tuple[RunConfig, str]:
+    """The effective configuration (defaults, YAML, --sandbox, --set) and where it came from."""
+    if config_path is None and QUICKSTART_CONFIG.is_file():
+        config_path = QUICKSTART_CONFIG
+    overrides = {**({"execute.sandbox": sandbox} if sandbox else {}), **parse_overrides(sets or [])}
+    layers = ["defaults"]
+    if config_path is not None:
+        layers.append(str(config_path))
+    if overrides:
+        layers.append("command line")
+    return load_config(config_path, overrides), " + ".join(layers)
+
+
+def _fail(message: str, code: int = EXIT_INPUT_ERROR) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(code)
+
+
+def _warn_if_unsafe(config: RunConfig) -> None:
+    if config.execute.sandbox == "unsafe-none":
+        err_console.print(
+            "[bold red on yellow] WARNING [/] [bold red]execute.sandbox is 'unsafe-none': untrusted, "
+            "model-generated code will run with NO isolation, as this user, on this machine. "
+            "Use it only to debug code you trust.[/]"
+        )
+
+
+def _count_pairs(pairs_path: Path) -> Counter[str]:
+    return Counter(str(record.get("kind", "?")) for _, record in iter_json_lines(pairs_path))
+
+
+@app.command()
+def run(config: ConfigOption = None, sandbox: SandboxOption = None, set_: SetOption = None) -> None:
+    """Run the pipeline on this machine (kfp.local) and write the run folder <output_dir>/<run_name>/."""
+    from codedpo.pipelines.local_run import StepEvent, StepFailedError, run_local
+
+    try:
+        effective, source = resolve_config(config, sandbox, set_)
+    except ConfigError as error:
+        raise _fail(str(error)) from None
+    _warn_if_unsafe(effective)
+    sandbox_kind = effective.execute.sandbox
+    console.print(f"run [bold]{effective.run_name}[/] (config: {escape(source)}; sandbox: {sandbox_kind})")
+
+    def show(event: StepEvent) -> None:
+        mark = {
+            "running": "[cyan]...[/]    ",
+            "succeeded": "[green]ok[/]     ",
+            "retrying": "[yellow]retry[/]  ",
+            "failed": "[red]FAILED[/] ",
+        }[event.status]
+        console.print(f"  {mark} {escape(event.step)}")
+
+    try:
+        run_dir = run_local(effective, on_step=show)
+        counts = _count_pairs(run_dir / "pairs.jsonl")
+    except (ConfigError, RecordFileError) as error:
+        raise _fail(str(error)) from None
+    except StepFailedError as error:
+        raise _fail(str(error), EXIT_INPUT_ERROR if error.is_input_error else EXIT_STEP_FAILED) from None
+    console.print(f"run folder: [bold]{escape(str(run_dir))}[/]")
+    console.print(
+        f"pairs: {counts['correctness']} correctness, {counts['efficiency']} efficiency "
+        f"({sum(counts.values())} in pairs.jsonl)"
+    )
+
+
+@app.command("compile")
+def compile_(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write the pipeline YAML.", dir_okay=False)
+    ] = DEFAULT_OUTPUT,
+) -> None:
+    """Compile the pipeline to KFP v2 YAML, to upload to a Kubeflow Pipelines server."""
+    console.print(f"wrote {escape(str(compile_pipeline(output)))}")
+
+
+@app.command("config")
+def show_config(config: ConfigOption = None, sandbox: SandboxOption = None, set_: SetOption = None) -> None:
+    """Print the effective run configuration as YAML (every field, defaults included).
+
+    Takes the same options as `run`, so it shows exactly what `run` would use.
+    """
+    try:
+        effective, source = resolve_config(config, sandbox, set_)
+    except ConfigError as error:
+        raise _fail(str(error)) from None
+    typer.echo(f"# effective configuration: {source}")
+    typer.echo(dump_config(effective), nl=False)
+
+
+if __name__ == "__main__":
+    app()

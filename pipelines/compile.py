@@ -1,0 +1,25 @@
+"""Compile the pipeline to the KFP v2 IR YAML that a Kubeflow Pipelines server runs.
+
+    python -m codedpo.pipelines.compile [OUTPUT]      # or: codedpo compile --output OUTPUT
+"""
+
+import sys
+from pathlib import Path
+
+DEFAULT_OUTPUT = Path("codedpo-pipeline.yaml")
+
+
+def compile_pipeline(output: Path = DEFAULT_OUTPUT) -> Path:
+    """Write the compiled pipeline to `output` (parent folders are created); returns the path."""
+    from kfp import compiler  # imported here so that `codedpo config` starts without kfp
+
+    from codedpo.pipelines.pipeline import codedpo_pipeline
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(pipeline_func=codedpo_pipeline, package_path=str(output))
+    return output
+
+
+if __name__ == "__main__":
+    print(compile_pipeline(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_OUTPUT))

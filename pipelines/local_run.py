@@ -1,0 +1,276 @@
+"""Run the pipeline on this machine with KFP's local runner and collect a run folder.
+
+`kfp.local` runs the real pipeline DAG: every step is the same lightweight component a cluster
+runs, started as a subprocess of the current Python (`SubprocessRunner(use_venv=False)`, so
+nothing is pip-installed and the installed `codedpo` is used). KFP writes each task's output
+artifacts under the pipeline root, `<output_dir>/pipeline-root/<pipeline>-<timestamp>/<task>/
+<output name>` (one timestamped folder per run, kept as the run's history), and the pipeline
+returns them as artifacts with local paths. `run_local` copies them into a run folder that a
+person reads:
+
+    <output_dir>/<run_name>/
+        samples.jsonl  executions.jsonl  scores.jsonl  timings.jsonl  pairs.jsonl
+        report.md  report.html  metrics.json  config.yaml  pipeline.log
+
+KFP's own console output (every task's executor input, the steps' prints, tracebacks) goes to
+`pipeline.log`; callers get a `StepEvent` as each step starts and ends (or is retried) instead.
+A step that fails raises `StepFailedError` with the step's name and the exception it ended with.
+The pipeline root keeps every run's artifacts; delete it freely, the run folders are copies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import shutil
+import sys
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+from codedpo.components.common.config import ConfigError, RunConfig, dump_config
+
+# Pipeline output -> file name in the run folder.
+RUN_FILES = {
+    "samples": "samples.jsonl",
+    "executions": "executions.jsonl",
+    "scores": "scores.jsonl",
+    "timings": "timings.jsonl",
+    "pairs": "pairs.jsonl",
+    "report_markdown": "report.md",
+    "report_html": "report.html",
+}
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.yaml"
+LOG_FILE = "pipeline.log"
+PIPELINE_ROOT = "pipeline-root"  # under output_dir, shared by all runs
+# The configuration's paths (relative ones resolve against the working directory), and the
+# input files among them, which must exist before a run starts.
+INPUT_FILE_FIELDS = ("samples.path", "samples.problems_path", "samples.tests_path")
+PATH_FIELDS = ("output_dir", *INPUT_FILE_FIELDS, "execute.cache_dir")
+# Exceptions that mean "fix your input", not "a bug or an infrastructure fault".
+INPUT_ERRORS = frozenset({"ConfigError", "RecordFileError"})
+# Warnings kfp.local emits for every task of a pipeline written for a cluster: the image is not
+# a "python" image (the local runner uses this interpreter anyway) and display names and
+# resource settings have no local effect.
+_LOCAL_RUNNER_WARNINGS = (
+    r"You may be attemping to run a task that uses custom or non-Python base image",
+    r"Task .* have no effect in the current local runner",
+)
+
+
+StepStatus = Literal["running", "succeeded", "retrying", "failed"]
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """A step started or ended; `step` is its display name (as in the KFP UI). A failed
+    attempt that KFP will retry is "retrying"; "failed" is final."""
+
+    step: str
+    status: StepStatus
+
+
+class StepFailedError(RuntimeError):
+    """A pipeline step failed. `error_type` and `error` are the exception the step ended with
+    (empty when it died without one); the full output is in `log_path`."""
+
+    def __init__(self, step: str, error_type: str, error: str, log_path: Path) -> None:
+        self.step = step
+        self.error_type = error_type
+        self.error = error
+        self.log_path = log_path
+        what = f"{error_type}: {error}" if error_type else "no exception was reported"
+        super().__init__(f"step '{step}' failed: {what}\n(full log: {log_path})")
+
+    @property
+    def is_input_error(self) -> bool:
+        """True when the step rejected its input (a bad record file or configuration value)."""
+        return self.error_type in INPUT_ERRORS
+
+
+def _owner(config: RunConfig, dotted: str) -> tuple[Any, str]:
+    """The section that holds a dotted field ("samples.path") and the field's name."""
+    *sections, name = dotted.split(".")
+    owner: Any = config
+    for section in sections:
+        owner = getattr(owner, section)
+    return owner, name
+
+
+def resolve_paths(config: RunConfig, base_dir: Path) -> RunConfig:
+    """A copy of `config` whose relative paths (`PATH_FIELDS`) are made absolute against
+    `base_dir`: the steps run as subprocesses (or pods) that must not depend on a cwd."""
+    resolved = config.model_copy(deep=True)
+    for dotted in PATH_FIELDS:
+        owner, name = _owner(resolved, dotted)
+        value = getattr(owner, name)
+        if value:  # None or "" means unset (an empty execute.cache_dir keeps the cache in memory)
+            setattr(owner, name, str((base_dir / Path(value).expanduser()).resolve()))
+    return resolved
+
+
+def _check_inputs_exist(config: RunConfig) -> None:
+    """Fail before starting any step when an input file is missing (the common mistake)."""
+    for dotted in INPUT_FILE_FIELDS:
+        owner, name = _owner(config, dotted)
+        path = getattr(owner, name)
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{dotted}: no such file: {path}")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TASK_START = re.compile(r"Executing task '([^']+)'")
+_TASK_END = re.compile(r"Task '([^']+)' finished with status (\w+)")
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s?(.*))?$")
+
+
+def _last_exception(lines: list[str]) -> tuple[str, str]:
+    """(type name, message) of the last traceback in a task's output, or ("", "")."""
+    starts = [i for i, line in enumerate(lines) if line.strip() == "Traceback (most recent call last):"]
+    if not starts:
+        return "", ""
+    for i in range(starts[-1] + 1, len(lines)):
+        line = lines[i].removeprefix("    ")  # kfp.local indents the subprocess's output
+        if line and not line[0].isspace():
+            match = _EXCEPTION_LINE.match(line)
+            if match is None:
+                return "", line
+            # A multi-line message (ConfigError lists one field a line) continues to the end.
+            rest = [more.removeprefix("    ").rstrip() for more in lines[i + 1 :]]
+            message = "\n".join([match.group(2) or "", *rest]).strip()
+            return match.group(1).rsplit(".", 1)[-1], message
+    return "", ""
+
+
+@dataclass(frozen=True)
+class _Step:
+    display_name: str
+    retries: int
+
+
+class _LogWatcher(io.TextIOBase):
+    """Stands in for sys.stdout during a local run: writes everything to the log file and turns
+    kfp.local's "Executing task" / "finished with status" lines into StepEvents (delivered with
+    the real sys.stdout back in place, so a callback can print)."""
+
+    def __init__(self, log: TextIO, steps: dict[str, _Step], on_step: Callable[[StepEvent], None] | None) -> None:
+        self._log = log
+        self._terminal = sys.stdout
+        self._steps = steps
+        self._on_step = on_step
+        self._partial = ""
+        self._task_lines: list[str] = []
+        self._failed_attempts: Counter[str] = Counter()
+        self.failure: tuple[str, str, str] | None = None  # (task, error type, message)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._log.write(text)
+        self._partial += text
+        *complete, self._partial = self._partial.split("\n")
+        for line in complete:
+            self._line(_ANSI.sub("", line))
+        return len(text)
+
+    def flush(self) -> None:
+        self._log.flush()
+
+    def _line(self, line: str) -> None:
+        if match := _TASK_START.search(line):
+            self._task_lines = []
+            self._emit(match.group(1), "running")
+        elif match := _TASK_END.search(line):
+            task, status = match.groups()
+            if status == "SUCCESS":
+                self._emit(task, "succeeded")
+                return
+            self.failure = (task, *_last_exception(self._task_lines))
+            self._failed_attempts[task] += 1
+            retries = self._steps[task].retries if task in self._steps else 0
+            self._emit(task, "retrying" if self._failed_attempts[task] <= retries else "failed")
+        else:
+            self._task_lines.append(line)
+
+    def _emit(self, task: str, status: StepStatus) -> None:
+        if self._on_step is not None:
+            with contextlib.redirect_stdout(self._terminal):
+                self._on_step(StepEvent(self.display_name(task), status))
+
+    def display_name(self, task: str) -> str:
+        return self._steps[task].display_name if task in self._steps else task
+
+
+def _pipeline_steps() -> dict[str, _Step]:
+    """The pipeline's steps by local task name (kfp.local names a task after its component)."""
+    from codedpo.pipelines.pipeline import codedpo_pipeline
+
+    spec = codedpo_pipeline.pipeline_spec
+    return {
+        task.component_ref.name.removeprefix("comp-"): _Step(
+            display_name=task.task_info.name or name, retries=task.retry_policy.max_retry_count
+        )
+        for name, task in spec.root.dag.tasks.items()
+    }
+
+
+def run_local(
+    config: RunConfig,
+    base_dir: Path | None = None,
+    *,
+    on_step: Callable[[StepEvent], None] | None = None,
+) -> Path:
+    """Run the pipeline locally and return the run folder `<output_dir>/<run_name>/`.
+
+    Relative paths in `config` resolve against `base_dir` (default: the current working
+    directory); the run folder's config.yaml keeps the resolved (absolute) configuration.
+    `on_step` is called as each step starts, succeeds, fails or is retried. Raises ConfigError
+    when an input file is missing and StepFailedError when a step fails. A run folder of the
+    same name is reused: its previous results are deleted first.
+    """
+    import kfp.local
+
+    from codedpo.pipelines.pipeline import codedpo_pipeline, run_config_parameter
+
+    config = resolve_paths(config, Path.cwd() if base_dir is None else Path(base_dir))
+    _check_inputs_exist(config)
+    output_dir = Path(config.output_dir)
+    run_dir = output_dir / config.run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [*RUN_FILES.values(), METRICS_FILE, CONFIG_FILE]:  # a failed run leaves no old results
+        (run_dir / stale).unlink(missing_ok=True)
+    log_path = run_dir / LOG_FILE
+
+    kfp.local.init(
+        runner=kfp.local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(output_dir / PIPELINE_ROOT),
+        raise_on_error=True,
+    )
+    with open(log_path, "w", encoding="utf-8") as log, warnings.catch_warnings():
+        for message in _LOCAL_RUNNER_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        watcher = _LogWatcher(log, _pipeline_steps(), on_step)
+        try:
+            with contextlib.redirect_stdout(watcher):
+                run = codedpo_pipeline(
+                    samples_path=config.samples.path, run_config=run_config_parameter(config)
+                )
+        except RuntimeError:
+            if watcher.failure is None:
+                raise
+            task, error_type, error = watcher.failure
+            raise StepFailedError(watcher.display_name(task), error_type, error, log_path) from None
+
+    for output, file_name in RUN_FILES.items():
+        shutil.copyfile(run.outputs[output].path, run_dir / file_name)
+    metrics = dict(sorted(run.outputs["metrics"].metadata.items()))
+    (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    (run_dir / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")
+    return run_dir

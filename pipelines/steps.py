@@ -1,0 +1,188 @@
+"""The KFP components of the codedpo pipeline: one thin wrapper per stage.
+
+Each component reads its input artifacts, calls one stage function from `codedpo.components`
+(the plain-Python API in docs/design-notes.md), writes its output artifact with
+`jsonl.write_records` and logs one summary line. Nothing else lives here: the logic of "how is
+code executed" or "how is a pair chosen" stays in `components/`, where it is tested without KFP.
+
+The run configuration travels as one parameter, `run_config` (a `RunConfig.model_dump`), and is
+validated in every component with `config.validate_config`, so a bad value fails with the same
+message wherever it is read. (KFP passes it through a protobuf Struct, which turns integers into
+floats; `1.0` validates as the int `1`.)
+
+The components run on `BASE_IMAGE`, an image with `codedpo` (and therefore `kfp`) installed, so
+`install_kfp_package=False` and no `packages_to_install`: a pod never pip-installs at start. The
+local runner (`kfp.local.SubprocessRunner(use_venv=False)`) runs the same command with the
+current interpreter, where `codedpo` is installed; see `local_run.py`.
+
+Lightweight components are shipped as their function's source, so every import sits inside the
+body, and this module does not use `from __future__ import annotations` (KFP reads the
+annotations to type the inputs and outputs).
+"""
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Output
+
+# The image the CPU stages run on, built from images/light/Dockerfile (codedpo installed).
+# A placeholder name: push it to your registry and change it here (or re-tag) before compiling
+# for a cluster. The local runner ignores it and uses the current Python environment.
+BASE_IMAGE = "codedpo-light:latest"
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def import_samples(samples_path: str, run_config: dict, samples: Output[Dataset]):
+    """Import the sampled codes and tests of every problem (`sample/replay.py`).
+
+    `samples_path` is the file to read; it replaces `run_config.samples.path`, so the one input
+    that changes from run to run is a top-level pipeline parameter.
+    """
+    from codedpo.components.common import config as run_config_module
+    from codedpo.components.common import jsonl
+    from codedpo.components.sample import replay
+
+    config = run_config_module.validate_config(run_config, source="run_config")
+    config.samples.path = samples_path
+    result = replay.import_samples(config.samples)
+    written = jsonl.write_records(samples.path, result.samples)
+    samples.metadata.update({"problems": written, "skipped": len(result.skipped)})
+    print(f"{samples_path}: {result.summary()}")
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def execute(run_config: dict, samples: Input[Dataset], executions: Output[Dataset]):
+    """Run every code against every test in the sandbox (`execute/executor.py`)."""
+    from codedpo.components.common import config as run_config_module
+    from codedpo.components.common import jsonl
+    from codedpo.components.common.records import SampleSet
+    from codedpo.components.execute import executor
+
+    config = run_config_module.validate_config(run_config, source="run_config")
+    sample_sets = jsonl.read_records(samples.path, SampleSet)
+    print(f"executing {len(sample_sets)} problems (sandbox: {config.execute.sandbox})")
+    stats = executor.ExecutionStats()
+    records = executor.execute_samples(sample_sets, config.execute, stats=stats)
+    written = jsonl.write_records(executions.path, records)
+    executions.metadata.update({"problems": written, "sandbox": config.execute.sandbox})
+    print(
+        f"{written} problems: {stats.executions_total} executions, {stats.executions_cached} from the cache, "
+        f"{stats.sandbox_errors} sandbox errors, {stats.sandboxes_started} sandboxes, {stats.seconds:.1f} s"
+    )
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def score(run_config: dict, executions: Input[Dataset], scores: Output[Dataset]):
+    """Rank each problem's codes and tests with the configured ranker (`score/`)."""
+    from codedpo.components.common import config as run_config_module
+    from codedpo.components.common import jsonl
+    from codedpo.components.common.records import ExecutionRecord
+    from codedpo.components.score import score_executions
+
+    config = run_config_module.validate_config(run_config, source="run_config")
+    records = jsonl.read_records(executions.path, ExecutionRecord)
+    written = jsonl.write_records(scores.path, score_executions(records, config.score))
+    scores.metadata.update({"problems": written, "ranker": config.score.ranker})
+    print(f"scored {written} problems with {config.score.ranker}")
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def time_codes(
+    run_config: dict,
+    samples: Input[Dataset],
+    executions: Input[Dataset],
+    scores: Input[Dataset],
+    timings: Output[Dataset],
+):
+    """Time the codes that pass every trusted test, on those tests (`execute/timing.py`).
+
+    With `pairs.efficiency` off nothing is timed and the timings file is empty.
+    """
+    from codedpo.components.common import config as run_config_module
+    from codedpo.components.common import jsonl
+    from codedpo.components.common.records import ExecutionRecord, SampleSet, ScoreRecord
+    from codedpo.components.execute import timing
+
+    config = run_config_module.validate_config(run_config, source="run_config")
+    records = []
+    if config.pairs.efficiency:  # timings only serve the efficiency pairs
+        records = timing.time_trusted_codes(
+            jsonl.read_records(samples.path, SampleSet),
+            jsonl.read_records(executions.path, ExecutionRecord),
+            jsonl.read_records(scores.path, ScoreRecord),
+            config.execute,
+            repeats=config.pairs.timing_repeats,
+        )
+    written = jsonl.write_records(timings.path, records)
+    timings.metadata.update({"codes": written, "repeats": config.pairs.timing_repeats})
+    print(f"timed {written} codes, {config.pairs.timing_repeats} repeats each")
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def pairs(
+    run_config: dict,
+    samples: Input[Dataset],
+    scores: Input[Dataset],
+    timings: Input[Dataset],
+    pairs: Output[Dataset],
+):
+    """Build the correctness and efficiency preference pairs (`pairs/`)."""
+    from codedpo.components.common import config as run_config_module
+    from codedpo.components.common import jsonl
+    from codedpo.components.common.records import SampleSet, ScoreRecord, TimingRecord
+    from codedpo.components.pairs import build_pairs, write_pairs
+
+    config = run_config_module.validate_config(run_config, source="run_config")
+    result = build_pairs(
+        jsonl.read_records(samples.path, SampleSet),
+        jsonl.read_records(scores.path, ScoreRecord),
+        jsonl.read_records(timings.path, TimingRecord),
+        config.pairs,
+    )
+    write_pairs(pairs.path, result.pairs)
+    counts = {kind: result.count(kind) for kind in ("correctness", "efficiency")}
+    # The skip counts travel to the report step as the artifact's metadata (a small summary
+    # that the KFP UI also shows), not as a second file.
+    pairs.metadata.update({**counts, "skipped": result.skipped})
+    print(f"built {counts['correctness']} correctness and {counts['efficiency']} efficiency pairs")
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def report(
+    samples: Input[Dataset],
+    executions: Input[Dataset],
+    scores: Input[Dataset],
+    timings: Input[Dataset],
+    pairs: Input[Dataset],
+    report_markdown: Output[Markdown],
+    report_html: Output[HTML],
+    metrics: Output[Metrics],
+):
+    """Summarise the run as Markdown, HTML and scalar metrics (`report/`).
+
+    The skip counts of the pairs step arrive as the `pairs` artifact's metadata.
+    """
+    from pathlib import Path
+
+    from codedpo.components.common import jsonl
+    from codedpo.components.common.records import (
+        ExecutionRecord,
+        PairRecord,
+        SampleSet,
+        ScoreRecord,
+        TimingRecord,
+    )
+    from codedpo.components.pairs import PairsResult
+    from codedpo.components.report import build_report
+
+    skipped = {reason: int(count) for reason, count in pairs.metadata.get("skipped", {}).items()}
+    result = build_report(
+        jsonl.read_records(samples.path, SampleSet),
+        jsonl.read_records(executions.path, ExecutionRecord),
+        jsonl.read_records(scores.path, ScoreRecord),
+        jsonl.read_records(timings.path, TimingRecord),
+        PairsResult(pairs=jsonl.read_records(pairs.path, PairRecord), skipped=skipped),
+    )
+    Path(report_markdown.path).write_text(result.markdown, encoding="utf-8")
+    Path(report_html.path).write_text(result.html, encoding="utf-8")
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, value)
+    print(f"report written, {len(result.metrics)} metrics logged")
