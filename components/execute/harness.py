@@ -46,7 +46,8 @@ _WARM_MODULES = (
 )
 
 PROTOCOL_VERSION = 1
-_UID_BASE = 20000
+_UID_BASE = 20000  # slot N's recycled children run as uid 20000+N ...
+_ISOLATED_UID_OFFSET = 500  # ... and its one-code (isolated) children as 20500+N
 _CHECK = "__codedpo_check__"
 _COMPARE = "__codedpo_compare__"
 
@@ -180,9 +181,183 @@ def _classify(error):
         return "E", "<unnamed exception>"
 
 
-def _run_child(job, tests, limits, report_fd, token):
-    """Body of the forked child. Never returns."""
-    write = os.write
+# ---------------------------------------------------------------------------------------------
+# Recycling: one child may serve many codes when nothing can leak from one code to the next.
+# ---------------------------------------------------------------------------------------------
+
+# A code (or test) that mentions any of these runs in a fresh child of its own, never reused:
+# they reach the interpreter's frames, the process, its threads or signals, or the import system.
+_ISOLATE_MODULES = frozenset((
+    "ctypes", "_ctypes", "gc", "inspect", "builtins", "importlib", "threading", "_thread",
+    "multiprocessing", "concurrent", "subprocess", "signal", "resource", "atexit", "faulthandler",
+    "tracemalloc", "asyncio", "socket", "select", "selectors", "mmap", "fcntl", "pty", "termios",
+    "locale", "posix", "_posixsubprocess", "sysconfig", "code", "codeop", "pdb", "bdb", "trace",
+    "marshal", "_testcapi", "zipimport", "pkgutil", "runpy",
+))
+_ISOLATE_NAMES = frozenset((
+    "eval", "exec", "compile", "__import__", "globals", "locals", "vars", "setattr", "delattr",
+    "breakpoint", "__builtins__", "__loader__", "__spec__",
+))
+_ISOLATE_ATTRIBUTES = frozenset((
+    "_getframe", "_current_frames", "modules", "settrace", "setprofile", "f_back", "f_globals",
+    "f_locals", "f_builtins", "f_code", "f_trace", "tb_frame", "gi_frame", "cr_frame", "ag_frame",
+    "addaudithook", "meta_path", "path_hooks", "path_importer_cache", "fork", "forkpty", "system",
+    "popen", "kill", "killpg", "_exit", "execv", "execve", "execvp", "execvpe", "execl", "execle",
+    "execlp", "spawnv", "spawnl", "posix_spawn", "posix_spawnp", "setuid", "setgid", "setsid",
+    "setpgid", "chroot", "putenv", "unsetenv", "dup2", "closerange", "setrlimit", "prlimit",
+    "register_at_fork", "sched_setaffinity", "settimeofday", "stack_size",
+))
+_DUNDERS_ALLOWED = frozenset(("__init__", "__name__", "__doc__", "__class__", "__qualname__"))
+
+
+def recyclable(source):
+    """Whether a child that ran `source` can safely run another code afterwards.
+
+    A static gate: the source must not touch what `_Baseline.restore` cannot put back (frames,
+    processes, threads, signals, the import machinery), nor assign attributes of imported
+    names (monkey-patching a library class). Runtime checks after each code back it up.
+    """
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return True  # never runs
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in _ISOLATE_MODULES:
+                    return False
+                imported.add((alias.asname or alias.name).split(".")[0])
+        elif isinstance(node, ast.ImportFrom):
+            if node.level or (node.module or "").split(".")[0] in _ISOLATE_MODULES:
+                return False
+            for alias in node.names:
+                if alias.name == "*" or alias.name in _ISOLATE_ATTRIBUTES:
+                    return False
+                imported.add(alias.asname or alias.name)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            name = node.id
+            if name in _ISOLATE_NAMES or (name.startswith("__") and name not in _DUNDERS_ALLOWED):
+                return False
+        elif isinstance(node, ast.Attribute):
+            name = node.attr
+            if name in _ISOLATE_ATTRIBUTES or (name.startswith("__") and name not in _DUNDERS_ALLOWED):
+                return False
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr":
+            if _len(node.args) < 2 or not isinstance(node.args[1], ast.Constant):
+                return False
+        elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
+            targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
+            for target in targets:
+                for sub in ast.walk(target):
+                    if isinstance(sub, ast.Attribute):
+                        root = sub.value
+                        while isinstance(root, (ast.Attribute, ast.Subscript)):
+                            root = root.value
+                        if isinstance(root, ast.Name) and root.id in imported:
+                            return False
+    return True
+
+
+_MISSING = object()
+
+
+class _Baseline:
+    """The state of a fresh child, to put back after each code it ran."""
+
+    def __init__(self):
+        import decimal
+        import random
+        self.decimal, self.random = decimal, random
+        self.modules = {name: (module, dict(module.__dict__)) for name, module in list(sys.modules.items())
+                        if module is not None and hasattr(module, "__dict__")}
+        self.module_names = set(sys.modules)
+        self.sys_attributes = {name: getattr(sys, name) for name in
+                               ("stdin", "stdout", "stderr", "excepthook", "displayhook", "breakpointhook")}
+        self.sys_lists = {name: list(getattr(sys, name)) for name in ("path", "meta_path", "path_hooks")}
+        self.recursion_limit = sys.getrecursionlimit()
+        self.int_max_str_digits = sys.get_int_max_str_digits()
+        self.switch_interval = sys.getswitchinterval()
+        self.random_state = random.getstate()
+        self.environ = dict(os.environ)
+        self.cwd = os.getcwd()
+        self.rlimits = [(which, resource.getrlimit(which)) for which in
+                        (resource.RLIMIT_AS, resource.RLIMIT_FSIZE, resource.RLIMIT_NPROC, resource.RLIMIT_CORE)]
+        self.signals = {number: signal.getsignal(number) for number in signal.valid_signals()
+                        if number not in (signal.SIGKILL, signal.SIGSTOP)}
+        self.gc_threshold = gc.get_threshold()
+
+    def restore(self, limits):
+        """Put the process back as it was; returns why it cannot be reused, or None."""
+        import _thread
+        if _thread._count():
+            return "threads left running"
+        for which, value in self.rlimits:
+            if resource.getrlimit(which) != value:
+                return "resource limits changed"
+        for number, handler in self.signals.items():
+            if signal.getsignal(number) is not handler:
+                return "signal handlers changed"
+        modules = sys.modules
+        for name in [name for name in modules if name not in self.module_names]:
+            del modules[name]  # imported by the code: imported afresh by the next
+        for name, (module, snapshot) in self.modules.items():
+            if modules.get(name) is not module:
+                modules[name] = module
+            namespace = module.__dict__
+            if _len(namespace) != _len(snapshot):
+                namespace.clear()
+                namespace.update(snapshot)
+                continue
+            for key, value in snapshot.items():
+                if namespace.get(key, _MISSING) is not value:
+                    namespace.clear()
+                    namespace.update(snapshot)
+                    break
+        for name, value in self.sys_attributes.items():
+            setattr(sys, name, value)
+        for name, value in self.sys_lists.items():
+            getattr(sys, name)[:] = value
+        sys.setrecursionlimit(self.recursion_limit)
+        sys.set_int_max_str_digits(self.int_max_str_digits)
+        sys.setswitchinterval(self.switch_interval)
+        sys.settrace(None)
+        sys.setprofile(None)
+        self.random.setstate(self.random_state)
+        self.decimal.setcontext(self.decimal.Context())
+        if os.environ != self.environ:
+            os.environ.clear()
+            os.environ.update(self.environ)
+        if not gc.isenabled():
+            gc.enable()
+        gc.set_threshold(*self.gc_threshold)
+        del gc.callbacks[:]
+        if os.getcwd() != self.cwd:
+            os.chdir(self.cwd)
+        _clean_directory(self.cwd, keep=".output")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.ftruncate(1, 0)  # fd 1 and 2 share the output file: a fresh output budget
+        os.lseek(1, 0, os.SEEK_SET)
+        if limits["privileged"]:
+            try:
+                os.kill(-1, signal.SIGKILL)  # leftovers of this uid (never the caller itself)
+            except OSError:
+                pass
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The child: defines one code, runs its tests, reports each verdict; a recyclable child then
+# waits for the next code.
+# ---------------------------------------------------------------------------------------------
+
+_MAX_CODES_PER_CHILD = 200  # a recycled child retires after this many codes (heap growth)
+
+
+def _run_code(job, tests, pending, send):
+    """Define one code and run its pending tests, sending one result line per test."""
     counter = [0]
 
     def check(value):
@@ -200,9 +375,6 @@ def _run_child(job, tests, limits, report_fd, token):
             raise _Untrusted("comparison returned %s" % _type(result).__name__)
         return result
 
-    def send(line):
-        write(report_fd, ("%s %s\n" % (token, line)).encode("utf-8", "replace"))
-
     namespace = {"__name__": "__codedpo_candidate__", "__builtins__": builtins}
     try:
         code_object = compile(job["code"], "<candidate>", "exec")
@@ -210,13 +382,13 @@ def _run_child(job, tests, limits, report_fd, token):
     except BaseException as error:  # the code itself failed while being defined
         letter, detail = _classify(error)
         send("C %s %s" % (letter, detail.replace("\n", " ")))
-        _end_child(limits)
+        return False
     send("C ok")
 
     entry_point = job.get("entry_point")
     repeats = job.get("repeats", 0)
-    for index in job["pending"]:
-        test_code, assert_count, straight = tests[index]
+    for index in pending:
+        test_code, assert_count, straight = tests[index][:3]
         times = []
         letter, detail = "P", ""
         for round_number in range(1 + repeats):
@@ -249,7 +421,35 @@ def _run_child(job, tests, limits, report_fd, token):
         verdict_ns = times[0]
         timed = ",".join(str(t) for t in times[1:]) or "-"
         send("R %d %s %d %s %s" % (index, letter, verdict_ns, timed, detail.replace("\n", " ")))
-    send("D")
+    return True
+
+
+def _child_main(jobs, problems, job_number, pending, limits, report_fd, command_fd, token, recycle):
+    """Body of a forked child. Runs `jobs[job_number]`; a recycling child then restores its state
+    and takes further job numbers from `command_fd` ("<job> <positions>" lines). Never returns."""
+    write = os.write
+
+    def send(line):
+        write(report_fd, ("%s %s\n" % (token, line)).encode("utf-8", "replace"))
+
+    baseline = _Baseline() if recycle else None
+    commands = os.fdopen(command_fd, "rb", buffering=0) if recycle else None
+    for served in range(_MAX_CODES_PER_CHILD):
+        job = jobs[job_number]
+        tests = [problems[job["problem"]][i] for i in job["tests"]]
+        defined = _run_code(job, tests, pending, send)
+        if baseline is None:
+            break
+        why = baseline.restore(limits) if defined else "the code failed while being defined"
+        if why is not None or served == _MAX_CODES_PER_CHILD - 1:
+            break
+        send("D ok")
+        line = commands.readline()
+        if not line:
+            _end_child(limits)
+        number, _, positions = line.decode().strip().partition(" ")
+        job_number, pending = int(number), [int(p) for p in positions.split(",") if p]
+    send("D retire")
     _end_child(limits)
 
 
@@ -257,14 +457,14 @@ def _end_child(limits):
     """Exit, taking every process the candidate left behind along. Never returns."""
     try:
         if limits["privileged"]:
-            os.kill(-1, signal.SIGKILL)  # every process of this slot's uid, this one included
+            os.kill(-1, signal.SIGKILL)  # every other process of this uid (never the caller)
         else:
             os.killpg(0, signal.SIGKILL)  # our own process group (a setsid escapee survives)
     finally:
         os._exit(0)
 
 
-def _enter_child(slot, workdir, limits, close_fds):
+def _enter_child(uid, workdir, limits, close_fds):
     """Limits, identity and a clean environment for a freshly forked child."""
     for fd in close_fds:
         try:
@@ -287,7 +487,6 @@ def _enter_child(slot, workdir, limits, close_fds):
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if limits["privileged"]:
         resource.setrlimit(resource.RLIMIT_NPROC, (limits["max_processes"], limits["max_processes"]))
-        uid = _UID_BASE + slot
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
@@ -310,10 +509,10 @@ _LETTER_TO_REASON = {
 
 
 class _Child:
-    """What a dispatcher knows about the child running one code."""
+    """What a dispatcher knows about one child process."""
 
-    __slots__ = ("pid", "fd", "job", "pending", "defined", "deadline", "buffer", "token", "done",
-                 "killed_for_timeout")
+    __slots__ = ("pid", "fd", "command_fd", "uid", "workdir", "job", "pending", "defined",
+                 "deadline", "buffer", "token", "done", "idle", "killed_for_timeout")
 
 
 _PIPE_BUF = 4096  # writes up to this size to a pipe are atomic: lines from dispatchers never mix
@@ -344,20 +543,25 @@ class _LineWriter:
 
 
 class Dispatcher:
-    """One worker slot: forks a child per code, one at a time, and enforces its deadlines.
+    """One worker slot: runs jobs one at a time in child processes and enforces deadlines.
 
     Dispatchers are forked from main after the whole batch is parsed, so forks (the dominant
-    cost inside gVisor) run in parallel on every core.
+    cost inside gVisor) run in parallel on every core. A recyclable job goes to the slot's idle
+    recycled child when there is one (no fork at all); any other job gets a fresh child under a
+    second uid, which exits after that one code.
     """
 
-    def __init__(self, slot, limits, problems, jobs, out, workdir):
+    def __init__(self, slot, limits, problems, jobs, out, workdirs):
         self.slot = slot
         self.limits = limits
         self.problems = problems
         self.jobs = jobs
         self.out = out
-        self.workdir = workdir
         self.timeout_s = limits["timeout_s"]
+        self.recycled_uid, self.isolated_uid = _UID_BASE + slot, _UID_BASE + _ISOLATED_UID_OFFSET + slot
+        self.recycled_workdir, self.isolated_workdir = workdirs
+        self.recycled = None  # the idle recycled child, if any
+        self.feed_fd = -1
 
     # -- results --------------------------------------------------------------------------
     def emit(self, job, position, status, reason, detail="", seconds=0.0, times=None):
@@ -367,8 +571,9 @@ class Dispatcher:
             record["times_s"] = times
         self.out.write(json.dumps(record) + "\n")
 
-    def run_job(self, job):
-        """All pending tests of one code; a fresh child after any child that died mid-way."""
+    def run_job(self, number):
+        """All tests of one code; after a child died mid-way, the rest in a fresh child."""
+        job = self.jobs[number]
         tests = self.problems[job["problem"]]
         pending = []
         for position, index in enumerate(job["tests"]):
@@ -376,60 +581,94 @@ class Dispatcher:
                 self.emit(job, position, "failed", "syntax_error", "test: " + tests[index][1])
             else:
                 pending.append(position)
-        try:
-            compile(job["code"], "<candidate>", "exec")
-        except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
+        if pending and job["syntax_error"]:
             for position in pending:
-                self.emit(job, position, "failed", "syntax_error", "code: " + _type(error).__name__)
+                self.emit(job, position, "failed", "syntax_error", "code: " + job["syntax_error"])
             pending = []
         while pending:
-            pending = self.run_child(job, [tests[i] for i in job["tests"]], pending)
+            pending = self.run_in_child(number, job, pending)
         self.out.write(json.dumps({"job": job["job"], "done": True}) + "\n")
 
-    # -- one child ------------------------------------------------------------------------
-    def run_child(self, job, job_tests, pending):
-        """Fork a child for `pending` tests; returns the tests still to run if it died."""
+    # -- children -------------------------------------------------------------------------
+    def run_in_child(self, number, job, pending):
+        """Run `pending` tests of a job in a child; returns the tests left if the child died."""
+        child = None
+        if job["recyclable"] and self.recycled is not None:
+            child, self.recycled = self.recycled, None
+            try:
+                os.write(child.command_fd, ("%d %s\n" % (number, ",".join(map(str, pending)))).encode())
+                self.reset(child, job, pending)
+            except OSError:  # it died while idle: let it go, fork another
+                self.close_child(child)
+                child = None
+        if child is None:
+            child = self.fork_child(number, job, pending, recycle=job["recyclable"])
+        self.watch(child)
+        if child.idle:
+            self.recycled = child
+            return []
+        return self.close_child(child)
+
+    def reset(self, child, job, pending):
+        child.job, child.pending = job, list(pending)
+        child.defined = child.done = child.idle = child.killed_for_timeout = False
+        child.deadline = _monotonic() + self.timeout_s
+
+    def fork_child(self, number, job, pending, recycle):
         read_fd, write_fd = os.pipe()
+        command_read, command_write = os.pipe() if recycle else (-1, -1)
+        uid = self.recycled_uid if recycle else self.isolated_uid
+        workdir = self.recycled_workdir if recycle else self.isolated_workdir
+        # The child must not hold the dispatcher's ends of any pipe (nor the idle recycled
+        # child's): it could then forge results or commands.
+        close_fds = [read_fd, self.out.fd, self.feed_fd]
+        if recycle:
+            close_fds.append(command_write)
+        if self.recycled is not None:
+            close_fds += [self.recycled.fd, self.recycled.command_fd]
         token = os.urandom(8).hex()
-        child_job = dict(job, pending=pending)
         self.out.flush()
         pid = os.fork()
         if pid == 0:
             try:
-                _enter_child(self.slot, self.workdir, self.limits, [read_fd, self.out.fd, self.feed_fd])
-                _run_child(child_job, job_tests, self.limits, write_fd, token)
+                _enter_child(uid, workdir, self.limits, close_fds)
+                _child_main(self.jobs, self.problems, number, pending, self.limits, write_fd,
+                            command_read, token, recycle)
             finally:
                 os._exit(70)
         os.close(write_fd)
+        if recycle:
+            os.close(command_read)
         child = _Child()
-        child.pid, child.fd, child.job, child.token = pid, read_fd, job, token
-        child.pending = list(pending)
-        child.defined = child.done = child.killed_for_timeout = False
-        child.deadline = _monotonic() + self.timeout_s
+        child.pid, child.fd, child.command_fd, child.token = pid, read_fd, command_write, token
+        child.uid, child.workdir = uid, workdir
         child.buffer = b""
-        while True:
+        self.reset(child, job, pending)
+        return child
+
+    def watch(self, child):
+        """Read the child's reports until it is idle (done, reusable) or its pipe closes."""
+        while not child.idle:
             wait_s = max(0.0, child.deadline - _monotonic())
-            ready, _, _ = select.select([read_fd], [], [], wait_s)
+            ready, _, _ = select.select([child.fd], [], [], wait_s)
             if ready:
-                chunk = os.read(read_fd, 65536)
+                chunk = os.read(child.fd, 65536)
                 if not chunk:
-                    break
+                    return
                 child.buffer += chunk
                 *lines, child.buffer = child.buffer.split(b"\n")
                 for line in lines:
                     self.handle_line(child, line.decode("utf-8", "replace"))
                 if _len(child.buffer) > 1 << 20:  # a flood on the pipe: not the harness
                     child.buffer = b""
-                    self.kill_group(pid)
+                    self.kill_group(child.pid)
             elif not child.killed_for_timeout:
                 child.killed_for_timeout = True
-                self.kill_group(pid)
+                child.idle = False
+                self.kill_group(child.pid)
                 child.deadline = _monotonic() + 10.0  # then wait for the pipe to close
             else:
-                break  # killed but the pipe stays open (a grandchild holds it): give up on it
-        os.close(read_fd)
-        wait_status = os.waitpid(pid, 0)[1]
-        return self.account(child, wait_status)
+                return  # killed, but a grandchild holds the pipe open: give up on it
 
     def kill_group(self, pid):
         try:
@@ -442,10 +681,10 @@ class Dispatcher:
 
     def handle_line(self, child, line):
         parts = line.split(" ", 6)
-        if _len(parts) < 2 or parts[0] != child.token:
+        if _len(parts) < 3 or parts[0] != child.token:
             return  # not from the harness code of this child: ignored
         kind = parts[1]
-        if kind == "C" and _len(parts) > 2:
+        if kind == "C":
             if parts[2] == "ok":
                 child.defined = True
             else:
@@ -454,7 +693,6 @@ class Dispatcher:
                 for position in child.pending:
                     self.emit(child.job, position, "failed", reason, detail)
                 child.pending = []
-                child.done = True
         elif kind == "R" and _len(parts) >= 6 and child.pending:
             position = int(parts[2])
             if position != child.pending[0]:
@@ -468,12 +706,18 @@ class Dispatcher:
                 status, reason = _LETTER_TO_REASON.get(letter, ("failed", "exception"))
                 self.emit(child.job, position, status, reason, detail, verdict_ns / 1e9)
             child.pending.pop(0)
-        elif kind == "D":
+        elif kind == "D" and not child.pending:
             child.done = True
+            child.idle = parts[2] == "ok" and not child.killed_for_timeout
         child.deadline = _monotonic() + self.timeout_s
 
-    def account(self, child, wait_status):
-        """The child is gone: blame the test it was on, clean up, return what is left to run."""
+    def close_child(self, child):
+        """The child is gone or going: reap it, blame the test it was on, clean up; returns
+        the tests still to run."""
+        os.close(child.fd)
+        if child.command_fd >= 0:
+            os.close(child.command_fd)
+        wait_status = os.waitpid(child.pid, 0)[1]
         remaining = []
         if child.pending:
             if child.killed_for_timeout:
@@ -495,32 +739,24 @@ class Dispatcher:
                 self.emit(child.job, child.pending[0], "failed", reason, detail)
                 remaining = child.pending[1:]  # the other tests deserve a fresh process
         if not child.done:
-            self.kill_leftovers(child.pid)
-        self.clean_workdir()
+            self.kill_leftovers(child)
+        _clean_directory(child.workdir, keep=".output", truncate=True)
         return remaining
 
-    def kill_leftovers(self, pid):
+    def kill_leftovers(self, child):
         """Kill every process a child left behind when it died before cleaning up."""
         if not self.limits["privileged"]:
-            self.kill_group(pid)
+            self.kill_group(child.pid)
             return
         killer = os.fork()
         if killer == 0:
             try:
-                os.setgid(_UID_BASE + self.slot)
-                os.setuid(_UID_BASE + self.slot)
+                os.setgid(child.uid)
+                os.setuid(child.uid)
                 os.kill(-1, signal.SIGKILL)
             finally:
                 os._exit(0)
         os.waitpid(killer, 0)
-
-    def clean_workdir(self):
-        for name in os.listdir(self.workdir):
-            target = os.path.join(self.workdir, name)
-            if name == ".output":
-                os.truncate(target, 0)
-            else:
-                _remove_tree(target)
 
     def serve(self, feed_fd):
         """Take job numbers from the shared feed pipe until it is empty and closed."""
@@ -529,19 +765,46 @@ class Dispatcher:
             data = os.read(feed_fd, 4)
             if _len(data) < 4:
                 break
-            self.run_job(self.jobs[int.from_bytes(data, "little")])
+            self.run_job(int.from_bytes(data, "little"))
             self.out.flush()
+        if self.recycled is not None:  # closing its command pipe ends it
+            self.close_child(self.recycled)
+            self.recycled = None
         self.out.flush()
 
 
+def _clean_directory(path, keep, truncate=False):
+    """Empty a work directory except the output file (truncated when `truncate`)."""
+    for name in os.listdir(path):
+        target = os.path.join(path, name)
+        if name == keep:
+            if truncate:
+                os.truncate(target, 0)
+        else:
+            _remove_tree(target)
+
+
 def _compile_problem(message):
+    """Each test as (code object, assert count, straight-line?, recyclable?) or a syntax error."""
     compiled = []
     for source in message["tests"]:
         try:
-            compiled.append(compile_test(source))
+            compiled.append(compile_test(source) + (recyclable(source),))
         except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
-            compiled.append(("syntax", _type(error).__name__, 0))
+            compiled.append(("syntax", _type(error).__name__, 0, True))
     return compiled
+
+
+def _prepare_job(message, problems):
+    """Compile-check the code once in main and decide whether its child may be recycled."""
+    message["syntax_error"] = ""
+    try:
+        compile(message["code"], "<candidate>", "exec")
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
+        message["syntax_error"] = _type(error).__name__
+    tests = problems[message["problem"]]
+    message["recyclable"] = recyclable(message["code"]) and all(tests[i][3] for i in message["tests"])
+    return message
 
 
 def run_batch(limits, problems, jobs, out_fd):
@@ -551,17 +814,21 @@ def run_batch(limits, problems, jobs, out_fd):
     feed_read, feed_write = os.pipe()
     dispatchers = {}
     for slot in range(workers):
-        workdir = os.path.join(root, "slot-%d" % slot)
-        os.makedirs(workdir, exist_ok=True)
-        if limits["privileged"]:
-            os.chown(workdir, _UID_BASE + slot, _UID_BASE + slot)
-        os.chmod(workdir, 0o700)
+        workdirs = []
+        for name, uid in (("slot-%d" % slot, _UID_BASE + slot),
+                          ("slot-%d-isolated" % slot, _UID_BASE + _ISOLATED_UID_OFFSET + slot)):
+            workdir = os.path.join(root, name)
+            os.makedirs(workdir, exist_ok=True)
+            if limits["privileged"]:
+                os.chown(workdir, uid, uid)
+            os.chmod(workdir, 0o700)
+            workdirs.append(workdir)
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
                 os.close(feed_write)
-                Dispatcher(slot, limits, problems, jobs, _LineWriter(out_fd), workdir).serve(feed_read)
+                Dispatcher(slot, limits, problems, jobs, _LineWriter(out_fd), workdirs).serve(feed_read)
             except BaseException:
                 import traceback
                 traceback.print_exc()
@@ -646,7 +913,7 @@ def main():
         if message["type"] == "problem":
             problems[message["problem"]] = _compile_problem(message)
         elif message["type"] == "job":
-            jobs.append(message)
+            jobs.append(_prepare_job(message, problems))
     # Move every object made so far out of the collector's reach: a child's first collection
     # would otherwise write to every inherited object, and each copy-on-write page fault is a
     # costly round trip through gVisor's sentry.
