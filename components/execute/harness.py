@@ -60,6 +60,13 @@ _PRISTINE_BUILTINS = dict(builtins.__dict__)
 _BUILTINS_DICT = builtins.__dict__
 _perf_counter_ns = time.perf_counter_ns
 _monotonic = time.monotonic
+# The child's own exits, kills and writes must not go through attributes a candidate can patch
+# (`os._exit = lambda code: None` would otherwise let a child fall back into dispatcher code).
+_os_exit = os._exit
+_os_kill = os.kill
+_os_killpg = os.killpg
+_os_write = os.write
+_SIGKILL = signal.SIGKILL
 
 
 class _AssertFailed(Exception):
@@ -342,7 +349,7 @@ class _Baseline:
         os.lseek(1, 0, os.SEEK_SET)
         if limits["privileged"]:
             try:
-                os.kill(-1, signal.SIGKILL)  # leftovers of this uid (never the caller itself)
+                _os_kill(-1, _SIGKILL)  # leftovers of this uid (never the caller itself)
             except OSError:
                 pass
         return None
@@ -427,10 +434,8 @@ def _run_code(job, tests, pending, send):
 def _child_main(jobs, problems, job_number, pending, limits, report_fd, command_fd, token, recycle):
     """Body of a forked child. Runs `jobs[job_number]`; a recycling child then restores its state
     and takes further job numbers from `command_fd` ("<job> <positions>" lines). Never returns."""
-    write = os.write
-
     def send(line):
-        write(report_fd, ("%s %s\n" % (token, line)).encode("utf-8", "replace"))
+        _os_write(report_fd, ("%s %s\n" % (token, line)).encode("utf-8", "replace"))
 
     baseline = _Baseline() if recycle else None
     commands = os.fdopen(command_fd, "rb", buffering=0) if recycle else None
@@ -457,11 +462,11 @@ def _end_child(limits):
     """Exit, taking every process the candidate left behind along. Never returns."""
     try:
         if limits["privileged"]:
-            os.kill(-1, signal.SIGKILL)  # every other process of this uid (never the caller)
+            _os_kill(-1, _SIGKILL)  # every other process of this uid (never the caller)
         else:
-            os.killpg(0, signal.SIGKILL)  # our own process group (a setsid escapee survives)
+            _os_killpg(0, _SIGKILL)  # our own process group (a setsid escapee survives)
     finally:
-        os._exit(0)
+        _os_exit(0)
 
 
 def _enter_child(uid, workdir, limits, close_fds):
@@ -635,7 +640,7 @@ class Dispatcher:
                 _child_main(self.jobs, self.problems, number, pending, self.limits, write_fd,
                             command_read, token, recycle)
             finally:
-                os._exit(70)
+                _os_exit(70)
         os.close(write_fd)
         if recycle:
             os.close(command_read)
