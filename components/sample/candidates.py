@@ -52,7 +52,7 @@ def _unparse(nodes: Iterable[ast.stmt]) -> str | None:
 
 
 def normalize_source(text: str) -> str:
-    """The canonical form of a code or test, used for its content hash and as its text.
+    """The canonical form of a code or test, used for its content hash (see `dedupe`).
 
     Valid Python is round-tripped through the AST, so two samples that differ only in comments,
     quotes, spacing or blank lines become the same text. Anything else is only whitespace-
@@ -157,13 +157,18 @@ def extract_asserts(text: str, entry_point: str, limit: int = 5) -> str | None:
 
 
 def dedupe(texts: Iterable[str], kind: Literal["code", "test"]) -> list[Candidate]:
-    """One Candidate per distinct (already normalised) text, in order of first occurrence;
-    `count` is how many times that text occurred."""
+    """One Candidate per distinct normalised text, in order of first occurrence; `count` is how
+    many samples normalised to it.
+
+    The id is the hash of the normalised form, but the text kept is the first occurrence as
+    written (whitespace-cleaned): pairs train the model on code as a model writes it, comments
+    and formatting included, not on `ast.unparse` output.
+    """
     by_id: dict[str, Candidate] = {}
     for text in texts:
-        candidate_id = content_id(text, kind)
+        candidate_id = content_id(normalize_source(text), kind)
         if candidate_id in by_id:
             by_id[candidate_id].count += 1
         else:
-            by_id[candidate_id] = Candidate(id=candidate_id, text=text)
+            by_id[candidate_id] = Candidate(id=candidate_id, text=_clean(text))
     return list(by_id.values())

@@ -138,7 +138,7 @@ class _Assembler:
         config, result = self.config, self.result
         result.codes_over_cap += max(0, len(codes) - config.num_codes)
         result.tests_over_cap += max(0, len(tests) - config.num_tests)
-        code_texts = [normalize_source(code) for code in codes[: config.num_codes]]
+        code_texts = list(codes[: config.num_codes])
         test_texts = [text for text in map(make_test, tests[: config.num_tests]) if text is not None]
         without_asserts = min(len(tests), config.num_tests) - len(test_texts)
         result.tests_without_asserts += without_asserts
