@@ -67,6 +67,21 @@ _os_kill = os.kill
 _os_killpg = os.killpg
 _os_write = os.write
 _SIGKILL = signal.SIGKILL
+_prctl = None  # libc's prctl, loaded once in main (see _die_with_parent)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid):
+    """Ask the kernel to SIGKILL this process when its parent dies (call it again after a uid
+    change, which clears the setting).
+
+    Inside runsc a killed sandbox takes everything with it; without one (`pod`, `unsafe-none`)
+    a harness killed from outside would otherwise leave candidates running, orphaned.
+    """
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, _SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before we asked
+        _os_exit(0)
 
 
 class _AssertFailed(Exception):
@@ -469,7 +484,7 @@ def _end_child(limits):
         _os_exit(0)
 
 
-def _enter_child(uid, workdir, limits, close_fds):
+def _enter_child(uid, workdir, limits, close_fds, parent_pid):
     """Limits, identity and a clean environment for a freshly forked child."""
     for fd in close_fds:
         try:
@@ -501,6 +516,7 @@ def _enter_child(uid, workdir, limits, close_fds):
                        "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
     sys.stdout = open(1, "w", closefd=False)
     sys.stderr = open(2, "w", closefd=False)
+    _die_with_parent(parent_pid)  # after the uid change, which clears it
 
 
 # ---------------------------------------------------------------------------------------------
@@ -567,6 +583,7 @@ class Dispatcher:
         self.recycled_workdir, self.isolated_workdir = workdirs
         self.recycled = None  # the idle recycled child, if any
         self.feed_fd = -1
+        self.pid = os.getpid()
 
     # -- results --------------------------------------------------------------------------
     def emit(self, job, position, status, reason, detail="", seconds=0.0, times=None):
@@ -636,7 +653,7 @@ class Dispatcher:
         pid = os.fork()
         if pid == 0:
             try:
-                _enter_child(uid, workdir, self.limits, close_fds)
+                _enter_child(uid, workdir, self.limits, close_fds, self.pid)
                 _child_main(self.jobs, self.problems, number, pending, self.limits, write_fd,
                             command_read, token, recycle)
             finally:
@@ -817,6 +834,7 @@ def run_batch(limits, problems, jobs, out_fd):
     workers = max(1, min(limits["workers"] or os.cpu_count() or 1, _len(jobs) or 1))
     root = limits.get("work_root") or "/tmp/codedpo-sandbox"
     feed_read, feed_write = os.pipe()
+    main_pid = os.getpid()
     dispatchers = {}
     for slot in range(workers):
         workdirs = []
@@ -832,6 +850,7 @@ def run_batch(limits, problems, jobs, out_fd):
         if pid == 0:
             code = 0
             try:
+                _die_with_parent(main_pid)
                 os.close(feed_write)
                 Dispatcher(slot, limits, problems, jobs, _LineWriter(out_fd), workdirs).serve(feed_read)
             except BaseException:
@@ -897,7 +916,18 @@ def _open_interpreter_paths():
             path = parent
 
 
+def _load_prctl():
+    global _prctl
+    try:
+        import ctypes
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):  # not Linux: no parent-death signal
+        _prctl = None
+
+
 def main():
+    _load_prctl()
+    _die_with_parent(os.getppid())
     for name in _WARM_MODULES:
         try:
             __import__(name)
