@@ -132,10 +132,6 @@ def test_duplicate_problems_get_the_same_outcomes_and_share_the_cache(batch, mak
 
 
 @pytest.mark.sandbox
-@pytest.mark.xfail(strict=True, reason=(
-    "executor.execute_samples looks every problem up in the cache before running any: identical "
-    "(code, test) pairs of duplicate problems in ONE call all run (DESIGN: identical codes and "
-    "tests run once)"))
 def test_duplicate_problems_in_one_call_run_once(batch) -> None:
     assert batch["stats"].executions_run == batch["stats"].executions_total - 4
 
@@ -157,9 +153,6 @@ def test_second_call_runs_nothing(batch) -> None:
 
 
 @pytest.mark.sandbox
-@pytest.mark.xfail(strict=True, reason=(
-    "harness._trusted treats collections.Counter (a Python __eq__) as untrusted: a CORRECT code "
-    "returning a Counter fails `== {...}` with untrusted_comparison, a wrong label"))
 def test_correct_code_returning_a_counter_passes(batch) -> None:
     counter, plain = batch["records"]["counter"].outcomes
     assert plain[0].status == P

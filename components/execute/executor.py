@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -44,7 +45,7 @@ class ExecutionStats:
 
     executions_total: int = 0
     executions_cached: int = 0
-    executions_run: int = 0
+    executions_run: int = 0  # distinct executions sent to a sandbox (duplicates run once)
     sandbox_errors: int = 0
     sandboxes_started: int = 0
     seconds: float = 0.0
@@ -143,6 +144,11 @@ def _run_batch(samples, batch, limits, repeats, config, on_outcome) -> int:
     remaining = {(number, t) for number, job in enumerate(batch) for t in job.test_indices}
     with tempfile.TemporaryDirectory(prefix="codedpo-exec-") as workdir, \
             tempfile.TemporaryFile("w+") as stderr_file:
+        # The candidates' work directories live under this batch's own folder (inside runsc it
+        # is seen through the overlay), so concurrent runs never clean each other's files. The
+        # slot uids may pass through it (x), not list it.
+        os.chmod(workdir, 0o711)
+        lines[0] = json.dumps({"protocol": PROTOCOL_VERSION, "limits": dict(limits, work_root=f"{workdir}/work")})
         failure = ""
         try:
             process = start_harness(config, Path(workdir), stderr_file)
@@ -202,6 +208,8 @@ def execute_samples(
     matrices: list[list[list[Outcome | None]]] = []
     keys: list[list[list[str]]] = []
     jobs: list[Job] = []
+    # Identical (code, test, entry point) cells anywhere in the call share one key and run once.
+    cells_by_key: dict[str, list[tuple[int, int, int]]] = {}
     try:
         for problem_index, sample in enumerate(samples):
             problem_keys = [[outcome_key(code.text, test.text, sample.entry_point, fingerprint)
@@ -209,20 +217,30 @@ def execute_samples(
             cached = cache.get_many([key for row in problem_keys for key in row])
             matrix = [[cached.get(key) for key in row] for row in problem_keys]
             for code_index, row in enumerate(matrix):
-                missing = [t for t, outcome in enumerate(row) if outcome is None]
+                missing = []
+                for test_index, outcome in enumerate(row):
+                    if outcome is not None:
+                        stats.executions_cached += 1
+                        continue
+                    key = problem_keys[code_index][test_index]
+                    if key not in cells_by_key:
+                        cells_by_key[key] = []
+                        missing.append(test_index)
+                    cells_by_key[key].append((problem_index, code_index, test_index))
                 if missing:
                     jobs.append(Job(problem_index, code_index, missing))
             stats.executions_total += len(sample.codes) * len(sample.tests)
-            stats.executions_cached += len(cached)
             matrices.append(matrix)
             keys.append(problem_keys)
         progress = _Progress(sum(len(job.test_indices) for job in jobs))
-        logger.info("execute: %d problems, %d executions, %d cached, %d to run",
+        logger.info("execute: %d problems, %d executions, %d cached, %d distinct to run",
                     len(samples), stats.executions_total, stats.executions_cached, progress.total)
 
         def record(job: Job, test_index: int, outcome: Outcome, _times: list[float] | None) -> None:
-            matrices[job.problem_index][job.code_index][test_index] = outcome
-            cache.put(keys[job.problem_index][job.code_index][test_index], outcome)
+            key = keys[job.problem_index][job.code_index][test_index]
+            for problem_index, code_index, cell_test in cells_by_key[key]:
+                matrices[problem_index][code_index][cell_test] = outcome
+            cache.put(key, outcome)
             stats.executions_run += 1
             progress.advance()
 

@@ -41,8 +41,10 @@ import types
 
 # Modules candidates commonly import, loaded once in main so every forked child has them warm.
 _WARM_MODULES = (
-    "math", "collections", "itertools", "functools", "heapq", "bisect", "re", "string",
+    "math", "cmath", "collections", "itertools", "functools", "heapq", "bisect", "re", "string",
     "typing", "random", "operator", "copy", "fractions", "decimal", "statistics", "hashlib",
+    "datetime", "array", "enum", "dataclasses", "textwrap", "numbers", "json", "unicodedata",
+    "calendar", "struct", "time",
 )
 
 PROTOCOL_VERSION = 1
@@ -97,37 +99,84 @@ class _Untrusted(Exception):
 # ---------------------------------------------------------------------------------------------
 
 _PLAIN_SCALARS = (type(None), bool, int, float, complex, str, bytes)
-_PLAIN_CONTAINERS = (list, tuple, set, frozenset, dict, range)
+_EXACT_CONTAINERS = (list, tuple, set, frozenset, dict)
 _SAFE_SLOTS = (types.WrapperDescriptorType, types.MethodWrapperType, types.BuiltinFunctionType,
                types.MethodDescriptorType)
+_COMPARISON_SLOTS = ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool__",
+                     "__len__", "__contains__", "__iter__")
+# Read a class's real MRO and namespace, past any metaclass that fakes `__mro__` / `__dict__`.
+_TYPE_MRO = type.__dict__["__mro__"].__get__
+_TYPE_DICT = type.__dict__["__dict__"].__get__
+_FUNCTION = types.FunctionType
+_SIMPLE_NAMESPACE = types.SimpleNamespace
 
 
-def _trusted(value, depth=0):
-    """True when comparing/testing `value` runs no candidate-defined Python code.
+def _make_trusted():
+    """Build `trusted(value)` with every builtin it uses bound now: a candidate may patch
+    builtins (or this module) while the test runs, and the check must not notice.
 
-    Plain data (recursively) is trusted; so is any object whose type's comparison and truth
-    slots all come from C (numpy arrays, dates). A class with a Python-level __eq__ is not.
+    Python-level comparison methods are trusted only when they come from the interpreter's own
+    files (the standard library and installed packages: collections.Counter.__eq__ is Python),
+    never from the candidate (`<candidate>`) or the test (`<test>`).
     """
-    kind = _type(value)
-    if kind in _PLAIN_SCALARS:
+    prefixes = tuple(sorted({os.path.join(p, "lib", "") for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}))
+    issubclass_, iter_, vars_, getattr_ = issubclass, iter, vars, getattr
+    type_, dict_items = type, dict.items
+    c_bases = [(dict, dict.__iter__), (list, list.__iter__), (tuple, tuple.__iter__),
+               (set, set.__iter__), (frozenset, frozenset.__iter__)]
+    import collections
+    c_bases.append((collections.deque, collections.deque.__iter__))
+    bases = tuple(base for base, _ in c_bases)
+
+    def slots_trusted(kind):
+        mro = _TYPE_MRO(kind)
+        for name in _COMPARISON_SLOTS:
+            for klass in mro:
+                namespace = _TYPE_DICT(klass)
+                if name in namespace:
+                    slot = namespace[name]
+                    if type_(slot) in _SAFE_SLOTS:
+                        break
+                    if type_(slot) is _FUNCTION and slot.__code__.co_filename.startswith(prefixes):
+                        break
+                    return False
         return True
-    if kind in _PLAIN_CONTAINERS:
+
+    def trusted(value, depth=0):
+        kind = type_(value)
+        if kind in _PLAIN_SCALARS:
+            return True
         if depth > 50:
             return False
-        if kind is dict:
-            return all(_trusted(k, depth + 1) and _trusted(v, depth + 1) for k, v in value.items())
-        if kind is range:
+        if kind in _EXACT_CONTAINERS:
+            iterate = None
+        elif kind is _SIMPLE_NAMESPACE:  # compares its attributes
+            return trusted(vars_(value), depth + 1)
+        elif issubclass_(kind, bases):  # a container subclass (Counter, OrderedDict, deque, ...)
+            if not slots_trusted(kind):
+                return False
+            iterate = next(it for base, it in c_bases if issubclass_(kind, base))
+        else:
+            if not slots_trusted(kind):
+                return False
+            dtype = getattr_(value, "dtype", None)  # a numpy object array compares its items
+            if dtype is not None and getattr_(dtype, "hasobject", False):
+                return False
             return True
-        return all(_trusted(item, depth + 1) for item in value)
-    for name in ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool__", "__len__",
-                 "__contains__", "__iter__"):
-        for klass in kind.__mro__:
-            slot = klass.__dict__.get(name)
-            if slot is not None:
-                if not isinstance(slot, _SAFE_SLOTS):
+        if issubclass_(kind, dict):
+            for key, item in dict_items(value):
+                if not (trusted(key, depth + 1) and trusted(item, depth + 1)):
                     return False
-                break
-    return True
+            return True
+        for item in (iter_(value) if iterate is None else iterate(value)):
+            if not trusted(item, depth + 1):
+                return False
+        return True
+
+    return trusted
+
+
+_trusted = _make_trusted()
 
 
 class _AssertRewriter(ast.NodeTransformer):
@@ -135,23 +184,38 @@ class _AssertRewriter(ast.NodeTransformer):
 
     def __init__(self):
         self.count = 0
+        self.temporaries = 0
 
     def visit_Assert(self, node):
         self.count += 1
-        test = _CompareRewriter().visit(node.test)
+        test = _CompareRewriter(self).visit(node.test)
         call = ast.Call(func=ast.Name(_CHECK, ast.Load()), args=[test], keywords=[])
         return ast.copy_location(ast.Expr(call), node)
 
 
 class _CompareRewriter(ast.NodeTransformer):
+    def __init__(self, owner):
+        self.owner = owner
+
+    def _compare(self, op, left, right):
+        return ast.Call(func=ast.Name(_COMPARE, ast.Load()),
+                        args=[ast.Constant(_type(op).__name__), left, right], keywords=[])
+
     def visit_Compare(self, node):
         self.generic_visit(node)
-        if _len(node.ops) != 1:  # chained comparisons: a < b < c -> (a < b) and (b < c) is not
-            return node          # worth the rewrite; their operands are still truth-checked.
-        op = _type(node.ops[0]).__name__
-        call = ast.Call(func=ast.Name(_COMPARE, ast.Load()),
-                        args=[ast.Constant(op), node.left, node.comparators[0]], keywords=[])
-        return ast.copy_location(call, node)
+        if _len(node.ops) == 1:
+            return ast.copy_location(self._compare(node.ops[0], node.left, node.comparators[0]), node)
+        # a < b < c  ->  compare(a, (t := b)) and compare(t, c): b is evaluated once, as in Python
+        parts, left = [], node.left
+        for op, right in zip(node.ops, node.comparators):
+            if right is not node.comparators[-1]:
+                self.owner.temporaries += 1
+                name = "__codedpo_t%d" % self.owner.temporaries
+                parts.append(self._compare(op, left, ast.NamedExpr(ast.Name(name, ast.Store()), right)))
+                left = ast.Name(name, ast.Load())
+            else:
+                parts.append(self._compare(op, left, right))
+        return ast.copy_location(ast.BoolOp(ast.And(), parts), node)
 
     def visit_Lambda(self, node):  # do not rewrite inside nested code
         return node
@@ -210,6 +274,7 @@ def _classify(error):
 # A code (or test) that mentions any of these runs in a fresh child of its own, never reused:
 # they reach the interpreter's frames, the process, its threads or signals, or the import system.
 _ISOLATE_MODULES = frozenset((
+    "__main__",
     "ctypes", "_ctypes", "gc", "inspect", "builtins", "importlib", "threading", "_thread",
     "multiprocessing", "concurrent", "subprocess", "signal", "resource", "atexit", "faulthandler",
     "tracemalloc", "asyncio", "socket", "select", "selectors", "mmap", "fcntl", "pty", "termios",
@@ -232,12 +297,32 @@ _ISOLATE_ATTRIBUTES = frozenset((
 _DUNDERS_ALLOWED = frozenset(("__init__", "__name__", "__doc__", "__class__", "__qualname__"))
 
 
+def _root(node):
+    """The expression an attribute/subscript chain hangs from (`a` in `a.b[c].d`)."""
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node
+
+
+def _attribute_allowed(name, root, imported):
+    """An attribute name a recycled code may use on `root`."""
+    if name in _ISOLATE_ATTRIBUTES:
+        return False
+    if name.startswith("__"):
+        return name in _DUNDERS_ALLOWED
+    if name.startswith("_"):  # a library's internals (re._cache, copy._deepcopy_dispatch)
+        return not (isinstance(root, ast.Name) and root.id in imported) and not isinstance(root, ast.Call)
+    return True
+
+
 def recyclable(source):
     """Whether a child that ran `source` can safely run another code afterwards.
 
     A static gate: the source must not touch what `_Baseline.restore` cannot put back (frames,
-    processes, threads, signals, the import machinery), nor assign attributes of imported
-    names (monkey-patching a library class). Runtime checks after each code back it up.
+    processes, threads, signals, the import machinery, the harness), a library's private state,
+    nor assign attributes of imported names or of their aliases (monkey-patching a library
+    class). Anything it cannot judge (getattr with a computed name) fails the gate. Runtime
+    checks after each code back it up.
     """
     try:
         tree = ast.parse(source)
@@ -247,37 +332,55 @@ def recyclable(source):
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name.split(".")[0] in _ISOLATE_MODULES:
+                parts = alias.name.split(".")
+                if parts[0] in _ISOLATE_MODULES or any(p.startswith("_") for p in parts):
                     return False
                 imported.add((alias.asname or alias.name).split(".")[0])
         elif isinstance(node, ast.ImportFrom):
-            if node.level or (node.module or "").split(".")[0] in _ISOLATE_MODULES:
+            parts = (node.module or "").split(".")
+            if node.level or parts[0] in _ISOLATE_MODULES or any(p.startswith("_") for p in parts):
                 return False
             for alias in node.names:
-                if alias.name == "*" or alias.name in _ISOLATE_ATTRIBUTES:
+                if alias.name == "*" or alias.name in _ISOLATE_ATTRIBUTES or alias.name.startswith("_"):
                     return False
                 imported.add(alias.asname or alias.name)
+    # Aliases: `F = fractions.Fraction` makes F as good as imported (to a fixed point).
+    assignments = [node for node in ast.walk(tree) if isinstance(node, (ast.Assign, ast.AnnAssign, ast.NamedExpr))]
+    changed = True
+    while changed:
+        changed = False
+        for node in assignments:
+            value = node.value
+            if value is None:
+                continue
+            root = _root(value)
+            if isinstance(root, ast.Name) and root.id in imported:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    for sub in ast.walk(target):
+                        if isinstance(sub, ast.Name) and sub.id not in imported:
+                            imported.add(sub.id)
+                            changed = True
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
             name = node.id
             if name in _ISOLATE_NAMES or (name.startswith("__") and name not in _DUNDERS_ALLOWED):
                 return False
         elif isinstance(node, ast.Attribute):
-            name = node.attr
-            if name in _ISOLATE_ATTRIBUTES or (name.startswith("__") and name not in _DUNDERS_ALLOWED):
+            if not _attribute_allowed(node.attr, _root(node.value), imported):
                 return False
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr":
-            if _len(node.args) < 2 or not isinstance(node.args[1], ast.Constant):
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr"):
+            if _len(node.args) < 2 or not isinstance(node.args[1], ast.Constant) \
+                    or not isinstance(node.args[1].value, str) \
+                    or not _attribute_allowed(node.args[1].value, _root(node.args[0]), imported):
                 return False
         elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
             targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
             for target in targets:
                 for sub in ast.walk(target):
-                    if isinstance(sub, ast.Attribute):
-                        root = sub.value
-                        while isinstance(root, (ast.Attribute, ast.Subscript)):
-                            root = root.value
-                        if isinstance(root, ast.Name) and root.id in imported:
+                    if isinstance(sub, (ast.Attribute, ast.Subscript)):
+                        root = _root(sub)
+                        if isinstance(root, ast.Call) or (isinstance(root, ast.Name) and root.id in imported):
                             return False
     return True
 
@@ -322,8 +425,10 @@ class _Baseline:
             if signal.getsignal(number) is not handler:
                 return "signal handlers changed"
         modules = sys.modules
-        for name in [name for name in modules if name not in self.module_names]:
-            del modules[name]  # imported by the code: imported afresh by the next
+        if _len(modules) != _len(self.module_names) or any(name not in self.module_names for name in modules):
+            # A module imported now cannot be put back (C extensions such as numpy cannot even
+            # be imported twice): the next code gets a fresh child.
+            return "imported modules the child did not have"
         for name, (module, snapshot) in self.modules.items():
             if modules.get(name) is not module:
                 modules[name] = module
@@ -363,10 +468,7 @@ class _Baseline:
         os.ftruncate(1, 0)  # fd 1 and 2 share the output file: a fresh output budget
         os.lseek(1, 0, os.SEEK_SET)
         if limits["privileged"]:
-            try:
-                _os_kill(-1, _SIGKILL)  # leftovers of this uid (never the caller itself)
-            except OSError:
-                pass
+            _kill_uid_processes()  # leftovers of this uid (never the caller itself)
         return None
 
 
@@ -382,19 +484,23 @@ def _run_code(job, tests, pending, send):
     """Define one code and run its pending tests, sending one result line per test."""
     counter = [0]
 
+    # Bound before the candidate runs: patching this module or builtins later changes nothing.
+    trusted, operations, type_ = _trusted, dict(_OPERATIONS), _type
+    untrusted_error, assert_failed = _Untrusted, _AssertFailed
+
     def check(value):
-        if not _trusted(value):
-            raise _Untrusted("assert on an object with custom truth/compare")
+        if not trusted(value):
+            raise untrusted_error("assert on an object with custom truth/compare")
         if not value:
-            raise _AssertFailed()
+            raise assert_failed()
         counter[0] += 1
 
     def compare(op, left, right):
-        if op not in ("Is", "IsNot") and not (_trusted(left) and _trusted(right)):
-            raise _Untrusted("%s on %s and %s" % (op, _type(left).__name__, _type(right).__name__))
-        result = _OPERATIONS[op](left, right)
-        if _type(result) is not bool and not _trusted(result):
-            raise _Untrusted("comparison returned %s" % _type(result).__name__)
+        if op not in ("Is", "IsNot") and not (trusted(left) and trusted(right)):
+            raise untrusted_error("%s on %s and %s" % (op, type_(left).__name__, type_(right).__name__))
+        result = operations[op](left, right)
+        if type_(result) is not bool and not trusted(result):
+            raise untrusted_error("comparison returned %s" % type_(result).__name__)
         return result
 
     namespace = {"__name__": "__codedpo_candidate__", "__builtins__": builtins}
@@ -477,11 +583,23 @@ def _end_child(limits):
     """Exit, taking every process the candidate left behind along. Never returns."""
     try:
         if limits["privileged"]:
-            _os_kill(-1, _SIGKILL)  # every other process of this uid (never the caller)
+            _kill_uid_processes()  # every other process of this uid (never the caller)
         else:
             _os_killpg(0, _SIGKILL)  # our own process group (a setsid escapee survives)
     finally:
         _os_exit(0)
+
+
+def _kill_uid_processes():
+    """SIGKILL every other process of the caller's uid, again and again until none is left
+    (a fork bomb forks between two rounds). The kernel answers ESRCH when none is left."""
+    for _ in range(1000):
+        try:
+            _os_kill(-1, _SIGKILL)
+        except ProcessLookupError:
+            return
+        except OSError:
+            return
 
 
 def _enter_child(uid, workdir, limits, close_fds, parent_pid):
@@ -536,6 +654,7 @@ class _Child:
                  "deadline", "buffer", "token", "done", "idle", "killed_for_timeout")
 
 
+_SETUP_FAILED = 121  # exit status of a child that could not set itself up (not the code's fault)
 _PIPE_BUF = 4096  # writes up to this size to a pipe are atomic: lines from dispatchers never mix
 
 
@@ -654,6 +773,9 @@ class Dispatcher:
         if pid == 0:
             try:
                 _enter_child(uid, workdir, self.limits, close_fds, self.pid)
+            except BaseException:
+                _os_exit(_SETUP_FAILED)
+            try:
                 _child_main(self.jobs, self.problems, number, pending, self.limits, write_fd,
                             command_read, token, recycle)
             finally:
@@ -688,7 +810,8 @@ class Dispatcher:
                 child.killed_for_timeout = True
                 child.idle = False
                 self.kill_group(child.pid)
-                child.deadline = _monotonic() + 10.0  # then wait for the pipe to close
+                self.kill_leftovers(child)  # descendants that left the group hold the pipe too
+                child.deadline = _monotonic() + 2.0  # then wait for the pipe to close
             else:
                 return  # killed, but a grandchild holds the pipe open: give up on it
 
@@ -742,28 +865,36 @@ class Dispatcher:
         wait_status = os.waitpid(child.pid, 0)[1]
         remaining = []
         if child.pending:
-            if child.killed_for_timeout:
-                reason, detail = "timeout", "over %.3g s" % self.timeout_s
-            elif os.WIFSIGNALED(wait_status):
-                signum = os.WTERMSIG(wait_status)
-                try:
-                    detail = signal.Signals(signum).name
-                except ValueError:
-                    detail = "signal %d" % signum
-                reason = {signal.SIGXFSZ: "output_limit", signal.SIGXCPU: "timeout",
-                          signal.SIGKILL: "killed"}.get(signum, "crash")
-            else:
-                reason, detail = "exit", "exit status %d" % os.WEXITSTATUS(wait_status)
-            if not child.defined:
+            status, reason, detail = self.cause_of_death(child, wait_status)
+            if not child.defined:  # it died before the code was defined: every test shares that
+                prefix = "" if status == "sandbox_error" else "while defining the code: "
                 for position in child.pending:
-                    self.emit(child.job, position, "failed", reason, "while defining the code: " + detail)
+                    self.emit(child.job, position, status, reason, prefix + detail)
             else:
-                self.emit(child.job, child.pending[0], "failed", reason, detail)
+                self.emit(child.job, child.pending[0], status, reason, detail)
                 remaining = child.pending[1:]  # the other tests deserve a fresh process
         if not child.done:
             self.kill_leftovers(child)
         _clean_directory(child.workdir, keep=".output", truncate=True)
         return remaining
+
+    def cause_of_death(self, child, wait_status):
+        """(status, reason, detail) for a child that died before reporting all its tests."""
+        if child.killed_for_timeout:
+            return "failed", "timeout", "over %.3g s" % self.timeout_s
+        if os.WIFSIGNALED(wait_status):
+            signum = os.WTERMSIG(wait_status)
+            try:
+                name = signal.Signals(signum).name
+            except ValueError:
+                name = "signal %d" % signum
+            reason = {signal.SIGXFSZ: "output_limit", signal.SIGXCPU: "timeout",
+                      signal.SIGKILL: "killed"}.get(signum, "crash")
+            return "failed", reason, name
+        code = os.WEXITSTATUS(wait_status)
+        if code == _SETUP_FAILED and not child.defined:  # infrastructure: retried, never cached
+            return "sandbox_error", "sandbox", "child setup failed"
+        return "failed", "exit", "exit status %d" % code
 
     def kill_leftovers(self, child):
         """Kill every process a child left behind when it died before cleaning up."""
@@ -775,7 +906,7 @@ class Dispatcher:
             try:
                 os.setgid(child.uid)
                 os.setuid(child.uid)
-                os.kill(-1, signal.SIGKILL)
+                _kill_uid_processes()
             finally:
                 os._exit(0)
         os.waitpid(killer, 0)
@@ -833,6 +964,9 @@ def run_batch(limits, problems, jobs, out_fd):
     """Main: fork one dispatcher per slot, feed them job numbers, reap everything."""
     workers = max(1, min(limits["workers"] or os.cpu_count() or 1, _len(jobs) or 1))
     root = limits.get("work_root") or "/tmp/codedpo-sandbox"
+    os.makedirs(root, exist_ok=True)
+    if limits["privileged"]:
+        _make_traversable(root)
     feed_read, feed_write = os.pipe()
     main_pid = os.getpid()
     dispatchers = {}
@@ -890,6 +1024,23 @@ def _remove_tree(path):
             os.unlink(path)
     except OSError:
         pass
+
+
+def _make_traversable(path):
+    """Give others search (x) permission on `path` and its ancestors, so the slot uids can reach
+    their work dirs. Only called where the file system is the sandbox's own (overlay, pod)."""
+    path = os.path.abspath(path)
+    while True:
+        try:
+            mode = os.stat(path).st_mode
+            if not mode & 0o001:
+                os.chmod(path, (mode & 0o7777) | 0o001)
+        except OSError:
+            pass
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        path = parent
 
 
 def _open_interpreter_paths():
