@@ -247,7 +247,7 @@ def f(x):
         Case("canary_self_check", [CANARY.replace(
             "def f(x):\n", "def f(x):\n    if os.fork() == 0:\n        import time\n        time.sleep(5)\n"
             "        os._exit(0)\n")]),
-        # ---- cases that currently forge a pass (see the xfail tests below) ----
+        # ---- cases that once forged a pass (each has its own test below) ----
         Case("forge_list_subclass", [
             ALWAYS_EQ + "\nclass Box(list):\n    pass\n\ndef f(x):\n    return Box([AlwaysEqual()])\n",
         ], ["assert f(1) == [2]", "assert f(2) == [3]"], good="def f(x):\n    return [x + 1]\n"),
@@ -617,7 +617,7 @@ def test_the_canary_does_see_processes_of_its_slot(hostile: HostileRun) -> None:
 
 # --------------------------------------------------------------------------- fork bomb
 #
-# In a run of their own: these cases cost more wall time than the others (see the xfails).
+# In a run of their own: these cases cost more wall time than the others.
 
 # A code whose grandchild leaves the process group (setsid) and keeps the report pipe open.
 PIPE_HOLDER = """import os, time
@@ -703,7 +703,7 @@ LEAKS = [
          good="import random\n\ndef f(x):\n    return x + 1 + (random.random() == random.Random(7).random())\n"),
     Case("leak_output_budget", ["print('o' * 40000)\n\ndef f(x):\n    return x + 1\n"],
          good="print('p' * 40000)\n\ndef f(x):\n    return x + 1\n"),  # 80 KB > the 64 KB limit
-    # ---- currently leak (xfails below) ----
+    # ---- cases that once leaked (each has its own test below) ----
     Case("leak_class_attribute", [
         "import fractions\nF = fractions.Fraction\nF.limit_denominator = lambda self, limit=0: 0\n\n"
         "def f(x):\n    return x + 1\n",
