@@ -40,6 +40,21 @@ pytestmark = pytest.mark.sandbox
 
 SLOT_UID_BASE = 20000  # harness._UID_BASE: worker slot n runs candidates as uid 20000 + n
 MARK = "codedpo-hostile-" + secrets.token_hex(4)  # appears in the argv of processes we spawn
+# Body of an f(x) that leaves a sleeping grandchild in a session of its own, its fds closed.
+DETACHED_SLEEPER = f'''    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            for fd in range(3, 64):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(30)", "{MARK}"])
+        os._exit(0)
+    os.wait()
+    time.sleep(0.2)
+    return x + 1
+'''
 SECRET = "codedpo-fake-secret-" + secrets.token_hex(12)
 SECRET_DIGEST = hashlib.sha256(SECRET.encode()).hexdigest()
 
@@ -203,20 +218,7 @@ def f(x):
         Case("leftover_processes", [f'''import os, subprocess, sys, time
 def f(x):
     subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "{MARK}"])
-    if os.fork() == 0:
-        os.setsid()
-        if os.fork() == 0:
-            for fd in range(3, 64):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(30)", "{MARK}"])
-        os._exit(0)
-    os.wait()
-    time.sleep(0.2)
-    return x + 1
-''']),
+{DETACHED_SLEEPER}''']),
         Case("fake_protocol_lines", [f'''import json, os, sys
 def f(x):
     fake = []
@@ -273,20 +275,7 @@ def f(x):
         Case("leftover_after_patched_kill", [f'''import os, sys, time
 os.kill = lambda *args, **kwargs: None  # the harness's own cleanup calls os.kill(-1, SIGKILL)
 def f(x):
-    if os.fork() == 0:
-        os.setsid()
-        if os.fork() == 0:
-            for fd in range(3, 64):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(30)", "{MARK}"])
-        os._exit(0)
-    os.wait()
-    time.sleep(0.2)
-    return x + 1
-''']),
+{DETACHED_SLEEPER}''']),
     ]
 
 

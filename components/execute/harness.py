@@ -973,7 +973,7 @@ def run_batch(limits, problems, jobs, out_fd):
     root = limits.get("work_root") or "/tmp/codedpo-sandbox"
     os.makedirs(root, exist_ok=True)
     if limits["privileged"]:
-        _make_traversable(root)
+        _grant_to_others(root, 0o001)  # the slot uids pass through to their work dirs
     feed_read, feed_write = os.pipe()
     main_pid = os.getpid()
     dispatchers = {}
@@ -1033,15 +1033,15 @@ def _remove_tree(path):
         pass
 
 
-def _make_traversable(path):
-    """Give others search (x) permission on `path` and its ancestors, so the slot uids can reach
-    their work dirs. Only called where the file system is the sandbox's own (overlay, pod)."""
+def _grant_to_others(path, bits):
+    """Add permission `bits` for "others" to `path` and each of its ancestors. Only called where
+    the file system is the sandbox's own (gVisor's copy-on-write overlay, or a pod's image)."""
     path = os.path.abspath(path)
     while True:
         try:
             mode = os.stat(path).st_mode
-            if not mode & 0o001:
-                os.chmod(path, (mode & 0o7777) | 0o001)
+            if mode & bits != bits:
+                os.chmod(path, (mode & 0o7777) | bits)
         except OSError:
             pass
         parent = os.path.dirname(path)
@@ -1051,27 +1051,12 @@ def _make_traversable(path):
 
 
 def _open_interpreter_paths():
-    """Let the unprivileged slot uids traverse to the interpreter's files.
-
-    Python may live under a private home (pyenv in /root): a candidate that imports a module not
-    already loaded would get ModuleNotFoundError. Only called inside a sandbox, where the root
-    file system is gVisor's copy-on-write overlay (or a pod's own image), never on the host.
-    """
+    """Let the unprivileged slot uids reach the interpreter's files: Python may live under a
+    private home (pyenv in /root), and a candidate importing a module not already loaded would
+    get ModuleNotFoundError."""
     import site
-    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages()}
-    for root in roots:
-        path = os.path.abspath(root)
-        while True:
-            try:
-                mode = os.stat(path).st_mode
-                if not mode & 0o001:
-                    os.chmod(path, (mode & 0o7777) | 0o005)
-            except OSError:
-                pass
-            parent = os.path.dirname(path)
-            if parent == path:
-                break
-            path = parent
+    for root in {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages()}:
+        _grant_to_others(root, 0o005)
 
 
 def _load_prctl():
