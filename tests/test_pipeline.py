@@ -270,8 +270,6 @@ def test_the_last_exception_of_a_failed_step_is_found() -> None:
 @pytest.mark.slow
 @pytest.mark.sandbox
 def test_quickstart_runs_end_to_end_through_kfp_local(tmp_path: Path) -> None:
-    if not (QUICKSTART / "samples.jsonl").is_file():
-        pytest.skip("examples/quickstart/samples.jsonl is not there yet")
     run_yaml = QUICKSTART / "run.yaml"
     config = load_config(
         run_yaml if run_yaml.is_file() else None,
