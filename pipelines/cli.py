@@ -128,6 +128,9 @@ def run(config: ConfigOption = None, sandbox: SandboxOption = None, set_: SetOpt
     console.print(f"run [bold]{effective.run_name}[/] (config: {escape(source)}; sandbox: {sandbox_kind})")
 
     def show(event: StepEvent) -> None:
+        if event.status == "progress":
+            console.print(f"             [dim]{escape(event.message)}[/]")
+            return
         mark = {
             "running": "[cyan]...[/]    ",
             "succeeded": "[green]ok[/]     ",

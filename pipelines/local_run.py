@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from codedpo.components.common.config import ConfigError, RunConfig, dump_config
+from codedpo.components.common.logs import PROGRESS_MARK
 
 # Pipeline output -> file name in the run folder.
 RUN_FILES = {
@@ -64,16 +65,17 @@ _LOCAL_RUNNER_WARNINGS = (
 )
 
 
-StepStatus = Literal["running", "succeeded", "retrying", "failed"]
+StepStatus = Literal["running", "progress", "succeeded", "retrying", "failed"]
 
 
 @dataclass(frozen=True)
 class StepEvent:
-    """A step started or ended; `step` is its display name (as in the KFP UI). A failed
-    attempt that KFP will retry is "retrying"; "failed" is final."""
+    """A step started, reported progress (`message`), or ended; `step` is its display name (as
+    in the KFP UI). A failed attempt that KFP will retry is "retrying"; "failed" is final."""
 
     step: str
     status: StepStatus
+    message: str = ""
 
 
 class StepFailedError(RuntimeError):
@@ -168,6 +170,7 @@ class _LogWatcher(io.TextIOBase):
         self._task_lines: list[str] = []
         self._failed_attempts: Counter[str] = Counter()
         self.failure: tuple[str, str, str] | None = None  # (task, error type, message)
+        self._current: str | None = None  # the task whose progress lines are streaming
 
     def writable(self) -> bool:
         return True
@@ -198,11 +201,14 @@ class _LogWatcher(io.TextIOBase):
             self._emit(task, "retrying" if self._failed_attempts[task] <= retries else "failed")
         else:
             self._task_lines.append(line)
+            if PROGRESS_MARK in line and self._current is not None:
+                self._emit(self._current, "progress", line.split(PROGRESS_MARK, 1)[1].strip())
 
-    def _emit(self, task: str, status: StepStatus) -> None:
+    def _emit(self, task: str, status: StepStatus, message: str = "") -> None:
+        self._current = task if status in ("running", "progress") else None
         if self._on_step is not None:
             with contextlib.redirect_stdout(self._terminal):
-                self._on_step(StepEvent(self.display_name(task), status))
+                self._on_step(StepEvent(self.display_name(task), status, message))
 
     def display_name(self, task: str) -> str:
         return self._steps[task].display_name if task in self._steps else task

@@ -36,6 +36,9 @@ def import_samples(samples_path: str, run_config: dict, samples: Output[Dataset]
     `samples_path` is the file to read; it replaces `run_config.samples.path`, so the one input
     that changes from run to run is a top-level pipeline parameter.
     """
+    from codedpo.components.common.logs import enable_stage_logging
+
+    enable_stage_logging()
     from codedpo.components.common import config as run_config_module
     from codedpo.components.common import jsonl
     from codedpo.components.sample import replay
@@ -51,6 +54,9 @@ def import_samples(samples_path: str, run_config: dict, samples: Output[Dataset]
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def execute(run_config: dict, samples: Input[Dataset], executions: Output[Dataset]):
     """Run every code against every test in the sandbox (`execute/executor.py`)."""
+    from codedpo.components.common.logs import enable_stage_logging
+
+    enable_stage_logging()
     from codedpo.components.common import config as run_config_module
     from codedpo.components.common import jsonl
     from codedpo.components.common.records import SampleSet
@@ -72,6 +78,9 @@ def execute(run_config: dict, samples: Input[Dataset], executions: Output[Datase
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def score(run_config: dict, executions: Input[Dataset], scores: Output[Dataset]):
     """Rank each problem's codes and tests with the configured ranker (`score/`)."""
+    from codedpo.components.common.logs import enable_stage_logging
+
+    enable_stage_logging()
     from codedpo.components.common import config as run_config_module
     from codedpo.components.common import jsonl
     from codedpo.components.common.records import ExecutionRecord
@@ -96,6 +105,9 @@ def time_codes(
 
     With `pairs.efficiency` off nothing is timed and the timings file is empty.
     """
+    from codedpo.components.common.logs import enable_stage_logging
+
+    enable_stage_logging()
     from codedpo.components.common import config as run_config_module
     from codedpo.components.common import jsonl
     from codedpo.components.common.records import ExecutionRecord, SampleSet, ScoreRecord
@@ -125,6 +137,9 @@ def pairs(
     pairs: Output[Dataset],
 ):
     """Build the correctness and efficiency preference pairs (`pairs/`)."""
+    from codedpo.components.common.logs import enable_stage_logging
+
+    enable_stage_logging()
     from codedpo.components.common import config as run_config_module
     from codedpo.components.common import jsonl
     from codedpo.components.common.records import SampleSet, ScoreRecord, TimingRecord
@@ -160,6 +175,9 @@ def report(
 
     The skip counts of the pairs step arrive as the `pairs` artifact's metadata.
     """
+    from codedpo.components.common.logs import enable_stage_logging
+
+    enable_stage_logging()
     from pathlib import Path
 
     from codedpo.components.common import jsonl

@@ -289,6 +289,8 @@ def test_quickstart_runs_end_to_end_through_kfp_local(tmp_path: Path) -> None:
     expected = [*local_run.RUN_FILES.values(), local_run.METRICS_FILE, local_run.CONFIG_FILE, local_run.LOG_FILE]
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(expected)
     assert [e.step for e in events if e.status == "succeeded"] == list(STEP_DISPLAY_NAMES.values())
+    # The executor's progress lines reach the caller while the step runs.
+    assert any(e.status == "progress" and e.message.startswith("execute: ") for e in events)
     kinds = {pair.kind for pair in read_records(run_dir / "pairs.jsonl", PairRecord)}
     assert kinds == {"correctness", "efficiency"}
     metrics = json.loads((run_dir / "metrics.json").read_text())
