@@ -7,6 +7,7 @@ own trusted codes only (the harness still applies its limits), or no harness at 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -365,6 +366,47 @@ def test_missing_runsc_on_path(make_sample, small_config, monkeypatch, tmp_path)
     assert "--sandbox pod" in str(raised.value)
 
 
+def test_pod_mode_refuses_a_kernel_that_is_not_gvisor(make_sample, small_config, tmp_path) -> None:
+    # This test process runs on the host's kernel, not in a gVisor pod.
+    assert not sandbox_module.running_under_gvisor()
+    with pytest.raises(SandboxUnavailable, match="not gVisor"):
+        execute_samples([make_sample("p", [RIGHT], T2)], small_config(sandbox="pod", cache_dir=str(tmp_path)))
+    assert _rows_in(tmp_path) == 0
+
+
+POD_MODE_RUN = textwrap.dedent('''
+    import json
+    from codedpo.components.common.config import ExecuteConfig
+    from codedpo.components.common.records import Candidate, SampleSet, content_id
+    from codedpo.components.execute.executor import execute_samples
+    from codedpo.components.execute.sandbox import running_under_gvisor
+
+    codes = ["def f(x):\\n    return x + 1\\n", "def f(x):\\n    return x\\n"]
+    tests = ["assert f(1) == 2", "assert f(2) == 3"]
+    sample = SampleSet(problem_id="p", prompt="", entry_point="f",
+                       codes=[Candidate(id=content_id(c, "code"), text=c) for c in codes],
+                       tests=[Candidate(id=content_id(t, "test"), text=t) for t in tests])
+    (record,) = execute_samples([sample], ExecuteConfig(sandbox="pod", cache_dir="", timeout_s=3.0))
+    print(json.dumps({"gvisor": running_under_gvisor(),
+                      "statuses": [[o.status.value for o in row] for row in record.outcomes]}))
+''')
+
+
+@pytest.mark.sandbox
+def test_pod_mode_runs_inside_gvisor(tmp_path) -> None:
+    # The closest thing to a gVisor pod here: the executor itself runs inside a runsc sandbox
+    # (as the execute step does in a pod whose RuntimeClass is runsc) and starts the harness
+    # directly, with no nested runsc.
+    script = tmp_path / "pod_mode.py"
+    script.write_text(POD_MODE_RUN)
+    done = subprocess.run(["runsc", "--platform=ptrace", "--network=none", "do", sys.executable, str(script)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={"PATH": os.environ["PATH"], "LANG": "C.UTF-8"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"gvisor": True, "statuses": [["passed", "passed"], ["failed", "failed"]]}
+
+
 def test_runsc_without_root_is_refused(make_sample, small_config, monkeypatch) -> None:
     monkeypatch.setattr(sandbox_module.shutil, "which", lambda name, *a, **k: "/usr/bin/runsc")
     monkeypatch.setattr(sandbox_module.os, "geteuid", lambda: 1000)
@@ -381,7 +423,9 @@ def test_unsafe_none_logs_a_loud_warning(make_sample, small_config, caplog) -> N
     assert "NO isolation" in warnings[0].message
 
 
-def test_pod_mode_runs_the_harness_directly(small_config) -> None:
+def test_pod_mode_runs_the_harness_directly(small_config, monkeypatch) -> None:
+    # FAKE kernel check (this host is not gVisor); test_pod_mode_runs_inside_gvisor runs for real.
+    monkeypatch.setattr(sandbox_module, "running_under_gvisor", lambda: True)
     command = sandbox_module.harness_command(small_config(sandbox="pod"))
     assert "runsc" not in " ".join(command)
     assert command[-1] == str(sandbox_module.HARNESS_PATH)

@@ -44,6 +44,28 @@ class SandboxUnavailable(RuntimeError):
     """The requested sandbox cannot be started here; the message says how to fix it."""
 
 
+NOT_GVISOR_HINT = (
+    "--sandbox pod expects to run inside a gVisor pod, but this kernel is not gVisor (its log "
+    "does not start with 'Starting gVisor'). Refusing to run untrusted code without isolation: "
+    "check the pod's RuntimeClass (handler `runsc`), or use --sandbox runsc on a machine."
+)
+
+
+def running_under_gvisor() -> bool:
+    """Whether this process runs on gVisor's kernel: its synthetic kernel log (syslog(2), what
+    `dmesg` prints) always begins with "Starting gVisor...". Elsewhere reading the log either
+    shows a real kernel's messages or is not permitted; both mean no."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        buffer = ctypes.create_string_buffer(1 << 14)
+        size = libc.klogctl(3, buffer, len(buffer))  # SYSLOG_ACTION_READ_ALL
+    except (OSError, AttributeError):
+        return False
+    return size > 0 and b"Starting gVisor" in buffer.raw[:size]
+
+
 def _minimal_environment() -> dict[str, str]:
     # The harness and the candidates see none of this process's environment (no credentials).
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
@@ -62,6 +84,8 @@ def harness_command(config: ExecuteConfig) -> list[str]:
                 "run the execute stage in a gVisor pod with `--sandbox pod`."
             )
         return [runsc, f"--platform={config.runsc_platform}", "--network=none", "do", *python]
+    if config.sandbox == "pod" and not running_under_gvisor():
+        raise SandboxUnavailable(NOT_GVISOR_HINT)
     if config.sandbox == "unsafe-none":
         logger.warning(UNSAFE_WARNING)
     return python
