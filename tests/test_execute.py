@@ -428,7 +428,7 @@ def test_pod_mode_runs_the_harness_directly(small_config, monkeypatch) -> None:
     monkeypatch.setattr(sandbox_module, "running_under_gvisor", lambda: True)
     command = sandbox_module.harness_command(small_config(sandbox="pod"))
     assert "runsc" not in " ".join(command)
-    assert command[-1] == str(sandbox_module.HARNESS_PATH)
+    assert command[-2:] == ["-m", "codedpo.components.execute.harness"]
 
 
 def test_sandbox_command_has_no_network(small_config, monkeypatch) -> None:
@@ -452,7 +452,7 @@ def test_harness_that_cannot_start_gives_sandbox_errors_never_cached(
 ) -> None:
     samples = [make_sample("p", [RIGHT, WRONG], T2)]
     config = small_config(cache_dir=str(tmp_path))
-    monkeypatch.setattr(sandbox_module, "HARNESS_PATH", tmp_path / "no-such-harness.py")
+    monkeypatch.setattr(sandbox_module, "HARNESS_ENTRY", [str(tmp_path / "no-such-harness.py")])
     stats = ExecutionStats()
     (record,) = execute_samples(samples, config, stats=stats)
     assert _all_sandbox_errors(record)
@@ -491,7 +491,7 @@ FAKE_HARNESS = textwrap.dedent('''
 def test_harness_dying_half_way_keeps_what_it_reported(make_sample, small_config, monkeypatch, tmp_path) -> None:
     fake = tmp_path / "fake_harness.py"
     fake.write_text(FAKE_HARNESS)
-    monkeypatch.setattr(sandbox_module, "HARNESS_PATH", fake)
+    monkeypatch.setattr(sandbox_module, "HARNESS_ENTRY", [str(fake)])
     cache_dir = tmp_path / "cache"
     stats = ExecutionStats()
     (record,) = execute_samples([make_sample("p", [RIGHT, WRONG], T2)],

@@ -268,7 +268,8 @@ def f(x):
         Case("forge_chained_comparison", [ALWAYS_EQ + "\ndef f(x):\n    return AlwaysEqual()\n"],
              ["assert 1 < f(1) < 3", "assert 2 <= f(2) <= 3"]),
         Case("forge_harness_module", [
-            "import sys\nsys.modules['__main__']._OPERATIONS['Eq'] = lambda a, b: True\n\n"
+            "import sys\nfor module in list(sys.modules.values()):\n    if hasattr(module, '_OPERATIONS'):\n"
+            "        module._OPERATIONS['Eq'] = lambda a, b: True\n\n"
             "def f(x):\n    return 0\n",
         ]),
         # Patches os.kill, which an earlier harness used for its own cleanup.
@@ -705,8 +706,9 @@ LEAKS = [
          good="import numpy as np\n\ndef f(x):\n    return int(np.array([x, 1]).sum())\n"),
     # Last: after it, every == in this child is true.
     Case("forge_for_other_codes", [
-        "import sys\nharness = getattr(sys, 'modules')['__main__']\noperations = harness._OPERATIONS\n"
-        "operations['Eq'] = lambda a, b: True\n\ndef f(x):\n    return x + 1\n",
+        "import sys\nfor harness in list(getattr(sys, 'modules').values()):\n"
+        "    if hasattr(harness, '_OPERATIONS'):\n        operations = harness._OPERATIONS\n"
+        "        operations['Eq'] = lambda a, b: True\n\ndef f(x):\n    return x + 1\n",
     ]),
     Case("victim_of_the_forgery", ["def f(x):\n    return -x\n"], good="def f(x):\n    return x + 1  # right\n"),
 ]

@@ -23,7 +23,7 @@ from pathlib import Path
 from codedpo.components.common.config import ExecuteConfig
 from codedpo.components.common.records import ExecutionRecord, Outcome, Reason, SampleSet, Status
 from codedpo.components.execute.cache import OutcomeCache, limits_fingerprint, outcome_key
-from codedpo.components.execute.sandbox import HARNESS_PATH, start_harness
+from codedpo.components.execute.sandbox import HARNESS_DIR, start_harness
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +53,11 @@ class ExecutionStats:
 
 
 def harness_version() -> str:
-    """Hash of the harness source: a changed harness never reuses old cached outcomes."""
-    return hashlib.sha256(HARNESS_PATH.read_bytes()).hexdigest()[:16]
+    """Hash of the harness's sources: a changed harness never reuses old cached outcomes."""
+    digest = hashlib.sha256()
+    for path in sorted(HARNESS_DIR.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def harness_limits(config: ExecuteConfig) -> dict:

@@ -3,7 +3,7 @@
 Three modes (`ExecuteConfig.sandbox`):
 
 * `runsc` (default): this process starts gVisor itself, one sandbox per batch of problems:
-  `runsc --platform=ptrace --network=none do python -I harness.py`. The sandbox sees the host
+  `runsc --platform=ptrace --network=none do python -I -m codedpo.components.execute.harness`. The sandbox sees the host
   file system through a copy-on-write overlay (writes never reach the host) and has no network.
 * `pod`: we are already inside a pod whose RuntimeClass is gVisor (handler `runsc`) and whose
   NetworkPolicy denies egress; nesting runsc there is neither possible nor needed.
@@ -26,7 +26,10 @@ from codedpo.components.common.config import ExecuteConfig
 
 logger = logging.getLogger(__name__)
 
-HARNESS_PATH = Path(__file__).with_name("harness.py")
+# The harness is a standard-library-only package run as a module inside the sandbox (codedpo is
+# installed wherever the harness runs: here, and in the sandbox image).
+HARNESS_DIR = Path(__file__).with_name("harness")
+HARNESS_ENTRY = ["-m", "codedpo.components.execute.harness"]
 
 RUNSC_INSTALL_HINT = (
     "runsc (gVisor) is not installed or not on PATH. Install it with `sudo apt-get install runsc` "
@@ -73,7 +76,7 @@ def _minimal_environment() -> dict[str, str]:
 
 def harness_command(config: ExecuteConfig) -> list[str]:
     """The command line that runs the harness under the configured isolation."""
-    python = [sys.executable, "-I", str(HARNESS_PATH)]
+    python = [sys.executable, "-I", *HARNESS_ENTRY]
     if config.sandbox == "runsc":
         runsc = shutil.which("runsc")
         if runsc is None:

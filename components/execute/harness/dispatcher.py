@@ -1,0 +1,300 @@
+"""A dispatcher: one worker slot. It runs jobs one at a time in child processes, enforces the
+per-test deadlines and turns what the children report (or how they died) into outcome lines."""
+
+import json
+import os
+import select
+import signal
+import time
+
+from .child import _child_main, _enter_child
+from .processes import _clean_directory, _kill_uid_processes, _os_exit
+
+_len = len
+_monotonic = time.monotonic
+_UID_BASE = 20000  # slot N's recycled children run as uid 20000+N ...
+_ISOLATED_UID_OFFSET = 500  # ... and its one-code (isolated) children as 20500+N
+
+_LETTER_TO_REASON = {
+    "A": ("failed", "assertion"), "E": ("failed", "exception"), "M": ("failed", "memory"),
+    "X": ("failed", "exit"), "U": ("failed", "untrusted_comparison"), "N": ("failed", "no_assert"),
+}
+
+
+class _Child:
+    """What a dispatcher knows about one child process."""
+
+    __slots__ = ("pid", "fd", "command_fd", "uid", "workdir", "job", "pending", "defined",
+                 "deadline", "buffer", "token", "done", "idle", "killed_for_timeout")
+
+
+_SETUP_FAILED = 121  # exit status of a child that could not set itself up (not the code's fault)
+_PIPE_BUF = 4096  # writes up to this size to a pipe are atomic: lines from dispatchers never mix
+
+
+class _LineWriter:
+    """Buffers result lines and writes them in whole-line chunks of at most PIPE_BUF bytes."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.chunks = []
+        self.size = 0
+
+    def write(self, line):
+        data = line.encode("utf-8")
+        if self.size + _len(data) > _PIPE_BUF:
+            self.flush()
+        self.chunks.append(data)
+        self.size += _len(data)
+
+    def flush(self):
+        if self.chunks:
+            data = b"".join(self.chunks)
+            while data:
+                data = data[os.write(self.fd, data):]
+            self.chunks = []
+            self.size = 0
+
+
+class Dispatcher:
+    """One worker slot: runs jobs one at a time in child processes and enforces deadlines.
+
+    Dispatchers are forked from main after the whole batch is parsed, so forks (the dominant
+    cost inside gVisor) run in parallel on every core. A recyclable job goes to the slot's idle
+    recycled child when there is one (no fork at all); any other job gets a fresh child under a
+    second uid, which exits after that one code.
+    """
+
+    def __init__(self, slot, limits, problems, jobs, out, workdirs):
+        self.slot = slot
+        self.limits = limits
+        self.problems = problems
+        self.jobs = jobs
+        self.out = out
+        self.timeout_s = limits["timeout_s"]
+        self.recycled_uid, self.isolated_uid = _UID_BASE + slot, _UID_BASE + _ISOLATED_UID_OFFSET + slot
+        self.recycled_workdir, self.isolated_workdir = workdirs
+        self.recycled = None  # the idle recycled child, if any
+        self.feed_fd = -1
+        self.pid = os.getpid()
+
+    # -- results --------------------------------------------------------------------------
+    def emit(self, job, position, status, reason, detail="", seconds=0.0, times=None):
+        record = {"job": job["job"], "test": job["test_ids"][position], "status": status,
+                  "reason": reason, "detail": detail[:300], "duration_s": seconds}
+        if times is not None:
+            record["times_s"] = times
+        self.out.write(json.dumps(record) + "\n")
+
+    def run_job(self, number):
+        """All tests of one code; after a child died mid-way, the rest in a fresh child."""
+        job = self.jobs[number]
+        tests = self.problems[job["problem"]]
+        pending = []
+        for position, index in enumerate(job["tests"]):
+            if tests[index][0] == "syntax":
+                self.emit(job, position, "failed", "syntax_error", "test: " + tests[index][1])
+            else:
+                pending.append(position)
+        if pending and job["syntax_error"]:
+            for position in pending:
+                self.emit(job, position, "failed", "syntax_error", "code: " + job["syntax_error"])
+            pending = []
+        while pending:
+            pending = self.run_in_child(number, job, pending)
+        self.out.write(json.dumps({"job": job["job"], "done": True}) + "\n")
+
+    # -- children -------------------------------------------------------------------------
+    def run_in_child(self, number, job, pending):
+        """Run `pending` tests of a job in a child; returns the tests left if the child died."""
+        child = None
+        if job["recyclable"] and self.recycled is not None:
+            child, self.recycled = self.recycled, None
+            try:
+                os.write(child.command_fd, ("%d %s\n" % (number, ",".join(map(str, pending)))).encode())
+                self.reset(child, job, pending)
+            except OSError:  # it died while idle: let it go, fork another
+                self.close_child(child)
+                child = None
+        if child is None:
+            child = self.fork_child(number, job, pending, recycle=job["recyclable"])
+        self.watch(child)
+        if child.idle:
+            self.recycled = child
+            return []
+        return self.close_child(child)
+
+    def reset(self, child, job, pending):
+        child.job, child.pending = job, list(pending)
+        child.defined = child.done = child.idle = child.killed_for_timeout = False
+        child.deadline = _monotonic() + self.timeout_s
+
+    def fork_child(self, number, job, pending, recycle):
+        read_fd, write_fd = os.pipe()
+        command_read, command_write = os.pipe() if recycle else (-1, -1)
+        uid = self.recycled_uid if recycle else self.isolated_uid
+        workdir = self.recycled_workdir if recycle else self.isolated_workdir
+        # The child must not hold the dispatcher's ends of any pipe (nor the idle recycled
+        # child's): it could then forge results or commands.
+        close_fds = [read_fd, self.out.fd, self.feed_fd]
+        if recycle:
+            close_fds.append(command_write)
+        if self.recycled is not None:
+            close_fds += [self.recycled.fd, self.recycled.command_fd]
+        token = os.urandom(8).hex()
+        self.out.flush()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _enter_child(uid, workdir, self.limits, close_fds, self.pid)
+            except BaseException:
+                _os_exit(_SETUP_FAILED)
+            try:
+                _child_main(self.jobs, self.problems, number, pending, self.limits, write_fd,
+                            command_read, token, recycle)
+            finally:
+                _os_exit(70)
+        os.close(write_fd)
+        if recycle:
+            os.close(command_read)
+        child = _Child()
+        child.pid, child.fd, child.command_fd, child.token = pid, read_fd, command_write, token
+        child.uid, child.workdir = uid, workdir
+        child.buffer = b""
+        self.reset(child, job, pending)
+        return child
+
+    def watch(self, child):
+        """Read the child's reports until it is idle (done, reusable) or its pipe closes."""
+        while not child.idle:
+            wait_s = max(0.0, child.deadline - _monotonic())
+            ready, _, _ = select.select([child.fd], [], [], wait_s)
+            if ready:
+                chunk = os.read(child.fd, 65536)
+                if not chunk:
+                    return
+                child.buffer += chunk
+                *lines, child.buffer = child.buffer.split(b"\n")
+                for line in lines:
+                    self.handle_line(child, line.decode("utf-8", "replace"))
+                if _len(child.buffer) > 1 << 20:  # a flood on the pipe: not the harness
+                    child.buffer = b""
+                    self.kill_group(child.pid)
+            elif not child.killed_for_timeout:
+                child.killed_for_timeout = True
+                child.idle = False
+                self.kill_group(child.pid)
+                self.kill_leftovers(child)  # descendants that left the group hold the pipe too
+                child.deadline = _monotonic() + 2.0  # then wait for the pipe to close
+            else:
+                return  # killed, but a grandchild holds the pipe open: give up on it
+
+    def kill_group(self, pid):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def handle_line(self, child, line):
+        parts = line.split(" ", 6)
+        if _len(parts) < 3 or parts[0] != child.token:
+            return  # not from the harness code of this child: ignored
+        kind = parts[1]
+        if kind == "C":
+            if parts[2] == "ok":
+                child.defined = True
+            else:
+                letter, detail = parts[2], " ".join(parts[3:])
+                reason = "memory" if letter == "M" else "exit" if letter == "X" else "code_error"
+                for position in child.pending:
+                    self.emit(child.job, position, "failed", reason, detail)
+                child.pending = []
+        elif kind == "R" and _len(parts) >= 6 and child.pending:
+            position = int(parts[2])
+            if position != child.pending[0]:
+                return
+            letter, verdict_ns, timed = parts[3], int(parts[4]), parts[5]
+            detail = parts[6] if _len(parts) > 6 else ""
+            if letter == "P":
+                times = None if timed == "-" else [int(t) / 1e9 for t in timed.split(",")]
+                self.emit(child.job, position, "passed", "ok", "", verdict_ns / 1e9, times)
+            else:
+                status, reason = _LETTER_TO_REASON.get(letter, ("failed", "exception"))
+                self.emit(child.job, position, status, reason, detail, verdict_ns / 1e9)
+            child.pending.pop(0)
+        elif kind == "D" and not child.pending:
+            child.done = True
+            child.idle = parts[2] == "ok" and not child.killed_for_timeout
+        child.deadline = _monotonic() + self.timeout_s
+
+    def close_child(self, child):
+        """The child is gone or going: reap it, blame the test it was on, clean up; returns
+        the tests still to run."""
+        os.close(child.fd)
+        if child.command_fd >= 0:
+            os.close(child.command_fd)
+        wait_status = os.waitpid(child.pid, 0)[1]
+        remaining = []
+        if child.pending:
+            status, reason, detail = self.cause_of_death(child, wait_status)
+            if not child.defined:  # it died before the code was defined: every test shares that
+                prefix = "" if status == "sandbox_error" else "while defining the code: "
+                for position in child.pending:
+                    self.emit(child.job, position, status, reason, prefix + detail)
+            else:
+                self.emit(child.job, child.pending[0], status, reason, detail)
+                remaining = child.pending[1:]  # the other tests deserve a fresh process
+        if not child.done:
+            self.kill_leftovers(child)
+        _clean_directory(child.workdir, keep=".output", truncate=True)
+        return remaining
+
+    def cause_of_death(self, child, wait_status):
+        """(status, reason, detail) for a child that died before reporting all its tests."""
+        if child.killed_for_timeout:
+            return "failed", "timeout", "over %.3g s" % self.timeout_s
+        if os.WIFSIGNALED(wait_status):
+            signum = os.WTERMSIG(wait_status)
+            try:
+                name = signal.Signals(signum).name
+            except ValueError:
+                name = "signal %d" % signum
+            reason = {signal.SIGXFSZ: "output_limit", signal.SIGXCPU: "timeout",
+                      signal.SIGKILL: "killed"}.get(signum, "crash")
+            return "failed", reason, name
+        code = os.WEXITSTATUS(wait_status)
+        if code == _SETUP_FAILED and not child.defined:  # infrastructure: retried, never cached
+            return "sandbox_error", "sandbox", "child setup failed"
+        return "failed", "exit", "exit status %d" % code
+
+    def kill_leftovers(self, child):
+        """Kill every process a child left behind when it died before cleaning up."""
+        if not self.limits["privileged"]:
+            self.kill_group(child.pid)
+            return
+        killer = os.fork()
+        if killer == 0:
+            try:
+                os.setgid(child.uid)
+                os.setuid(child.uid)
+                _kill_uid_processes()
+            finally:
+                os._exit(0)
+        os.waitpid(killer, 0)
+
+    def serve(self, feed_fd):
+        """Take job numbers from the shared feed pipe until it is empty and closed."""
+        self.feed_fd = feed_fd
+        while True:
+            data = os.read(feed_fd, 4)
+            if _len(data) < 4:
+                break
+            self.run_job(int.from_bytes(data, "little"))
+            self.out.flush()
+        if self.recycled is not None:  # closing its command pipe ends it
+            self.close_child(self.recycled)
+            self.recycled = None
+        self.out.flush()
