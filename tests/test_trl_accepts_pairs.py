@@ -2,9 +2,9 @@
 `datasets.load_dataset("json", ...)`, trained on for two steps with a tiny model.
 
 Nothing can be downloaded here, so the model is a 2-layer Llama built from a config and the
-tokenizer a byte-level BPE trained on the pairs' own text. Both are saved to a folder and the
-trainer is given that folder's path, the way the train stage gives it a checkpoint folder (with
-`ref_model=None` TRL loads the reference model from the same path).
+tokenizer a byte-level BPE trained on the pairs' own text (tests/tiny_model.py). Both are saved to
+a folder and the trainer is given that folder's path, the way the train stage gives it a
+checkpoint folder (with `ref_model=None` TRL loads the reference model from the same path).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pytest
 
 from codedpo.components.common.records import PairRecord
 from codedpo.components.pairs import write_pairs
+from tiny_model import save_tiny_model
 
 pytest.importorskip("trl")
 pytest.importorskip("torch")
@@ -48,37 +49,6 @@ PAIRS = [
 ]
 
 
-def _tiny_model_folder(folder, texts):
-    """Save a tiny random Llama and a BPE tokenizer trained on `texts` into `folder`."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<pad>", "<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    bpe.train_from_iterator(texts, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", eos_token="<eos>")
-
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return tokenizer
-
-
 @pytest.mark.slow
 def test_dpo_trainer_trains_on_the_pairs_file_as_is(tmp_path):
     import datasets
@@ -91,7 +61,7 @@ def test_dpo_trainer_trains_on_the_pairs_file_as_is(tmp_path):
 
     model_folder = tmp_path / "tiny-llama"
     texts = [pair.prompt + pair.chosen + pair.rejected for pair in PAIRS]
-    tokenizer = _tiny_model_folder(model_folder, texts)
+    tokenizer = save_tiny_model(model_folder, texts)
 
     args = DPOConfig(
         output_dir=str(tmp_path / "out"),
