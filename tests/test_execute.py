@@ -502,3 +502,16 @@ def test_harness_dying_half_way_keeps_what_it_reported(make_sample, small_config
     assert "status 3" in others[0].detail and "dying half-way" in others[0].detail
     assert stats.sandbox_errors == 3
     assert _rows_in(cache_dir) == 1  # only the real verdict is cached
+
+
+def test_harness_writing_garbage_gives_sandbox_errors(make_sample, small_config, monkeypatch, tmp_path) -> None:
+    fake = tmp_path / "garbage_harness.py"
+    fake.write_text("import sys\nsys.stdin.read()\nprint('this is not JSON', flush=True)\n")
+    monkeypatch.setattr(sandbox_module, "HARNESS_ENTRY", [str(fake)])
+    stats = ExecutionStats()
+    (record,) = execute_samples([make_sample("p", [RIGHT], T2)],
+                                small_config(sandbox="unsafe-none", cache_dir=str(tmp_path / "cache")), stats=stats)
+    assert _all_sandbox_errors(record)
+    assert "not JSON" in record.outcomes[0][0].detail
+    assert stats.sandbox_errors == 2
+    assert _rows_in(tmp_path / "cache") == 0

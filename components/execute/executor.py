@@ -130,8 +130,16 @@ def run_jobs(
     return sandboxes, errors
 
 
-def _run_batch(samples, batch, limits, repeats, config, on_outcome) -> int:
-    lines = [json.dumps({"protocol": PROTOCOL_VERSION, "limits": limits})]
+def _run_batch(
+    samples: list[SampleSet],
+    batch: list[Job],
+    limits: dict,
+    repeats: int,
+    config: ExecuteConfig,
+    on_outcome: Callable[[Job, int, Outcome, list[float] | None], None],
+) -> int:
+    """One sandbox for `batch`; returns how many of its executions ended as sandbox errors."""
+    lines: list[str] = []
     sent_problems: set[int] = set()
     for number, job in enumerate(batch):
         sample = samples[job.problem_index]
@@ -151,7 +159,7 @@ def _run_batch(samples, batch, limits, repeats, config, on_outcome) -> int:
         # is seen through the overlay), so concurrent runs never clean each other's files. The
         # slot uids may pass through it (x), not list it.
         os.chmod(workdir, 0o711)
-        lines[0] = json.dumps({"protocol": PROTOCOL_VERSION, "limits": dict(limits, work_root=f"{workdir}/work")})
+        header = json.dumps({"protocol": PROTOCOL_VERSION, "limits": dict(limits, work_root=f"{workdir}/work")})
         failure = ""
         try:
             process = start_harness(config, Path(workdir), stderr_file)
@@ -161,13 +169,18 @@ def _run_batch(samples, batch, limits, repeats, config, on_outcome) -> int:
             # The harness reads all of its input before it writes anything, so writing stdin
             # fully, then reading stdout, cannot deadlock.
             try:
-                process.stdin.write("\n".join(lines) + "\n")
+                process.stdin.write("\n".join([header, *lines]) + "\n")
                 process.stdin.close()
             except BrokenPipeError:
                 pass
             ended = False
             for line in process.stdout:
-                message = json.loads(line)
+                try:
+                    message = json.loads(line)
+                except json.JSONDecodeError:
+                    failure = f"the harness wrote a line that is not JSON: {line[:200]!r}"
+                    process.kill()
+                    break
                 if "test" in message:
                     job = batch[message["job"]]
                     test_index = message["test"]
