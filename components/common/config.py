@@ -116,17 +116,24 @@ class RunConfig(_Section):
     pairs: PairsConfig = Field(default_factory=PairsConfig)
 
 
-def _describe(error: ValidationError, source: str) -> str:
-    lines = [f"invalid run configuration ({source}):"]
+def describe_validation_error(error: ValidationError, title: str, unknown_field_hint: str = "") -> str:
+    """One line per bad field, `field: why (got value)`, under `title`; shared by every typed
+    configuration so that all of them fail the same way."""
+    lines = [f"{title}:"]
     for item in error.errors():
         field = ".".join(str(p) for p in item["loc"]) or "(top level)"
         value = item.get("input")
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = "unknown field (check the spelling; `codedpo config` prints every field)"
+            message = f"unknown field (check the spelling{unknown_field_hint})"
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
         lines.append(f"  {field}: {message}{shown}")
     return "\n".join(lines)
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    return describe_validation_error(error, f"invalid run configuration ({source})",
+                                     "; `codedpo config` prints every field")
 
 
 def validate_config(data: dict[str, Any], source: str = "config") -> RunConfig:

@@ -30,19 +30,25 @@ def _short_validation_message(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def parse_json_lines(path: Path | str, lines: Iterable[str]) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of `lines` read from `path`; a line that is
+    not a JSON object raises RecordFileError naming `path` and the line."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise RecordFileError(path, number, f"not valid JSON ({error.msg} at column {error.colno})") from None
+        if not isinstance(value, dict):
+            raise RecordFileError(path, number, f"expected a JSON object, got {type(value).__name__}")
+        yield number, value
+
+
 def iter_json_lines(path: Path | str) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object) for each non-blank line; a bad line raises RecordFileError."""
     with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise RecordFileError(path, number, f"not valid JSON ({error.msg} at column {error.colno})") from None
-            if not isinstance(value, dict):
-                raise RecordFileError(path, number, f"expected a JSON object, got {type(value).__name__}")
-            yield number, value
+        yield from parse_json_lines(path, handle)
 
 
 def read_records(path: Path | str, model: type[RecordT]) -> list[RecordT]:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from codedpo.components.common.jsonl import RecordFileError
+from codedpo.components.common.jsonl import RecordFileError, parse_json_lines
 from codedpo.components.seeds.analysis import structure_key, text_key
 from codedpo.components.seeds.records import Seed, SeedDropReason, SeedProvenance, SeedReport, seed_id
 from codedpo.components.seeds.repo import SeedSourceError, check_size_limits
@@ -49,16 +49,7 @@ def iter_json_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             lines: Iterable[str] = text.splitlines()
         else:
             lines = handle
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise RecordFileError(path, number, f"not valid JSON ({error.msg} at column {error.colno})") from None
-            if not isinstance(value, dict):
-                raise RecordFileError(path, number, f"expected a JSON object, got {type(value).__name__}")
-            yield number, value
+        yield from parse_json_lines(path, lines)
 
 
 def _json_array(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:

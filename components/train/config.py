@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from codedpo.components.common.config import ConfigError
+from codedpo.components.common.config import ConfigError, describe_validation_error
 
 TrainMethod = Literal["dpo", "kto", "sft"]
 
@@ -84,22 +84,9 @@ class TrainConfig(BaseModel):
         return self
 
 
-def _describe(error: ValidationError, source: str) -> str:
-    lines = [f"invalid train configuration ({source}):"]
-    for item in error.errors():
-        field = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown field (check the spelling)"
-        value = item.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"  {field}: {message}{shown}")
-    return "\n".join(lines)
-
-
 def validate_train_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
     """Validate a plain dict into a TrainConfig, or raise ConfigError naming each bad field."""
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(_describe(error, source)) from None
+        raise ConfigError(describe_validation_error(error, f"invalid train configuration ({source})")) from None
