@@ -1,0 +1,555 @@
+"""The Kubeflow PyTorchJob (`kubeflow.org/v1`, Training Operator v1.9) that runs the trainer on a cluster.
+
+    spec = PyTorchJobSpec(name="dpo-r1", image="registry/codedpo-train:0.1", workers=1, gpus_per_pod=8)
+    job = build_pytorchjob(spec, TrainConfig(), pairs_uri="s3://codedpo/runs/r1/pairs", model_path="/models/base")
+    validate_pytorchjob(job, crd_path)     # offline, against the CRD's OpenAPI v3 schema
+    CustomObjectsApi().create_namespaced_custom_object("kubeflow.org", "v1", spec.namespace, "pytorchjobs", job)
+
+`build_pytorchjob` returns a plain dict, the shape the kubernetes client's CustomObjectsApi takes. One
+Master (always one replica: the operator requires it) plus `workers` Worker pods, each running `torchrun`
+with `nproc_per_node` processes, so the world size is (1 + workers) x nproc_per_node.
+
+What each pod gets:
+- the container named `pytorch` (the operator finds the container and its port by that name) with the
+  port `pytorchjob-port` (the operator points MASTER_PORT at it);
+- `torchrun --nnodes N --nproc-per-node P --node-rank $(PET_NODE_RANK) --master-addr $(MASTER_ADDR)
+  --master-port $(MASTER_PORT) -m codedpo.components.train --pairs ... --model ... --config-json ...`.
+  The operator sets MASTER_ADDR/MASTER_PORT/PET_NODE_RANK in every pod; Kubernetes expands `$(VAR)` in
+  args from the container's environment. torchrun (not a bare `python -m codedpo.components.train`) is
+  the command because with nproc_per_node > 1 something has to start one process per device.
+  NOTE: the trainer's command-line entry point (`codedpo.components.train.__main__`, taking
+  `--pairs/--model/--config-json`) is the contract these args define; it may not exist yet.
+- CPU and memory requests and limits (quantities as strings: `1500m`, `8192Mi`); for GPU configs the
+  GPU resource (`nvidia.com/gpu`) with requests equal to limits (Kubernetes requires that of extended
+  resources);
+- `/dev/shm` as a memory-backed emptyDir with a sizeLimit (PyTorch's DataLoader workers and NCCL need
+  more shared memory than the container runtime's 64 MiB default). Its pages count against the
+  container's memory limit, so the size must stay below that limit;
+- the S3 settings of components/common/storage.py (`S3Settings.from_env`): AWS_ACCESS_KEY_ID and
+  AWS_SECRET_ACCESS_KEY from a Secret (`valueFrom.secretKeyRef`), CODEDPO_S3_ENDPOINT from the same
+  Secret or as a plain value, CODEDPO_S3_SECURE and AWS_REGION as values when given;
+- node selector, tolerations, labels (on the job and on every pod template).
+
+`runPolicy` carries cleanPodPolicy, ttlSecondsAfterFinished, backoffLimit (and activeDeadlineSeconds
+when set).
+
+`validate_pytorchjob(job, crd_path)` checks a job against the CRD file's OpenAPI v3 schema with
+`jsonschema`, the way the API server would with strict field validation: every object schema that lists
+`properties` is closed (unknown fields are errors; a CRD schema leaves them open and the API server
+prunes them silently, which would hide a misspelt field), `int32`/`int64` formats are range-checked, and
+`x-kubernetes-int-or-string` fields already carry an `anyOf` [integer, string] that jsonschema applies.
+It then applies the checks the schema cannot express and the operator enforces (its webhook and Go
+types): the `pytorch` container with an image in every replica, one Master replica, known
+restartPolicy / cleanPodPolicy values, a DNS-1035 job name. Not checked offline: the CRD's CEL rules
+(`x-kubernetes-validations`, e.g. immutability of a queue name) and the core API's own pod validation
+beyond the schema. It lives here, not in the tests, so that the launcher can refuse a bad job before
+sending it. jsonschema is imported inside the function: building a job needs only pydantic.
+
+A bad spec value raises `ConfigError` (from `validate_pytorchjob_spec`) or pydantic's ValidationError
+(from the constructor); both name the field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from codedpo.components.common.config import ConfigError, describe_validation_error
+from codedpo.components.train.config import TrainConfig
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+API_VERSION = "kubeflow.org/v1"
+KIND = "PyTorchJob"
+CONTAINER_NAME = "pytorch"  # the Training Operator looks the container up by this name
+PORT_NAME = "pytorchjob-port"  # ... and the rendezvous port by this one
+TRAINER_MODULE = "codedpo.components.train"
+SHM_VOLUME = "dshm"
+
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+_INT32_MAX = 2**31 - 1
+
+
+class PyTorchJobValidationError(ValueError):
+    """A generated PyTorchJob does not validate; the message lists each failing path and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _check_label_key(key: str) -> str:
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+        raise ValueError(f"label/selector key {key!r}: prefix must be a DNS-1123 subdomain of at most 253 characters")
+    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+        raise ValueError(f"label/selector key {key!r}: name must be 1-63 alphanumerics, '-', '_' or '.', "
+                         "starting and ending with an alphanumeric")
+    return key
+
+
+def _check_label_value(key: str, value: str) -> str:
+    if len(value) > 63 or not _LABEL_NAME.match(value):
+        raise ValueError(f"label/selector value {value!r} (key {key!r}): at most 63 alphanumerics, '-', '_' "
+                         "or '.', starting and ending with an alphanumeric")
+    return value
+
+
+def _check_labels(labels: dict[str, str]) -> dict[str, str]:
+    for key, value in labels.items():
+        _check_label_key(key)
+        _check_label_value(key, value)
+    return labels
+
+
+class Toleration(_Strict):
+    """One pod toleration (Kubernetes core/v1 Toleration), e.g. for tainted GPU nodes."""
+
+    key: str | None = Field(None, description="Taint key; None with operator 'Exists' tolerates every taint.")
+    operator: Literal["Equal", "Exists"] = Field("Equal", description="'Equal': key and value match; 'Exists': key only.")
+    value: str | None = Field(None, description="Taint value (operator 'Equal' only).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect to tolerate; None = all effects."
+    )
+    toleration_s: int | None = Field(
+        None, ge=0, description="NoExecute only: seconds the pod stays bound after the taint appears."
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _key_syntax(cls, key: str | None) -> str | None:
+        return None if key is None else _check_label_key(key)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Toleration:
+        if self.operator == "Exists" and self.value:
+            raise ValueError("operator 'Exists' takes no value")
+        if self.operator == "Equal" and not self.key:
+            raise ValueError("operator 'Equal' needs a key")
+        if self.toleration_s is not None and self.effect != "NoExecute":
+            raise ValueError("toleration_s applies to effect 'NoExecute' only")
+        return self
+
+    def to_k8s(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"operator": self.operator}
+        if self.key is not None:
+            out["key"] = self.key
+        if self.value is not None:
+            out["value"] = self.value
+        if self.effect is not None:
+            out["effect"] = self.effect
+        if self.toleration_s is not None:
+            out["tolerationSeconds"] = self.toleration_s
+        return out
+
+
+class S3Env(_Strict):
+    """Where the trainer pods get the S3 settings that `S3Settings.from_env()` reads."""
+
+    secret_name: str = Field("codedpo-s3", description="Secret (in the job's namespace) holding the S3 credentials.")
+    access_key_id_key: str = Field("AWS_ACCESS_KEY_ID", description="Key in the Secret holding the access key.")
+    secret_access_key_key: str = Field(
+        "AWS_SECRET_ACCESS_KEY", description="Key in the Secret holding the secret key."
+    )
+    endpoint: str | None = Field(
+        None, description="CODEDPO_S3_ENDPOINT as a plain value (host:port or http(s)://host:port); None = read "
+        "it from the Secret's `endpoint_key`."
+    )
+    endpoint_key: str = Field(
+        "CODEDPO_S3_ENDPOINT", description="Key in the Secret holding the endpoint (used when `endpoint` is None)."
+    )
+    secure: bool | None = Field(None, description="CODEDPO_S3_SECURE; None = leave it to the endpoint / default.")
+    region: str | None = Field(None, description="AWS_REGION; None = the client asks the bucket's location.")
+
+    @field_validator("secret_name")
+    @classmethod
+    def _secret_name(cls, name: str) -> str:
+        if len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
+            raise ValueError("must be a DNS-1123 subdomain (lower-case alphanumerics, '-', '.'), at most 253 characters")
+        return name
+
+    @field_validator("access_key_id_key", "secret_access_key_key", "endpoint_key")
+    @classmethod
+    def _secret_key(cls, key: str) -> str:
+        if len(key) > 253 or not _SECRET_KEY.match(key):
+            raise ValueError("a Secret key is 1-253 characters of alphanumerics, '-', '_' or '.'")
+        return key
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, endpoint: str | None) -> str | None:
+        if endpoint is not None and (not endpoint.strip() or any(c.isspace() for c in endpoint)):
+            raise ValueError("must be host:port or http(s)://host:port, without spaces")
+        return endpoint
+
+    def to_env(self) -> list[dict[str, Any]]:
+        def from_secret(name: str, key: str) -> dict[str, Any]:
+            return {"name": name, "valueFrom": {"secretKeyRef": {"name": self.secret_name, "key": key}}}
+
+        env = [
+            from_secret("AWS_ACCESS_KEY_ID", self.access_key_id_key),
+            from_secret("AWS_SECRET_ACCESS_KEY", self.secret_access_key_key),
+            {"name": "CODEDPO_S3_ENDPOINT", "value": self.endpoint}
+            if self.endpoint is not None
+            else from_secret("CODEDPO_S3_ENDPOINT", self.endpoint_key),
+        ]
+        if self.secure is not None:
+            env.append({"name": "CODEDPO_S3_SECURE", "value": "true" if self.secure else "false"})
+        if self.region is not None:
+            env.append({"name": "AWS_REGION", "value": self.region})
+        return env
+
+
+class PyTorchJobSpec(_Strict):
+    """The cluster shape of one training run: what `build_pytorchjob` turns into a PyTorchJob."""
+
+    name: str = Field(
+        ..., description="Job name (DNS-1035 label); pods are named <name>-master-0, <name>-worker-<i>."
+    )
+    namespace: str = Field("kubeflow", description="Namespace the job (and the S3 Secret) live in.")
+    image: str = Field(..., min_length=1, description="Trainer image: codedpo installed with its train extra.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="When the kubelet pulls the image."
+    )
+    service_account_name: str | None = Field(None, description="Service account of the pods; None = the default.")
+    workers: int = Field(0, ge=0, le=10_000, description="Worker replicas besides the one Master (0 = one pod).")
+    nproc_per_node: int | Literal["auto", "cpu", "gpu"] | None = Field(
+        None,
+        description="torchrun processes per pod (the job's nprocPerNode); None = gpus_per_pod on GPU "
+        "configurations, 1 on CPU.",
+    )
+    gpus_per_pod: int = Field(0, ge=0, le=64, description="GPUs per pod (requests = limits); 0 = a CPU job (gloo).")
+    gpu_resource: str = Field("nvidia.com/gpu", description="Extended resource name of the GPUs.")
+    cpu_request_cores: float = Field(2.0, gt=0, description="CPU cores requested per pod.")
+    cpu_limit_cores: float | None = Field(None, gt=0, description="CPU limit per pod; None = the request.")
+    memory_request_mib: int = Field(8192, ge=64, description="Memory requested per pod, MiB.")
+    memory_limit_mib: int | None = Field(None, ge=64, description="Memory limit per pod, MiB; None = the request.")
+    shm_size_mib: int = Field(
+        1024, ge=1, description="Size limit of the memory-backed /dev/shm, MiB; counts against the memory limit."
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pods must match.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Taints the pods tolerate.")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra labels on the job and its pods (besides app.kubernetes.io/*)."
+    )
+    s3: S3Env = Field(default_factory=S3Env, description="Where the S3 settings come from.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra plain environment variables of the trainer.")
+    master_port: int = Field(23456, ge=1, le=65535, description="Rendezvous port (the operator's default).")
+    restart_policy: Literal["OnFailure", "Never", "Always", "ExitCode"] = Field(
+        "OnFailure",
+        description="Pod restart policy per replica; restarts resume from the latest checkpoint.",
+    )
+    clean_pod_policy: Literal["None", "Running", "All"] = Field(
+        "Running",
+        description="Pods deleted when the job finishes: 'Running' frees still-running pods (and their GPUs) "
+        "and keeps finished ones and their logs until the TTL.",
+    )
+    ttl_after_finished_s: int | None = Field(
+        86400, ge=0, le=_INT32_MAX, description="Seconds after the job finishes before it is deleted; None = never."
+    )
+    backoff_limit: int = Field(3, ge=0, le=_INT32_MAX, description="Retries before the job is marked failed.")
+    active_deadline_s: int | None = Field(
+        None, ge=1, description="Seconds the job may run before it is stopped; None = no limit."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not _DNS1035_LABEL.match(name):
+            raise ValueError("must be a DNS-1035 label: lower-case alphanumerics and '-', starting with a letter")
+        return name
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, namespace: str) -> str:
+        if len(namespace) > 63 or not _DNS1123_LABEL.match(namespace):
+            raise ValueError("must be a DNS-1123 label (lower-case alphanumerics and '-'), at most 63 characters")
+        return namespace
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, image: str) -> str:
+        if image != image.strip() or any(c.isspace() for c in image):
+            raise ValueError("an image reference has no spaces")
+        return image
+
+    @field_validator("service_account_name")
+    @classmethod
+    def _service_account(cls, name: str | None) -> str | None:
+        if name is not None and (len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name)):
+            raise ValueError("must be a DNS-1123 subdomain")
+        return name
+
+    @field_validator("gpu_resource")
+    @classmethod
+    def _gpu_resource(cls, name: str) -> str:
+        if "/" not in name:
+            raise ValueError("an extended resource name has a domain prefix, e.g. 'nvidia.com/gpu'")
+        return _check_label_key(name)
+
+    @field_validator("node_selector", "labels")
+    @classmethod
+    def _label_syntax(cls, labels: dict[str, str]) -> dict[str, str]:
+        return _check_labels(labels)
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for name in env:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+        return env
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PyTorchJobSpec:
+        # Pod names double as DNS names (the master's service): <name>-worker-<index> must fit 63 characters.
+        longest = f"{self.name}-worker-{max(self.workers - 1, 0)}" if self.workers else f"{self.name}-master-0"
+        if len(longest) > 63:
+            raise ValueError(f"name: too long, pod name {longest!r} would exceed 63 characters")
+        if self.cpu_limit_cores is not None and self.cpu_limit_cores < self.cpu_request_cores:
+            raise ValueError("cpu_limit_cores must be at least cpu_request_cores")
+        if self.memory_limit_mib is not None and self.memory_limit_mib < self.memory_request_mib:
+            raise ValueError("memory_limit_mib must be at least memory_request_mib")
+        if self.shm_size_mib >= self.memory_limit:
+            raise ValueError(f"shm_size_mib ({self.shm_size_mib}) must stay below the memory limit "
+                             f"({self.memory_limit} MiB): /dev/shm pages count against it")
+        if self.nproc_per_node == "gpu" and self.gpus_per_pod == 0:
+            raise ValueError("nproc_per_node 'gpu' needs gpus_per_pod > 0")
+        if isinstance(self.nproc_per_node, int):
+            if self.nproc_per_node < 1:
+                raise ValueError("nproc_per_node must be at least 1")
+            if self.gpus_per_pod and self.nproc_per_node > self.gpus_per_pod:
+                raise ValueError(f"nproc_per_node ({self.nproc_per_node}) exceeds gpus_per_pod "
+                                 f"({self.gpus_per_pod}): one process per GPU at most")
+        reserved = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "CODEDPO_S3_ENDPOINT", "CODEDPO_S3_SECURE",
+                     "AWS_REGION", "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK"}
+        clash = sorted(reserved & set(self.env) | {n for n in self.env if n.startswith("PET_")})
+        if clash:
+            raise ValueError(f"env: {', '.join(clash)} are set by the s3 section or the operator")
+        return self
+
+    @property
+    def memory_limit(self) -> int:
+        return self.memory_limit_mib if self.memory_limit_mib is not None else self.memory_request_mib
+
+    @property
+    def nproc(self) -> str:
+        """The job's nprocPerNode (a string in the CRD)."""
+        if self.nproc_per_node is None:
+            return str(self.gpus_per_pod or 1)
+        return str(self.nproc_per_node)
+
+
+def validate_pytorchjob_spec(data: dict[str, Any], source: str = "config") -> PyTorchJobSpec:
+    """Validate a plain dict into a PyTorchJobSpec, or raise ConfigError naming each bad field."""
+    try:
+        return PyTorchJobSpec.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error, f"invalid PyTorchJob configuration ({source})")) from None
+
+
+def _cpu(cores: float) -> str:
+    return f"{round(cores * 1000)}m"
+
+
+def trainer_args(train_config: TrainConfig, pairs_uri: str, model_path: str) -> list[str]:
+    """Arguments of `python -m codedpo.components.train` (the entry point these define)."""
+    config_json = json.dumps(train_config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return ["--pairs", pairs_uri, "--model", model_path, "--config-json", config_json]
+
+
+def _container(spec: PyTorchJobSpec, args: list[str]) -> dict[str, Any]:
+    resources: dict[str, dict[str, str]] = {
+        "requests": {"cpu": _cpu(spec.cpu_request_cores), "memory": f"{spec.memory_request_mib}Mi"},
+        "limits": {
+            "cpu": _cpu(spec.cpu_limit_cores if spec.cpu_limit_cores is not None else spec.cpu_request_cores),
+            "memory": f"{spec.memory_limit}Mi",
+        },
+    }
+    if spec.gpus_per_pod:
+        # Extended resources cannot be overcommitted: Kubernetes requires requests == limits.
+        resources["requests"][spec.gpu_resource] = str(spec.gpus_per_pod)
+        resources["limits"][spec.gpu_resource] = str(spec.gpus_per_pod)
+    torchrun = [
+        f"--nnodes={1 + spec.workers}",
+        f"--nproc-per-node={spec.nproc}",
+        "--node-rank=$(PET_NODE_RANK)",
+        "--master-addr=$(MASTER_ADDR)",
+        "--master-port=$(MASTER_PORT)",
+        "-m",
+        TRAINER_MODULE,
+    ]
+    env = spec.s3.to_env() + [{"name": k, "value": v} for k, v in spec.env.items()]
+    return {
+        "name": CONTAINER_NAME,
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": ["torchrun"],
+        "args": torchrun + args,
+        "env": env,
+        "ports": [{"name": PORT_NAME, "containerPort": spec.master_port, "protocol": "TCP"}],
+        "resources": resources,
+        "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
+    }
+
+
+def job_labels(spec: PyTorchJobSpec) -> dict[str, str]:
+    """The labels on the job and its pods: ours first, the spec's extra labels on top."""
+    return {
+        "app.kubernetes.io/name": "codedpo",
+        "app.kubernetes.io/component": "train",
+        "app.kubernetes.io/instance": spec.name,
+        **spec.labels,
+    }
+
+
+def build_pytorchjob(
+    spec: PyTorchJobSpec, train_config: TrainConfig, *, pairs_uri: str, model_path: str
+) -> dict[str, Any]:
+    """The PyTorchJob for one training run, as a plain dict (see the module docstring)."""
+    if not pairs_uri or not model_path:
+        raise ValueError("pairs_uri and model_path must be non-empty")
+    labels = job_labels(spec)
+    pod_spec: dict[str, Any] = {
+        "containers": [_container(spec, trainer_args(train_config, pairs_uri, model_path))],
+        "volumes": [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": f"{spec.shm_size_mib}Mi"}}],
+    }
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = [t.to_k8s() for t in spec.tolerations]
+    if spec.service_account_name:
+        pod_spec["serviceAccountName"] = spec.service_account_name
+
+    def replica(count: int) -> dict[str, Any]:
+        # Each replica gets its own copy so that a caller editing one does not edit the other.
+        return {
+            "replicas": count,
+            "restartPolicy": spec.restart_policy,
+            "template": {"metadata": {"labels": dict(labels)}, "spec": json.loads(json.dumps(pod_spec))},
+        }
+
+    replica_specs = {"Master": replica(1)}
+    if spec.workers:
+        replica_specs["Worker"] = replica(spec.workers)
+    run_policy: dict[str, Any] = {"cleanPodPolicy": spec.clean_pod_policy, "backoffLimit": spec.backoff_limit}
+    if spec.ttl_after_finished_s is not None:
+        run_policy["ttlSecondsAfterFinished"] = spec.ttl_after_finished_s
+    if spec.active_deadline_s is not None:
+        run_policy["activeDeadlineSeconds"] = spec.active_deadline_s
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels},
+        "spec": {"nprocPerNode": spec.nproc, "runPolicy": run_policy, "pytorchReplicaSpecs": replica_specs},
+    }
+
+
+# --- offline validation against the CRD ----------------------------------------------------------------
+
+
+def _close_objects(node: Any) -> Any:
+    """A copy of a structural schema where every object that lists `properties` rejects other fields
+    (the API server's strict field validation; a CRD schema itself leaves them open to pruning)."""
+    if isinstance(node, list):
+        return [_close_objects(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _close_objects(value) for key, value in node.items()}
+    if ("properties" in out and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")):
+        out["additionalProperties"] = False
+    return out
+
+
+@lru_cache(maxsize=4)
+def load_crd_schema(crd_path: str, version: str = "v1", strict: bool = True) -> dict[str, Any]:
+    """The CRD's `openAPIV3Schema` for `version` (closed objects when `strict`)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with open(crd_path, encoding="utf-8") as handle:
+        crd = yaml.load(handle, Loader=loader)
+    if not isinstance(crd, dict) or crd.get("kind") != "CustomResourceDefinition":
+        raise ValueError(f"{crd_path}: not a CustomResourceDefinition")
+    for entry in crd.get("spec", {}).get("versions", []):
+        if entry.get("name") == version:
+            schema = entry["schema"]["openAPIV3Schema"]
+            return _close_objects(schema) if strict else schema
+    raise ValueError(f"{crd_path}: no version {version!r} in the CRD")
+
+
+def _operator_errors(job: dict[str, Any]) -> list[str]:
+    """What the Training Operator enforces that the CRD schema cannot say."""
+    errors: list[str] = []
+    if job.get("apiVersion") != API_VERSION:
+        errors.append(f"apiVersion: must be {API_VERSION!r} (got {job.get('apiVersion')!r})")
+    if job.get("kind") != KIND:
+        errors.append(f"kind: must be {KIND!r} (got {job.get('kind')!r})")
+    name = (job.get("metadata") or {}).get("name")
+    if not isinstance(name, str) or len(name) > 63 or not _DNS1035_LABEL.match(name):
+        errors.append(f"metadata.name: must be a DNS-1035 label of at most 63 characters (got {name!r})")
+    spec = job.get("spec") if isinstance(job.get("spec"), dict) else {}
+    clean = (spec.get("runPolicy") or {}).get("cleanPodPolicy")
+    if clean is not None and clean not in ("None", "Running", "All"):
+        errors.append(f"spec.runPolicy.cleanPodPolicy: must be None, Running or All (got {clean!r})")
+    replicas = spec.get("pytorchReplicaSpecs")
+    if not isinstance(replicas, dict):
+        return errors
+    for rtype, rspec in replicas.items():
+        where = f"spec.pytorchReplicaSpecs.{rtype}"
+        if rtype not in ("Master", "Worker"):
+            errors.append(f"{where}: replica type must be Master or Worker")
+        if not isinstance(rspec, dict):
+            continue
+        if rtype == "Master" and rspec.get("replicas", 1) != 1:
+            errors.append(f"{where}.replicas: the Master has exactly one replica (got {rspec.get('replicas')!r})")
+        restart = rspec.get("restartPolicy")
+        if restart is not None and restart not in ("Always", "OnFailure", "Never", "ExitCode"):
+            errors.append(f"{where}.restartPolicy: must be Always, OnFailure, Never or ExitCode (got {restart!r})")
+        containers = ((rspec.get("template") or {}).get("spec") or {}).get("containers") or []
+        named = [c for c in containers if isinstance(c, dict) and c.get("name") == CONTAINER_NAME]
+        if not named:
+            errors.append(f"{where}.template.spec.containers: needs a container named {CONTAINER_NAME!r}")
+        elif not named[0].get("image"):
+            errors.append(f"{where}.template.spec.containers[{CONTAINER_NAME}].image: must be set")
+    return errors
+
+
+def validate_pytorchjob(job: dict[str, Any], crd_path: str | Path, *, strict: bool = True) -> None:
+    """Check `job` against the PyTorchJob CRD at `crd_path` (see the module docstring); raise
+    PyTorchJobValidationError listing every failing path. `strict=False` keeps the CRD's open objects."""
+    import jsonschema
+
+    schema = load_crd_schema(str(crd_path), "v1", strict)
+    checker = jsonschema.FormatChecker()
+
+    @checker.checks("int32")
+    def _int32(value: object) -> bool:
+        return not isinstance(value, int) or -(2**31) <= value < 2**31
+
+    @checker.checks("int64")
+    def _int64(value: object) -> bool:
+        return not isinstance(value, int) or -(2**63) <= value < 2**63
+
+    validator = jsonschema.Draft7Validator(schema, format_checker=checker)
+    errors = [
+        f"{'.'.join(str(p) for p in error.absolute_path) or '(top level)'}: {error.message}"
+        for error in sorted(validator.iter_errors(job), key=lambda e: [str(p) for p in e.absolute_path])
+    ]
+    errors += _operator_errors(job)
+    if errors:
+        raise PyTorchJobValidationError("PyTorchJob does not validate:\n  " + "\n  ".join(errors))
