@@ -1,8 +1,9 @@
 """Shared fixtures and the `sandbox` marker's skip rule.
 
 A test marked `@pytest.mark.sandbox` needs gVisor's `runsc` on PATH and root (runsc creates the
-sandbox's namespaces). Where either is missing it is skipped with the reason; on CI runsc is
-installed, so these tests run there.
+sandbox's namespaces). Where either is missing it is skipped with the reason, except on CI
+(`CI` set, as `.ci/run` runs), where the install step provides runsc: there a missing sandbox
+is an error, never a silent skip.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     reason = runsc_unusable_reason()
     if reason is None:
         return
+    if os.environ.get("CI"):
+        raise pytest.UsageError(f"CI must run the sandbox tests, but this machine {reason}")
     skip = pytest.mark.skip(reason=f"sandbox test: {reason}")
     for item in items:
         if item.get_closest_marker("sandbox") is not None:
