@@ -158,9 +158,18 @@ def compile_(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Where to write the pipeline YAML.", dir_okay=False)
     ] = DEFAULT_OUTPUT,
+    config: ConfigOption = None,
+    set_: SetOption = None,
 ) -> None:
-    """Compile the pipeline to KFP v2 YAML, to upload to a Kubeflow Pipelines server."""
-    console.print(f"wrote {escape(str(compile_pipeline(output)))}")
+    """Compile the pipeline to KFP v2 YAML, to upload to a Kubeflow Pipelines server.
+
+    The configuration picks the pipeline's shape (`sampling.backend`: from seeds, or replay);
+    without --config the quickstart's (replay) is used when it exists."""
+    try:
+        run_config, _ = resolve_config(config, None, set_)
+    except ConfigError as error:
+        raise _fail(str(error)) from None
+    console.print(f"wrote {escape(str(compile_pipeline(output, run_config)))}")
 
 
 @app.command("config")

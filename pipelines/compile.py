@@ -5,19 +5,26 @@
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from codedpo.components.common.config import RunConfig
 
 DEFAULT_OUTPUT = Path("codedpo-pipeline.yaml")
 
 
-def compile_pipeline(output: Path = DEFAULT_OUTPUT) -> Path:
-    """Write the compiled pipeline to `output` (parent folders are created); returns the path."""
+def compile_pipeline(output: Path = DEFAULT_OUTPUT, config: "RunConfig | None" = None) -> Path:
+    """Write the compiled pipeline to `output` (parent folders are created); returns the path.
+    The pipeline's shape follows `config.sampling.backend` (from seeds, or replay); without a
+    configuration it is the replay pipeline, the quickstart's."""
     from kfp import compiler  # imported here so that `codedpo config` starts without kfp
 
-    from codedpo.pipelines.pipeline import codedpo_pipeline
+    from codedpo.pipelines.pipeline import codedpo_pipeline, pipeline_for
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(pipeline_func=codedpo_pipeline, package_path=str(output))
+    pipeline = codedpo_pipeline if config is None else pipeline_for(config)
+    compiler.Compiler().compile(pipeline_func=pipeline, package_path=str(output))
     return output
 
 

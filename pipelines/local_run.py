@@ -38,6 +38,8 @@ from codedpo.components.common.logs import PROGRESS_MARK
 
 # Pipeline output -> file name in the run folder.
 RUN_FILES = {
+    "seeds": "seeds.jsonl",
+    "tasks": "tasks.jsonl",
     "samples": "samples.jsonl",
     "executions": "executions.jsonl",
     "scores": "scores.jsonl",
@@ -46,6 +48,9 @@ RUN_FILES = {
     "report_markdown": "report.md",
     "report_html": "report.html",
 }
+# Summaries the sampling stages attach to their merged artifact (`summary_json` metadata):
+# counts, discards by reason, tokens per second, and one summary per shard.
+SUMMARY_FILES = {"tasks": "tasks_summary.json", "samples": "sampling_summary.json"}
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "pipeline.log"
@@ -53,7 +58,7 @@ PIPELINE_ROOT = "pipeline-root"  # under output_dir, shared by all runs
 # The configuration's paths (relative ones resolve against the working directory), and the
 # input files among them, which must exist before a run starts.
 INPUT_FILE_FIELDS = ("samples.path", "samples.problems_path", "samples.tests_path")
-PATH_FIELDS = ("output_dir", *INPUT_FILE_FIELDS, "execute.cache_dir")
+PATH_FIELDS = ("output_dir", *INPUT_FILE_FIELDS, "seeds.path", "execute.cache_dir", "sampling.cache_dir")
 # Exceptions that mean "fix your input", not "a bug or an infrastructure fault".
 INPUT_ERRORS = frozenset({"ConfigError", "RecordFileError"})
 # Warnings kfp.local emits for every task of a pipeline written for a cluster: the image is not
@@ -119,6 +124,10 @@ def resolve_paths(config: RunConfig, base_dir: Path) -> RunConfig:
 
 def _check_inputs_exist(config: RunConfig) -> None:
     """Fail before starting any step when an input file is missing (the common mistake)."""
+    if config.sampling.backend != "replay":
+        if not Path(config.seeds.path or "").exists():
+            raise ConfigError(f"seeds.path: no such file or folder: {config.seeds.path}")
+        return  # the samples.* files are only read by the replay import
     for dotted in INPUT_FILE_FIELDS:
         owner, name = _owner(config, dotted)
         path = getattr(owner, name)
@@ -214,17 +223,18 @@ class _LogWatcher(io.TextIOBase):
         return self._steps[task].display_name if task in self._steps else task
 
 
-def _pipeline_steps() -> dict[str, _Step]:
-    """The pipeline's steps by local task name (kfp.local names a task after its component)."""
-    from codedpo.pipelines.pipeline import codedpo_pipeline
-
-    spec = codedpo_pipeline.pipeline_spec
-    return {
-        task.component_ref.name.removeprefix("comp-"): _Step(
-            display_name=task.task_info.name or name, retries=task.retry_policy.max_retry_count
-        )
-        for name, task in spec.root.dag.tasks.items()
-    }
+def _pipeline_steps(pipeline: Any) -> dict[str, _Step]:
+    """The pipeline's steps by local task name (kfp.local names a task after its component),
+    those inside a `ParallelFor` (a sub-DAG component) included."""
+    spec = pipeline.pipeline_spec
+    steps: dict[str, _Step] = {}
+    dags = [spec.root.dag, *(component.dag for component in spec.components.values() if component.HasField("dag"))]
+    for dag in dags:
+        for name, task in dag.tasks.items():
+            steps[task.component_ref.name.removeprefix("comp-")] = _Step(
+                display_name=task.task_info.name or name, retries=task.retry_policy.max_retry_count
+            )
+    return steps
 
 
 def run_local(
@@ -243,14 +253,14 @@ def run_local(
     """
     import kfp.local
 
-    from codedpo.pipelines.pipeline import codedpo_pipeline, run_config_parameter
+    from codedpo.pipelines.pipeline import pipeline_for, run_config_parameter
 
     config = resolve_paths(config, Path.cwd() if base_dir is None else Path(base_dir))
     _check_inputs_exist(config)
     output_dir = Path(config.output_dir)
     run_dir = output_dir / config.run_name
     run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in [*RUN_FILES.values(), METRICS_FILE, CONFIG_FILE]:  # a failed run leaves no old results
+    for stale in [*RUN_FILES.values(), *SUMMARY_FILES.values(), METRICS_FILE, CONFIG_FILE]:  # a failed run leaves no old results
         (run_dir / stale).unlink(missing_ok=True)
     log_path = run_dir / LOG_FILE
 
@@ -262,12 +272,14 @@ def run_local(
     with open(log_path, "w", encoding="utf-8") as log, warnings.catch_warnings():
         for message in _LOCAL_RUNNER_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
-        watcher = _LogWatcher(log, _pipeline_steps(), on_step)
+        pipeline = pipeline_for(config)
+        watcher = _LogWatcher(log, _pipeline_steps(pipeline), on_step)
+        arguments: dict[str, Any] = {"run_config": run_config_parameter(config)}
+        if config.sampling.backend == "replay":
+            arguments["samples_path"] = config.samples.path
         try:
             with contextlib.redirect_stdout(watcher):
-                run = codedpo_pipeline(
-                    samples_path=config.samples.path, run_config=run_config_parameter(config)
-                )
+                run = pipeline(**arguments)
         except RuntimeError:
             if watcher.failure is None:
                 raise
@@ -275,7 +287,12 @@ def run_local(
             raise StepFailedError(watcher.display_name(task), error_type, error, log_path) from None
 
     for output, file_name in RUN_FILES.items():
-        shutil.copyfile(run.outputs[output].path, run_dir / file_name)
+        if output in run.outputs:  # the replay pipeline has no seeds or tasks
+            shutil.copyfile(run.outputs[output].path, run_dir / file_name)
+    for output, file_name in SUMMARY_FILES.items():
+        summary = run.outputs[output].metadata.get("summary_json") if output in run.outputs else None
+        if summary is not None:
+            (run_dir / file_name).write_text(json.dumps(json.loads(summary), indent=2) + "\n", encoding="utf-8")
     metrics = dict(sorted(run.outputs["metrics"].metadata.items()))
     (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     (run_dir / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")

@@ -1,20 +1,24 @@
-"""The codedpo KFP pipeline: samples in, preference pairs and a report out. Only wiring.
+"""The codedpo KFP pipelines: seeds (or imported samples) in, preference pairs and a report out.
+Only wiring; each step is a thin component in `steps.py` around one stage of `codedpo.components`.
 
-Steps (each a thin component in `steps.py` around one stage of `codedpo.components`):
+Two shapes, chosen by `sampling.backend` when the pipeline is built (`pipeline_for(config)`):
 
-1. import samples - read the problems with their sampled codes and tests (`samples`)
-2. execute        - every code against every test in the gVisor sandbox (`executions`)
-3. score          - self-validation (or an ablation ranker) over the outcome matrix (`scores`)
-4. time           - repeated runs of the codes that pass every trusted test (`timings`)
-5. pairs          - correctness and efficiency preference pairs for DPO (`pairs`)
-6. report         - Markdown / HTML summary and the run's scalar metrics
+- `codedpo` (backend hf / openai / vllm): collect seeds -> write tasks (one task per shard,
+  `dsl.ParallelFor`) -> merge tasks -> sample codes and tests (one task per shard) -> merge
+  samples -> execute -> score -> time -> pairs -> report.
+- `codedpo-replay` (backend replay): import samples -> execute -> ... -> report.
 
-Parameters: `samples_path` (the samples file the import step reads; it replaces
-`run_config.samples.path`) and `run_config`, the whole `RunConfig` as one dict, so the pipeline's
-parameters mirror the run configuration exactly. Its default is `RunConfig()`'s, which the KFP UI
-shows field by field.
+They are two pipelines rather than one with a `dsl.If`: the branches would have to meet in a
+`dsl.OneOf` of artifacts, which KFP's local runner does not resolve (kfp 2.17: "Expected 1
+artifact in ArtifactSelectorSpec"), and a run never switches shape half-way anyway.
 
-The pipeline returns every stage's artifact, so a local run (`local_run.py`) can collect them
+Parameters: `run_config`, the whole `RunConfig` as one dict, so the pipeline's parameters mirror
+the run configuration exactly (its default is `RunConfig()`'s, which the KFP UI shows field by
+field); the replay pipeline also takes `samples_path` (the file the import step reads; it
+replaces `run_config.samples.path`). The number of shards is read from `run_config` at run time
+by the `plan_shards` step, so it can change from run to run without recompiling.
+
+The pipelines return every stage's artifact, so a local run (`local_run.py`) can collect them
 into one run folder, and a cluster run lists them as the run's outputs.
 """
 
@@ -27,11 +31,19 @@ from codedpo.components.common.config import RunConfig
 from codedpo.pipelines import steps
 
 PIPELINE_NAME = "codedpo"
-PIPELINE_DESCRIPTION = "CodeDPO preference data: execute, self-validation score, time, pairs (arXiv 2410.05605)"
+REPLAY_PIPELINE_NAME = "codedpo-replay"
+PIPELINE_DESCRIPTION = (
+    "CodeDPO preference data: seeds, tasks, sampled codes and tests, gVisor cross-execution, "
+    "self-validation score, timing, pairs (arXiv 2410.05605)"
+)
+REPLAY_PIPELINE_DESCRIPTION = "CodeDPO preference data from imported samples: execute, score, time, pairs"
 # Retries for the steps that run candidate code, whose pods can die for reasons outside the
 # data (sandbox start-up, eviction). The other steps are deterministic: a retry would only
 # repeat the error.
 SANDBOX_STEP_RETRIES = 2
+# Retries for the model steps: a model server or GPU pod can fail transiently too (a 5xx burst
+# beyond the client's own retries, a preempted node); finished chunks are not sampled again.
+MODEL_STEP_RETRIES = 1
 
 
 def run_config_parameter(config: RunConfig) -> dict:
@@ -45,7 +57,7 @@ DEFAULT_RUN_CONFIG = run_config_parameter(RunConfig())
 
 
 class PipelineOutputs(NamedTuple):
-    """The artifacts of one run, one per stage (names match the run folder's files)."""
+    """The artifacts of a replay run, one per stage (names match the run folder's files)."""
 
     samples: Dataset
     executions: Dataset
@@ -57,13 +69,24 @@ class PipelineOutputs(NamedTuple):
     metrics: Metrics
 
 
-@dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)
-def codedpo_pipeline(samples_path: str, run_config: dict = DEFAULT_RUN_CONFIG) -> PipelineOutputs:
-    """import samples -> execute -> score -> time -> pairs -> report."""
-    imported = steps.import_samples(samples_path=samples_path, run_config=run_config)
-    imported.set_display_name("import samples")
+class GeneratePipelineOutputs(NamedTuple):
+    """The artifacts of a run from seeds: the replay outputs plus the seeds and the tasks."""
 
-    executed = steps.execute(run_config=run_config, samples=imported.outputs["samples"])
+    seeds: Dataset
+    tasks: Dataset
+    samples: Dataset
+    executions: Dataset
+    scores: Dataset
+    timings: Dataset
+    pairs: Dataset
+    report_markdown: Markdown
+    report_html: HTML
+    metrics: Metrics
+
+
+def _from_samples(run_config: dict, samples: Dataset) -> dict:
+    """execute -> score -> time -> pairs -> report, from a samples artifact; the outputs by name."""
+    executed = steps.execute(run_config=run_config, samples=samples)
     executed.set_display_name("execute (sandbox)")
     executed.set_retry(num_retries=SANDBOX_STEP_RETRIES)
 
@@ -72,7 +95,7 @@ def codedpo_pipeline(samples_path: str, run_config: dict = DEFAULT_RUN_CONFIG) -
 
     timed = steps.time_codes(
         run_config=run_config,
-        samples=imported.outputs["samples"],
+        samples=samples,
         executions=executed.outputs["executions"],
         scores=scored.outputs["scores"],
     )
@@ -80,29 +103,77 @@ def codedpo_pipeline(samples_path: str, run_config: dict = DEFAULT_RUN_CONFIG) -
     timed.set_retry(num_retries=SANDBOX_STEP_RETRIES)
 
     paired = steps.pairs(
-        run_config=run_config,
-        samples=imported.outputs["samples"],
-        scores=scored.outputs["scores"],
-        timings=timed.outputs["timings"],
+        run_config=run_config, samples=samples, scores=scored.outputs["scores"], timings=timed.outputs["timings"]
     )
     paired.set_display_name("build pairs")
 
     reported = steps.report(
-        samples=imported.outputs["samples"],
+        samples=samples,
         executions=executed.outputs["executions"],
         scores=scored.outputs["scores"],
         timings=timed.outputs["timings"],
         pairs=paired.outputs["pairs"],
     )
     reported.set_display_name("report")
+    return {
+        "samples": samples,
+        "executions": executed.outputs["executions"],
+        "scores": scored.outputs["scores"],
+        "timings": timed.outputs["timings"],
+        "pairs": paired.outputs["pairs"],
+        "report_markdown": reported.outputs["report_markdown"],
+        "report_html": reported.outputs["report_html"],
+        "metrics": reported.outputs["metrics"],
+    }
 
-    return PipelineOutputs(
-        samples=imported.outputs["samples"],
-        executions=executed.outputs["executions"],
-        scores=scored.outputs["scores"],
-        timings=timed.outputs["timings"],
-        pairs=paired.outputs["pairs"],
-        report_markdown=reported.outputs["report_markdown"],
-        report_html=reported.outputs["report_html"],
-        metrics=reported.outputs["metrics"],
+
+@dsl.pipeline(name=REPLAY_PIPELINE_NAME, description=REPLAY_PIPELINE_DESCRIPTION)
+def replay_pipeline(samples_path: str, run_config: dict = DEFAULT_RUN_CONFIG) -> PipelineOutputs:
+    """import samples -> execute -> score -> time -> pairs -> report."""
+    imported = steps.import_samples(samples_path=samples_path, run_config=run_config)
+    imported.set_display_name("import samples")
+    return PipelineOutputs(**_from_samples(run_config, imported.outputs["samples"]))
+
+
+@dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)
+def generate_pipeline(run_config: dict = DEFAULT_RUN_CONFIG) -> GeneratePipelineOutputs:
+    """seeds -> tasks (sharded) -> codes and tests (sharded) -> execute -> ... -> report."""
+    seeds = steps.collect_seeds(run_config=run_config)
+    seeds.set_display_name("collect seeds")
+
+    tasks_plan = steps.plan_shards(run_config=run_config)
+    tasks_plan.set_display_name("plan task shards")
+    with dsl.ParallelFor(tasks_plan.output) as shard_index:
+        written = steps.write_tasks_shard(
+            run_config=run_config, seeds=seeds.outputs["seeds"], shard_index=shard_index
+        )
+        written.set_display_name("write tasks (shard)")
+        written.set_retry(num_retries=MODEL_STEP_RETRIES)
+    tasks = steps.merge_tasks(run_config=run_config, shards=dsl.Collected(written.outputs["tasks"]))
+    tasks.set_display_name("merge tasks")
+
+    samples_plan = steps.plan_shards(run_config=run_config)
+    samples_plan.set_display_name("plan sample shards")
+    samples_plan.after(tasks)
+    with dsl.ParallelFor(samples_plan.output) as shard_index:
+        sampled = steps.sample_shard(run_config=run_config, tasks=tasks.outputs["tasks"], shard_index=shard_index)
+        sampled.set_display_name("sample codes and tests (shard)")
+        sampled.set_retry(num_retries=MODEL_STEP_RETRIES)
+    merged = steps.merge_samples(shards=dsl.Collected(sampled.outputs["samples"]))
+    merged.set_display_name("merge samples")
+
+    return GeneratePipelineOutputs(
+        seeds=seeds.outputs["seeds"],
+        tasks=tasks.outputs["tasks"],
+        **_from_samples(run_config, merged.outputs["samples"]),
     )
+
+
+def pipeline_for(config: RunConfig):
+    """The pipeline that runs `config`: from seeds, or from imported samples (backend replay)."""
+    return replay_pipeline if config.sampling.backend == "replay" else generate_pipeline
+
+
+# The default pipeline (`codedpo compile` without a configuration compiles the replay one, the
+# quickstart's shape).
+codedpo_pipeline = replay_pipeline

@@ -20,6 +20,8 @@ body, and this module does not use `from __future__ import annotations` (KFP rea
 annotations to type the inputs and outputs).
 """
 
+from typing import List
+
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Output
 
@@ -49,6 +51,136 @@ def import_samples(samples_path: str, run_config: dict, samples: Output[Dataset]
     written = jsonl.write_records(samples.path, result.samples)
     samples.metadata.update({"problems": written, "skipped": len(result.skipped)})
     print(f"{samples_path}: {result.summary()}")
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def collect_seeds(run_config: dict, seeds: Output[Dataset]):
+    """Collect seed snippets from the folder or snippet file `seeds.path` (`seeds/`)."""
+    from codedpo.components.common.logs import enable_stage_logging
+
+    enable_stage_logging()
+    from codedpo.components.common import config as run_config_module
+    from codedpo.components.common import jsonl
+    from codedpo.components.seeds.collect import collect_seeds as collect
+
+    config = run_config_module.validate_config(run_config, source="run_config")
+    report = collect(config.seeds)
+    written = jsonl.write_records(seeds.path, report.seeds)
+    seeds.metadata.update({"seeds": written, "found": report.found, "files": report.files})
+    print(f"{config.seeds.path}: {report.summary()}; {written} seeds used")
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def plan_shards(run_config: dict) -> List[int]:
+    """The shard indices the sampling stages fan out over (`sampling.shards`)."""
+    from codedpo.components.common import config as run_config_module
+
+    config = run_config_module.validate_config(run_config, source="run_config")
+    return list(range(config.sampling.shards))
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def write_tasks_shard(run_config: dict, seeds: Input[Dataset], shard_index: int, tasks: Output[Dataset]):
+    """Write the tasks of one shard of seeds with the model (`tasks/stage.py`)."""
+    from codedpo.components.common.logs import enable_stage_logging
+
+    enable_stage_logging()
+    import json
+
+    from codedpo.components.common import config as run_config_module
+    from codedpo.components.common import jsonl
+    from codedpo.components.sample.factory import make_backend
+    from codedpo.components.seeds.records import Seed
+    from codedpo.components.tasks.stage import write_tasks_shard as write_shard
+
+    config = run_config_module.validate_config(run_config, source="run_config")
+    result = write_shard(
+        jsonl.read_records(seeds.path, Seed), config, shard_index, lambda: make_backend(config.sampling)
+    )
+    jsonl.write_records(tasks.path, result.records)
+    # The summary travels as JSON text: KFP metadata would turn its integers into floats.
+    tasks.metadata["summary_json"] = json.dumps(result.summary, sort_keys=True)
+    print(f"tasks shard {shard_index}: {len(result.records)} tasks from {result.summary['items']} seeds")
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def merge_tasks(run_config: dict, shards: Input[List[Dataset]], tasks: Output[Dataset]):
+    """Join the task shards, drop repeats and benchmark look-alikes (`tasks/stage.py`)."""
+    from codedpo.components.common.logs import enable_stage_logging
+
+    enable_stage_logging()
+    import json
+
+    from codedpo.components.common import config as run_config_module
+    from codedpo.components.common import jsonl
+    from codedpo.components.common.shards import ShardResult
+    from codedpo.components.tasks.records import TaskRecord
+    from codedpo.components.tasks.stage import finish_tasks
+
+    config = run_config_module.validate_config(run_config, source="run_config")
+    results = sorted(  # in shard order, whatever order the fan-out finished in
+        (
+            ShardResult(jsonl.read_records(shard.path, TaskRecord), json.loads(shard.metadata["summary_json"]))
+            for shard in shards
+        ),
+        key=lambda result: result.summary["shard"],
+    )
+    kept, report = finish_tasks(results, config)
+    written = jsonl.write_records(tasks.path, kept)
+    report["shard_summaries"] = [result.summary for result in results]
+    tasks.metadata["summary_json"] = json.dumps(report, sort_keys=True)
+    print(f"{written} tasks ({report['duplicates']} repeats and {len(report['contaminated'])} benchmark look-alikes dropped)")
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def sample_shard(run_config: dict, tasks: Input[Dataset], shard_index: int, samples: Output[Dataset]):
+    """Sample codes and tests for one shard of tasks with the model (`sample/stage.py`)."""
+    from codedpo.components.common.logs import enable_stage_logging
+
+    enable_stage_logging()
+    import json
+
+    from codedpo.components.common import config as run_config_module
+    from codedpo.components.common import jsonl
+    from codedpo.components.sample.factory import make_backend, make_templates
+    from codedpo.components.sample.stage import sample_shard as sample
+    from codedpo.components.tasks.records import TaskRecord
+
+    config = run_config_module.validate_config(run_config, source="run_config")
+    result = sample(
+        jsonl.read_records(tasks.path, TaskRecord),
+        config,
+        shard_index,
+        lambda: make_backend(config.sampling),
+        make_templates(config.sampling),
+    )
+    jsonl.write_records(samples.path, result.records)
+    samples.metadata["summary_json"] = json.dumps(result.summary, sort_keys=True)
+    print(f"sample shard {shard_index}: {len(result.records)} problems from {result.summary['items']} tasks")
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def merge_samples(shards: Input[List[Dataset]], samples: Output[Dataset]):
+    """Join the sample shards into one samples file, with the sampling summary."""
+    from codedpo.components.common.logs import enable_stage_logging
+
+    enable_stage_logging()
+    import json
+
+    from codedpo.components.common import jsonl
+    from codedpo.components.common.records import SampleSet
+    from codedpo.components.common.shards import merge_reports
+
+    ordered = sorted(  # in shard order, whatever order the fan-out finished in
+        ((json.loads(shard.metadata["summary_json"]), shard.path) for shard in shards), key=lambda pair: pair[0]["shard"]
+    )
+    summaries = [summary for summary, _ in ordered]
+    records = [record for _, path in ordered for record in jsonl.read_records(path, SampleSet)]
+    written = jsonl.write_records(samples.path, records)
+    report = merge_reports(summaries)
+    report["shard_summaries"] = summaries
+    samples.metadata.update({"problems": written, "summary_json": json.dumps(report, sort_keys=True)})
+    print(f"{written} problems sampled in {len(shards)} shards")
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)

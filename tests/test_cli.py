@@ -103,7 +103,7 @@ def test_compile_writes_the_pipeline(tmp_path: Path) -> None:
     result = runner.invoke(app, ["compile", "--output", str(output)])
     assert result.exit_code == 0, result.output
     spec = yaml.safe_load(output.read_text())
-    assert spec["pipelineInfo"]["name"] == "codedpo"
+    assert spec["pipelineInfo"]["name"] == "codedpo-replay"
     assert str(output) in result.stdout
 
 

@@ -65,7 +65,7 @@ def test_pipeline_parameters_mirror_the_run_configuration(compiled: Path) -> Non
     assert parameters["samples_path"]["parameterType"] == "STRING"
     assert validate_config(parameters["run_config"]["defaultValue"]) == RunConfig()
     outputs = spec["root"]["outputDefinitions"]["artifacts"]
-    assert set(outputs) == set(local_run.RUN_FILES) | {"metrics"}
+    assert set(outputs) == set(local_run.RUN_FILES) - {"seeds", "tasks"} | {"metrics"}
 
 
 def test_components_never_pip_install(compiled: Path) -> None:
@@ -78,7 +78,7 @@ def test_components_never_pip_install(compiled: Path) -> None:
 
 def test_compiled_pipeline_loads_back(compiled: Path) -> None:
     loaded = components.load_component_from_file(str(compiled))
-    assert loaded.name == "codedpo"
+    assert loaded.name == "codedpo-replay"
     assert set(loaded.component_spec.inputs) == {"samples_path", "run_config"}
 
 
@@ -286,7 +286,8 @@ def test_quickstart_runs_end_to_end_through_kfp_local(tmp_path: Path) -> None:
     run_dir = local_run.run_local(config, REPO, on_step=events.append)
 
     assert run_dir == tmp_path / "runs" / "e2e"
-    expected = [*local_run.RUN_FILES.values(), local_run.METRICS_FILE, local_run.CONFIG_FILE, local_run.LOG_FILE]
+    replay_files = [name for output, name in local_run.RUN_FILES.items() if output not in ("seeds", "tasks")]
+    expected = [*replay_files, local_run.METRICS_FILE, local_run.CONFIG_FILE, local_run.LOG_FILE]
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(expected)
     assert [e.step for e in events if e.status == "succeeded"] == list(STEP_DISPLAY_NAMES.values())
     # The executor's progress lines reach the caller while the step runs.

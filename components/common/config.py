@@ -136,7 +136,19 @@ class SamplingConfig(_Section):
         1024, ge=1, description="New tokens per completion (vLLM's own default, 16, truncates everything)."
     )
     seed: int = Field(0, ge=0, description="Run seed; each request's seed derives from it (recorded).")
-    shards: int = Field(1, ge=1, le=4096, description="Task shards sampled in parallel (one pipeline task each).")
+    shards: int = Field(
+        1, ge=1, le=4096, description="Shards of seeds / tasks sampled in parallel (one pipeline task each)."
+    )
+    chunk_size: int = Field(
+        64, ge=1,
+        description="Seeds or tasks a shard sends to the model at once; each finished chunk is saved "
+        "(progress line, resume point). vLLM batches within a chunk, so keep it large on GPUs.",
+    )
+    cache_dir: str = Field(
+        "runs/cache/sample",
+        description="Finished chunks, keyed by content and settings: a re-run or a crashed shard "
+        "skips them. Empty = no cache.",
+    )
     # hf
     batch_size: int = Field(8, ge=1, description="hf: prompts per generate call.")
     device: str = Field("auto", description="hf: 'auto', 'cpu', 'cuda', 'cuda:1', ...")
