@@ -149,7 +149,7 @@ def generate_pipeline(run_config: dict = DEFAULT_RUN_CONFIG) -> GeneratePipeline
         )
         written.set_display_name("write tasks (shard)")
         written.set_retry(num_retries=MODEL_STEP_RETRIES)
-    tasks = steps.merge_tasks(run_config=run_config, shards=dsl.Collected(written.outputs["tasks"]))
+    tasks = steps.merge_tasks(shards=dsl.Collected(written.outputs["tasks"]))
     tasks.set_display_name("merge tasks")
 
     samples_plan = steps.plan_shards(run_config=run_config)

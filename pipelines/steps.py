@@ -104,20 +104,18 @@ def write_tasks_shard(run_config: dict, seeds: Input[Dataset], shard_index: int,
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def merge_tasks(run_config: dict, shards: Input[List[Dataset]], tasks: Output[Dataset]):
-    """Join the task shards, drop repeats and benchmark look-alikes (`tasks/stage.py`)."""
+def merge_tasks(shards: Input[List[Dataset]], tasks: Output[Dataset]):
+    """Join the task shards and drop tasks written twice (`tasks/stage.py`)."""
     from codedpo.components.common.logs import enable_stage_logging
 
     enable_stage_logging()
     import json
 
-    from codedpo.components.common import config as run_config_module
     from codedpo.components.common import jsonl
     from codedpo.components.common.shards import ShardResult
     from codedpo.components.tasks.records import TaskRecord
     from codedpo.components.tasks.stage import finish_tasks
 
-    config = run_config_module.validate_config(run_config, source="run_config")
     results = sorted(  # in shard order, whatever order the fan-out finished in
         (
             ShardResult(jsonl.read_records(shard.path, TaskRecord), json.loads(shard.metadata["summary_json"]))
@@ -125,11 +123,11 @@ def merge_tasks(run_config: dict, shards: Input[List[Dataset]], tasks: Output[Da
         ),
         key=lambda result: result.summary["shard"],
     )
-    kept, report = finish_tasks(results, config)
+    kept, report = finish_tasks(results)
     written = jsonl.write_records(tasks.path, kept)
     report["shard_summaries"] = [result.summary for result in results]
-    tasks.metadata["summary_json"] = json.dumps(report, sort_keys=True)
-    print(f"{written} tasks ({report['duplicates']} repeats and {len(report['contaminated'])} benchmark look-alikes dropped)")
+    tasks.metadata.update({"tasks": written, "summary_json": json.dumps(report, sort_keys=True)})
+    print(f"{written} tasks from {len(results)} shards ({report['duplicates']} repeats dropped)")
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)

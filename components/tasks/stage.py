@@ -5,9 +5,10 @@
 
 Like the sample stage (`sample/stage.py`), each shard of seeds goes to the model in chunks of
 `sampling.chunk_size`, each finished chunk saved in `sampling.cache_dir` (`common/shards.py`),
-so a crashed shard re-runs alone without redoing its finished chunks. `finish_tasks` joins the
-shards, drops tasks written twice (same problem id) and decontaminates the rest against the
-evaluation benchmarks (`tasks.decontaminate`).
+so a crashed shard re-runs alone without redoing its finished chunks. Each chunk's tasks are
+decontaminated against the evaluation benchmarks (`tasks.decontaminate`, loaded once per
+shard) by `write_tasks`; `finish_tasks` joins the shards and drops tasks written twice (the
+same problem id from different seeds).
 """
 
 from __future__ import annotations
@@ -16,10 +17,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from codedpo.components.common.config import RunConfig
-from codedpo.components.common.shards import ChunkCache, ShardResult, merge_reports, run_in_chunks, settings_key, shard_slice
+from codedpo.components.common.shards import (
+    ChunkCache,
+    ShardResult,
+    merge_reports,
+    run_in_chunks,
+    settings_key,
+    shard_slice,
+)
 from codedpo.components.sample.backends import Backend, derive_seed
 from codedpo.components.seeds.records import Seed
-from codedpo.components.tasks.decontaminate import decontaminate, load_reference_prompts
+from codedpo.components.tasks.decontaminate import load_benchmarks
 from codedpo.components.tasks.records import TaskRecord
 from codedpo.components.tasks.writing import write_tasks
 
@@ -31,7 +39,7 @@ def output_settings(config: RunConfig) -> dict[str, Any]:
         "backend": config.sampling.backend,
         "model": config.sampling.model,
         "style": config.sampling.style,
-        "tasks": config.tasks.model_dump(mode="json", exclude={"decontaminate", "ngram", "max_overlap"}),
+        "tasks": config.tasks.model_dump(mode="json"),
         "seed": config.sampling.seed,
     }
 
@@ -57,13 +65,15 @@ def write_tasks_shard(
         else None
     )
     backend: Backend | None = None
+    benchmarks = None
 
     def work(chunk: list[Seed]) -> tuple[list[TaskRecord], dict[str, Any]]:
-        nonlocal backend
+        nonlocal backend, benchmarks
         if backend is None:
             backend = make_backend()
+            benchmarks = load_benchmarks(config.tasks.decontaminate)
         seed = derive_seed(config.sampling.seed, "tasks", chunk[0].id)
-        tasks, report = write_tasks(chunk, backend, config.tasks, config.sampling.style, seed)
+        tasks, report = write_tasks(chunk, backend, config.tasks, config.sampling.style, seed, benchmarks=benchmarks)
         return tasks, report.to_dict()
 
     result = run_in_chunks(
@@ -79,10 +89,10 @@ def write_tasks_shard(
     return result
 
 
-def finish_tasks(shards: Sequence[ShardResult[TaskRecord]], config: RunConfig) -> tuple[list[TaskRecord], dict[str, Any]]:
-    """Join the shards' tasks (shard order), drop repeated problem ids and benchmark look-alikes.
-    The report holds the shards' merged summaries, `duplicates` and `contaminated` (each dropped
-    task with the benchmark problem it overlaps and the overlap)."""
+def finish_tasks(shards: Sequence[ShardResult[TaskRecord]]) -> tuple[list[TaskRecord], dict[str, Any]]:
+    """Join the shards' tasks (in shard order) and drop repeated problem ids (the same task
+    written from two seeds). The report is the shards' merged summaries plus `tasks` (kept) and
+    `duplicates`."""
     seen: set[str] = set()
     joined: list[TaskRecord] = []
     duplicates = 0
@@ -93,8 +103,6 @@ def finish_tasks(shards: Sequence[ShardResult[TaskRecord]], config: RunConfig) -
                 continue
             seen.add(task.problem_id)
             joined.append(task)
-    references = load_reference_prompts(config.tasks.decontaminate)
-    kept, contaminated = decontaminate(joined, references, ngram=config.tasks.ngram, max_overlap=config.tasks.max_overlap)
     report = merge_reports([shard.summary for shard in shards])
-    report.update(tasks=len(kept), duplicates=duplicates, contaminated=[c.to_dict() for c in contaminated])
-    return kept, report
+    report.update(tasks=len(joined), duplicates=duplicates)
+    return joined, report
