@@ -119,14 +119,21 @@ def resolve_paths(config: RunConfig, base_dir: Path) -> RunConfig:
         value = getattr(owner, name)
         if value:  # None or "" means unset (an empty execute.cache_dir keeps the cache in memory)
             setattr(owner, name, str((base_dir / Path(value).expanduser()).resolve()))
+    model = resolved.sampling.model
+    if model and (base_dir / model).exists():  # a local checkpoint folder; else a served name or HF id
+        resolved.sampling.model = str((base_dir / model).resolve())
     return resolved
 
 
 def _check_inputs_exist(config: RunConfig) -> None:
     """Fail before starting any step when an input file is missing (the common mistake)."""
     if config.sampling.backend != "replay":
-        if not Path(config.seeds.path or "").exists():
-            raise ConfigError(f"seeds.path: no such file or folder: {config.seeds.path}")
+        from codedpo.components.seeds.collect import SeedSourceError, check_seed_source
+
+        try:
+            check_seed_source(config.seeds)
+        except SeedSourceError as error:
+            raise ConfigError(str(error)) from None
         return  # the samples.* files are only read by the replay import
     for dotted in INPUT_FILE_FIELDS:
         owner, name = _owner(config, dotted)
@@ -257,6 +264,15 @@ def run_local(
 
     config = resolve_paths(config, Path.cwd() if base_dir is None else Path(base_dir))
     _check_inputs_exist(config)
+    if config.sampling.backend != "replay":
+        from codedpo.components.sample.backends import BackendError
+        from codedpo.components.sample.preflight import check_sampling_setup
+        from codedpo.components.sample.prompts import TemplateError
+
+        try:  # what would fail every shard fails here, once, in one line
+            check_sampling_setup(config)
+        except (TemplateError, BackendError) as error:
+            raise ConfigError(str(error)) from None
     output_dir = Path(config.output_dir)
     run_dir = output_dir / config.run_name
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -13,23 +13,34 @@ from codedpo.components.seeds.snippets import read_seed_file
 SNIPPET_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
-def collect_seeds(config: SeedsConfig) -> SeedReport:
-    """Seeds from `config.path`: a folder (or git checkout) of Python files, or a JSONL / JSON /
-    Parquet file of snippets; the first `config.limit` are kept when a limit is set. Raises
-    SeedSourceError (one line) when the path is missing, of an unknown kind, or gives no seed."""
+def check_seed_source(config: SeedsConfig) -> None:
+    """The cheap part of `collect_seeds`'s checks, run before a pipeline starts: the path is set,
+    exists, and is a snippets file or a folder holding at least one `.py` file."""
     if not config.path:
         raise SeedSourceError("seeds.path is not set (a folder of Python files or a snippets file)")
     path = Path(config.path)
     if path.is_dir():
-        report = extract_seeds(path, min_lines=config.min_lines, max_lines=config.max_lines)
+        if next(path.rglob("*.py"), None) is None:
+            raise SeedSourceError(f"seeds.path {path}: the folder holds no .py file")
     elif path.is_file():
         if path.suffix.lower() not in SNIPPET_SUFFIXES:
             raise SeedSourceError(
-                f"seed file {path}: expected a folder of Python files or a {'/'.join(SNIPPET_SUFFIXES)} file"
+                f"seeds.path {path}: expected a folder of Python files or a {'/'.join(SNIPPET_SUFFIXES)} file"
             )
-        report = read_seed_file(path, max_lines=config.max_lines)
     else:
         raise SeedSourceError(f"seeds.path {path}: no such file or folder")
+
+
+def collect_seeds(config: SeedsConfig) -> SeedReport:
+    """Seeds from `config.path`: a folder (or git checkout) of Python files, or a JSONL / JSON /
+    Parquet file of snippets; the first `config.limit` are kept when a limit is set. Raises
+    SeedSourceError (one line) when the path is missing, of an unknown kind, or gives no seed."""
+    check_seed_source(config)
+    path = Path(str(config.path))
+    if path.is_dir():
+        report = extract_seeds(path, min_lines=config.min_lines, max_lines=config.max_lines)
+    else:
+        report = read_seed_file(path, max_lines=config.max_lines)
     if config.limit is not None:
         report.seeds = report.seeds[: config.limit]
     if not report.seeds:
