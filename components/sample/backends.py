@@ -3,7 +3,8 @@
     SamplingParams(n=1, temperature=1.0, top_p=1.0, max_tokens=1024, seed=None, stop=())
     Backend.generate(prompts: list[str | list[dict]], params) -> list[list[Completion]]
     Backend.describe() -> dict                      what generated (for SampleSet.generator)
-    HfBackend(model, *, batch_size=8, device="auto", dtype="auto")    transformers, CPU or GPU
+    HfBackend(model, *, batch_size=8, device="auto", dtype="auto", allow_download=False)
+                                                       transformers, CPU or GPU
 
 A prompt is plain text (a base model continues it) or a list of chat messages (the backend
 applies the model's chat template). The result keeps the input order: `result[i]` holds the
@@ -222,6 +223,9 @@ class HfBackend(Backend):
     """Sampling with `transformers` generation, batched, on CPU or GPU (laptops and tests).
 
     model: a local checkpoint folder or a Hugging Face model id already in the local cache.
+        Only local files are read (`local_files_only`) unless `allow_download`: a model that
+        is not there fails at once with one line, instead of retrying the Hub for a minute
+        on a machine without internet.
     batch_size: prompts per `generate` call (each expands to `n` rows); 1 = unbatched.
     device: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
     dtype: "auto" (the checkpoint's, float32 on CPU) or a torch dtype name ("bfloat16").
@@ -242,6 +246,7 @@ class HfBackend(Backend):
         batch_size: int = 8,
         device: str = "auto",
         dtype: str = "auto",
+        allow_download: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -273,12 +278,13 @@ class HfBackend(Backend):
                 raise BackendError(
                     f"hf backend: unknown dtype {self.dtype!r} (use 'auto', 'float32', 'bfloat16', ...)"
                 )
+        local = not allow_download
         try:
             self._tokenizer: Any = transformers.AutoTokenizer.from_pretrained(
-                self.model
+                self.model, local_files_only=local
             )
             self._model: Any = transformers.AutoModelForCausalLM.from_pretrained(
-                self.model, dtype=torch_dtype
+                self.model, dtype=torch_dtype, local_files_only=local
             )
         except (OSError, ValueError) as error:
             first = next(
