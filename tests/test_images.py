@@ -191,3 +191,47 @@ def test_image_refs_from_the_environment() -> None:
 def test_bad_image_settings_name_the_variable(environ: dict[str, str], message: str) -> None:
     with pytest.raises(images.ImageConfigError, match=re.escape(message)):
         images.image_refs_from_env(environ)
+
+
+# What the sandbox image installs besides codedpo (pydantic, pyyaml, minio) and their own
+# dependencies, as top-level module names.
+SANDBOX_THIRD_PARTY = {
+    "pydantic", "pydantic_core", "annotated_types", "typing_extensions", "typing_inspection",
+    "yaml", "_yaml", "minio", "urllib3", "certifi", "argon2", "_argon2_cffi_bindings", "_cffi_backend",
+    "cffi", "pycparser", "Crypto",
+}
+# The modules a sandbox pod runs: the executor (which starts the harness) and the store client.
+SANDBOX_MODULES = (
+    "codedpo.components.execute.executor",
+    "codedpo.components.execute.timing",
+    "codedpo.components.execute.harness.__main__",
+    "codedpo.components.common.storage",
+    "codedpo.components.common.jsonl",
+)
+
+
+def test_sandbox_image_dependencies_cover_what_its_modules_import() -> None:
+    """Import what a sandbox pod runs (and open an S3 store, which imports minio) in a fresh
+    interpreter and list every top-level module loaded: outside the standard library and codedpo,
+    each must be something the sandbox image installs."""
+    script = f"""
+import sys
+from codedpo.components.common import storage
+for name in {SANDBOX_MODULES!r}:
+    __import__(name)
+settings = storage.S3Settings(endpoint="127.0.0.1:9", access_key="a", secret_key="b", secure=False, retries=0)
+try:
+    storage.open_store("s3://codedpo", settings=settings)
+except storage.StorageError:
+    pass  # nothing listens there; the client was imported and used
+loaded = {{name.split(".")[0] for name in sys.modules}}
+print("\\n".join(sorted(loaded - set(sys.stdlib_module_names) - {{"codedpo", "__main__"}})))
+"""
+    done = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    # Interpreter and packaging internals: site's hooks (editable installs, setuptools' .pth) and
+    # the Cython runtime that compiled extensions (PyYAML's) register.
+    internal = re.compile(r"^(__editable__|_distutils_hack$|_sysconfigdata_|_cython_|cython_runtime$)")
+    third_party = {name for name in done.stdout.split() if not internal.match(name)}
+    assert "minio" in third_party and "pydantic" in third_party
+    assert third_party <= SANDBOX_THIRD_PARTY, f"not in the sandbox image: {sorted(third_party - SANDBOX_THIRD_PARTY)}"
