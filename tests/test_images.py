@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
 from pathlib import Path
 
@@ -31,7 +32,8 @@ BASH = shutil.which("bash") or "/bin/bash"
 
 
 def _hadolint() -> str:
-    candidates = [Path(sys.executable).parent / "hadolint", shutil.which("hadolint")]
+    candidates = [Path(sysconfig.get_path("scripts")) / "hadolint", Path(sys.executable).parent / "hadolint",
+                  shutil.which("hadolint")]
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
             return str(candidate)

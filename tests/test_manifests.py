@@ -331,3 +331,45 @@ def test_every_container_image_is_pinned(render: Callable[[str], Objects]) -> No
             for container in (pod or {}).get("containers", []):
                 name, _, tag = container["image"].rpartition(":")
                 assert name and tag and tag != "latest" and "/" not in tag, container["image"]
+
+
+FAKE_MC = """#!/bin/sh
+# FakeMc: stands in for MinIO's `mc` client, which no package registry ships. It appends its
+# arguments to $MC_LOG and answers `ilm rule ls` with $FAKE_MC_RULES; `ilm rule add` fails when
+# $FAKE_MC_NO_ILM is set (a store without lifecycle support), `mb` when $FAKE_MC_MB_FAILS is.
+echo "$*" >> "$MC_LOG"
+case "$1 $2 $3" in
+  "ilm rule ls") printf '%s\\n' "$FAKE_MC_RULES" ;;
+  "ilm rule add") [ -z "$FAKE_MC_NO_ILM" ] || exit 1 ;;
+  "mb --ignore-existing "*) [ -z "$FAKE_MC_MB_FAILS" ] || exit 1 ;;
+esac
+"""
+
+
+@pytest.mark.parametrize(("scenario", "expect_rc", "expect_add"), [
+    ({}, 0, True),  # fresh bucket: the rule is added
+    ({"FAKE_MC_RULES": "ID  Prefix        Expiry\\nx1  .codedpo-tmp/  1 day"}, 0, False),  # re-run: not twice
+    ({"FAKE_MC_NO_ILM": "1"}, 0, True),  # no lifecycle support: a warning, not a failure
+    ({"FAKE_MC_MB_FAILS": "1"}, 1, False),  # the bucket cannot be made: the Job's pod fails and retries
+])
+def test_bucket_job_script(render: Callable[[str], Objects], tmp_path: Path, scenario: dict[str, str],
+                           expect_rc: int, expect_add: bool) -> None:
+    """The bucket Job's shell script, run by a real sh against FakeMc (named so: no mc binary here)."""
+    container = one(render("base"), "Job", "codedpo-make-bucket")["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][:2] == ["/bin/sh", "-ec"]
+    fake = tmp_path / "mc"
+    fake.write_text(FAKE_MC)
+    fake.chmod(0o755)
+    secret = secret_data(one(render("base"), "Secret", "codedpo-s3", "codedpo"))
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "MC_LOG": str(tmp_path / "log"), **secret,
+           **{e["name"]: e["value"] for e in container["env"]}, **scenario}
+    done = subprocess.run(["/bin/sh", "-ec", container["args"][0]], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == expect_rc, done.stderr
+    calls = (tmp_path / "log").read_text().splitlines()
+    assert calls[0] == (f"alias set store {secret['CODEDPO_S3_ENDPOINT']} {secret['AWS_ACCESS_KEY_ID']} "
+                        f"{secret['AWS_SECRET_ACCESS_KEY']}")
+    assert calls[1] == "mb --ignore-existing store/codedpo"
+    added = [c for c in calls if c.startswith("ilm rule add")]
+    assert added == (["ilm rule add --prefix .codedpo-tmp/ --expire-days 1 store/codedpo"] if expect_add else [])
+    if scenario.get("FAKE_MC_NO_ILM"):
+        assert "warning: this store takes no lifecycle rule" in done.stdout
