@@ -26,6 +26,7 @@ import json
 import re
 import shutil
 import sys
+import threading
 import warnings
 from collections import Counter
 from collections.abc import Callable
@@ -187,16 +188,20 @@ class _LogWatcher(io.TextIOBase):
         self._failed_attempts: Counter[str] = Counter()
         self.failure: tuple[str, str, str] | None = None  # (task, error type, message)
         self._current: str | None = None  # the task whose progress lines are streaming
+        self._lock = threading.RLock()
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
-        self._log.write(text)
-        self._partial += text
-        *complete, self._partial = self._partial.split("\n")
-        for line in complete:
-            self._line(_ANSI.sub("", line))
+        # The shards of a `ParallelFor` run in threads that all print here: one writer at a time,
+        # or two half lines splice and a step's end goes unseen.
+        with self._lock:
+            self._log.write(text)
+            self._partial += text
+            *complete, self._partial = self._partial.split("\n")
+            for line in complete:
+                self._line(_ANSI.sub("", line))
         return len(text)
 
     def flush(self) -> None:
