@@ -18,7 +18,7 @@ from codedpo.components.common.config import TasksConfig
 from codedpo.components.sample.backends import Backend, Completion, SamplingParams
 from codedpo.components.sample.extract import extract_code
 from codedpo.components.sample.prompts import TemplateError, default_templates
-from codedpo.components.seeds.benchmarks import BenchmarkTask, load_humaneval
+from codedpo.components.seeds.benchmarks import load_humaneval
 from codedpo.components.seeds.records import Seed, SeedProvenance, seed_id
 from codedpo.components.tasks import (
     BASE_TASK_TEMPLATE,
@@ -259,7 +259,7 @@ def test_a_copied_benchmark_problem_is_dropped_and_reported():
 def test_base_style_continues_after_the_problem_header():
     answer = SLUG.removeprefix("[Problem]\n")  # a base model continues "...[Problem]\n"
     backend = ScriptedBackend([answer])
-    (task,), report = write_tasks(SEEDS[:1], backend, TasksConfig(), "base", 0, benchmarks=[])
+    (task,), _ = write_tasks(SEEDS[:1], backend, TasksConfig(), "base", 0, benchmarks=[])
     assert task.entry_point == "slugify" and task.instruction.startswith("Write a function that turns")
     (prompts, params), = backend.calls
     assert isinstance(prompts[0], str) and prompts[0].endswith("[Problem]\n")

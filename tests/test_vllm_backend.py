@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import types
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import pytest
 from codedpo.components.sample.backends import BackendError, SamplingParams, derive_seed
@@ -47,9 +48,9 @@ class FakeLLM:
     """Fake of vllm.LLM: records the constructor's and each call's arguments; answers each
     request with n completions whose text names the prompt and the choice."""
 
-    instances: list["FakeLLM"] = []
-    fail_with: Exception | None = None
-    finish_reason = "stop"
+    instances: ClassVar[list[FakeLLM]] = []
+    fail_with: ClassVar[Exception | None] = None
+    finish_reason: ClassVar[str] = "stop"
 
     def __init__(self, **kwargs):
         if FakeLLM.fail_with is not None:

@@ -103,7 +103,7 @@ class VllmBackend(Backend):
                 gpu_memory_utilization=gpu_memory_utilization,
                 seed=seed,
             )
-        except Exception as error:  # vLLM raises OSError, ValueError, RuntimeError, hub errors
+        except Exception as error:  # noqa: BLE001 - vLLM raises OSError, ValueError, RuntimeError, hub errors
             raise BackendError(f"vllm backend: cannot load model {model!r}: {_first_line(error)}") from None
 
     def describe(self) -> dict[str, Any]:
@@ -135,7 +135,7 @@ class VllmBackend(Backend):
                 outputs = self._llm.chat(prompts, sampling, use_tqdm=False, add_generation_prompt=True)
             else:
                 outputs = self._llm.generate(prompts, sampling, use_tqdm=False)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - any engine failure becomes one line naming the call
             kind = "chat" if chat else "generate"
             raise BackendError(f"vllm backend: LLM.{kind} failed for {self.model!r}: {_first_line(error)}") from None
         if len(outputs) != len(prompts):
