@@ -249,6 +249,12 @@ def test_no_license_and_no_git(tmp_path):
         (lambda p: None, {}, SeedSourceError, "no such folder"),
         (lambda p: p.write_text("x = 1\n"), {}, SeedSourceError, "is a file, not a folder"),
         (lambda p: (p.mkdir(), (p / "README.md").write_text("hi")), {}, SeedSourceError, "no .py files found"),
+        (
+            lambda p: (p.mkdir(), (p / "tiny.py").write_text("def f():\n    pass\n\n\ndef g(x):\n    return x\n")),
+            {},
+            SeedSourceError,
+            r"seeds: no usable seeds \(1 files \(0 dropped: none\); 2 snippets found, 0 kept, 2 dropped: ",
+        ),
         (lambda p: p.mkdir(), {"min_lines": 0}, ValueError, "min_lines must be at least 1, got 0"),
         (lambda p: p.mkdir(), {"min_lines": 5, "max_lines": 4}, ValueError, r"max_lines must be at least min_lines"),
     ],
@@ -256,8 +262,9 @@ def test_no_license_and_no_git(tmp_path):
 def test_bad_seed_folder(tmp_path, setup, kwargs, error, match):
     target = tmp_path / "seeds"
     setup(target)
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match=match) as raised:
         extract_seeds(target, **kwargs)
+    assert "\n" not in str(raised.value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,6 +327,7 @@ def test_read_seed_file_parquet_and_gzip_agree(tmp_path):
         ("seeds.jsonl", '{"text": "x = 1"}\n', RecordFileError, r"seeds\.jsonl:1: no 'code' or 'content' field"),
         ("seeds.jsonl", '{"code": 42}\n', RecordFileError, r"seeds\.jsonl:1: field 'code' must be a string"),
         ("seeds.jsonl", "\n\n", SeedSourceError, "no rows"),
+        ("seeds.jsonl", '{"code": "  "}\n', SeedSourceError, r"seeds\.jsonl: no usable seeds \(1 files .* empty 1\)$"),
         ("seeds.csv", "code\nx = 1\n", SeedSourceError, "unknown format"),
         ("seeds.parquet", "not parquet", SeedSourceError, "not a readable Parquet file"),
     ],

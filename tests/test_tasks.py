@@ -18,7 +18,7 @@ from codedpo.components.common.config import TasksConfig
 from codedpo.components.sample.backends import Backend, Completion, SamplingParams
 from codedpo.components.sample.extract import extract_code
 from codedpo.components.sample.prompts import TemplateError, default_templates
-from codedpo.components.seeds.benchmarks import BenchmarkTask, load_humaneval
+from codedpo.components.seeds.benchmarks import load_humaneval
 from codedpo.components.seeds.records import Seed, SeedProvenance, seed_id
 from codedpo.components.tasks import (
     BASE_TASK_TEMPLATE,
@@ -143,6 +143,24 @@ def test_format_variants(answer, entry_point, instruction_start):
     ast.parse(parsed.prompt + "    pass\n")
 
 
+# Seen from a tiny model sampling at temperature 0.7: a complete def, then drift inside the
+# still-open fence until max_tokens.
+DRIFT = (
+    "[Problem]\nWrite a function that returns the words of a sentence in reverse order, joined by single "
+    'spaces.\n\n[Signature]\n```python\ndef reverse_words(text: str) -> str:\n    """Return the order of the '
+    'words in text."""\n[Signature]\ndef reverse_words(text: int, joined by single spaces.\ndef reverse order '
+    'of a function that returns the words in text."""\ndef reverse_words(text:'
+)
+
+
+@pytest.mark.parametrize("finish_reason", ["length", "stop"])
+def test_drift_after_a_complete_def_keeps_the_def(finish_reason):
+    parsed = parse_task_answer(DRIFT, finish_reason)
+    assert not isinstance(parsed, TaskDiscard)
+    assert parsed.signature == "def reverse_words(text: str) -> str:" and parsed.entry_point == "reverse_words"
+    assert "joined by single spaces." in parsed.instruction and "[Signature]" not in parsed.prompt
+
+
 LONG = "Write a function. " * 200
 
 
@@ -259,7 +277,7 @@ def test_a_copied_benchmark_problem_is_dropped_and_reported():
 def test_base_style_continues_after_the_problem_header():
     answer = SLUG.removeprefix("[Problem]\n")  # a base model continues "...[Problem]\n"
     backend = ScriptedBackend([answer])
-    (task,), report = write_tasks(SEEDS[:1], backend, TasksConfig(), "base", 0, benchmarks=[])
+    (task,), _ = write_tasks(SEEDS[:1], backend, TasksConfig(), "base", 0, benchmarks=[])
     assert task.entry_point == "slugify" and task.instruction.startswith("Write a function that turns")
     (prompts, params), = backend.calls
     assert isinstance(prompts[0], str) and prompts[0].endswith("[Problem]\n")

@@ -262,8 +262,9 @@ def extract_seeds(root: Path | str, *, min_lines: int = 3, max_lines: int = 60) 
 
     `min_lines` / `max_lines` bound a definition's non-blank lines (decorators and docstring
     included): 3 drops one-liners that give a task writer nothing to work with, 60 keeps a seed
-    small enough to be read as one idea. Raises SeedSourceError when `root` is not a folder or
-    holds no `.py` file (after skipping non-project folders).
+    small enough to be read as one idea. Raises SeedSourceError (one line) when `root` is not a
+    folder, holds no `.py` file (after skipping non-project folders), or gives no seed at all
+    (the message then carries the drop counts).
     """
     check_size_limits(min_lines, max_lines)
     root = Path(root)
@@ -287,4 +288,6 @@ def extract_seeds(root: Path | str, *, min_lines: int = 3, max_lines: int = 60) 
         collector.add_module(text, tree, {**common, "path": path.relative_to(root).as_posix()})
     if report.files == 0:
         raise SeedSourceError(f"seed folder {root}: no .py files found")
+    if report.kept == 0:
+        raise SeedSourceError(f"seed folder {root}: no usable seeds ({report.summary()})")
     return report

@@ -122,7 +122,8 @@ def read_seed_file(path: Path | str, *, min_lines: int = 1, max_lines: int = 60)
     """Read the snippets of a JSONL (`.jsonl`, `.json`, `.jsonl.gz`) or Parquet (`.parquet`)
     file as seeds (see the module docstring). `files` and `found` in the report both count rows.
 
-    Raises SeedSourceError for a missing file, an unknown extension or a file with no rows,
+    Raises SeedSourceError for a missing file, an unknown extension, a file with no rows or no
+    usable row,
     RecordFileError (`file:line: ...`) for a malformed row.
     """
     check_size_limits(min_lines, max_lines)
@@ -170,4 +171,6 @@ def read_seed_file(path: Path | str, *, min_lines: int = 1, max_lines: int = 60)
         )
     if report.files == 0:
         raise SeedSourceError(f"seed file {path}: no rows")
+    if report.kept == 0:
+        raise SeedSourceError(f"seed file {path}: no usable seeds ({report.summary()})")
     return report

