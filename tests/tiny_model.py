@@ -103,8 +103,8 @@ def train_tiny_coder(
     longest = max(len(p) + len(a) for p, a in rows)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
+        hidden_size=64,
+        intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=4,
@@ -122,7 +122,7 @@ def train_tiny_coder(
         input_ids[i, : len(ids)] = torch.tensor(ids)
         labels[i, len(prompt_ids) : len(ids)] = torch.tensor(answer_ids)  # learn the answers only
         attention[i, : len(ids)] = 1
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
     loss = torch.tensor(float("inf"))
     step = 0
     for step in range(1, max_steps + 1):
