@@ -1,11 +1,11 @@
 """The `codedpo` command line: run the pipeline locally, compile it, show the configuration.
 
-    codedpo run [--config run.yaml] [--sandbox runsc|pod|unsafe-none] [--set section.field=value ...]
-    codedpo compile [--output codedpo-pipeline.yaml]
+    codedpo run [--config run.yaml] [--sandbox runsc|pod|unsafe-none] [--store URI] [--set section.field=value ...]
+    codedpo compile [--output codedpo-pipeline.yaml] [--cluster cluster.yaml]
     codedpo config [--config run.yaml] [--set ...]
 
-Settings layer as: the defaults of `RunConfig`, then the YAML file, then `--sandbox` and each
-`--set` in order (values are parsed as YAML scalars: `--set score.damping=0.9` is a float,
+Settings layer as: the defaults of `RunConfig`, then the YAML file, then `--sandbox`, `--store` and
+each `--set` in order (values are parsed as YAML scalars: `--set score.damping=0.9` is a float,
 `--set pairs.efficiency=false` a bool). Without `--config`, the quickstart configuration
 `examples/quickstart/run.yaml` is used when it exists under the current directory (so
 `codedpo run` in a checkout runs the quickstart), otherwise the plain defaults.
@@ -56,6 +56,15 @@ SandboxOption = Annotated[
     Optional[SandboxKind],
     typer.Option(help="Override execute.sandbox. 'unsafe-none' runs untrusted code with NO isolation."),
 ]
+StoreOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Override store: an artifact store (s3://bucket/prefix, or a folder) where every stage also "
+        "publishes its output under runs/<run_name>/<stage>/. S3 settings from the environment "
+        "(CODEDPO_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...).",
+        metavar="URI",
+    ),
+]
 SetOption = Annotated[
     Optional[list[str]],
     typer.Option(
@@ -82,12 +91,16 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def resolve_config(
-    config_path: Path | None, sandbox: SandboxKind | None, sets: list[str] | None
+    config_path: Path | None, sandbox: SandboxKind | None, sets: list[str] | None, store: str | None = None
 ) -> tuple[RunConfig, str]:
-    """The effective configuration (defaults, YAML, --sandbox, --set) and where it came from."""
+    """The effective configuration (defaults, YAML, --sandbox, --store, --set) and where it came from."""
     if config_path is None and QUICKSTART_CONFIG.is_file():
         config_path = QUICKSTART_CONFIG
-    overrides = {**({"execute.sandbox": sandbox} if sandbox else {}), **parse_overrides(sets or [])}
+    overrides = {
+        **({"execute.sandbox": sandbox} if sandbox else {}),
+        **({"store": store} if store else {}),
+        **parse_overrides(sets or []),
+    }
     layers = ["defaults"]
     if config_path is not None:
         layers.append(str(config_path))
@@ -115,12 +128,15 @@ def _count_pairs(pairs_path: Path) -> Counter[str]:
 
 
 @app.command()
-def run(config: ConfigOption = None, sandbox: SandboxOption = None, set_: SetOption = None) -> None:
+def run(
+    config: ConfigOption = None, sandbox: SandboxOption = None, store: StoreOption = None, set_: SetOption = None
+) -> None:
     """Run the pipeline on this machine (kfp.local) and write the run folder <output_dir>/<run_name>/."""
+    from codedpo.components.common.storage import StorageError
     from codedpo.pipelines.local_run import StepEvent, StepFailedError, run_local
 
     try:
-        effective, source = resolve_config(config, sandbox, set_)
+        effective, source = resolve_config(config, sandbox, set_, store)
     except ConfigError as error:
         raise _fail(str(error)) from None
     _warn_if_unsafe(effective)
@@ -142,11 +158,16 @@ def run(config: ConfigOption = None, sandbox: SandboxOption = None, set_: SetOpt
     try:
         run_dir = run_local(effective, on_step=show)
         counts = _count_pairs(run_dir / "pairs.jsonl")
-    except (ConfigError, RecordFileError) as error:
+    except (ConfigError, RecordFileError, StorageError) as error:
         raise _fail(str(error)) from None
     except StepFailedError as error:
         raise _fail(str(error), EXIT_INPUT_ERROR if error.is_input_error else EXIT_STEP_FAILED) from None
     console.print(f"run folder: [bold]{escape(str(run_dir))}[/]")
+    if effective.store:
+        from codedpo.components.common.storage.runs import stage_location
+
+        location = stage_location(str(load_config(run_dir / "config.yaml").store), effective.run_name)
+        console.print(f"store: [bold]{escape(location)}[/] (one folder per stage)")
     console.print(
         f"pairs: {counts['correctness']} correctness, {counts['efficiency']} efficiency "
         f"({sum(counts.values())} in pairs.jsonl)"
@@ -173,13 +194,15 @@ def compile_(
 
 
 @app.command("config")
-def show_config(config: ConfigOption = None, sandbox: SandboxOption = None, set_: SetOption = None) -> None:
+def show_config(
+    config: ConfigOption = None, sandbox: SandboxOption = None, store: StoreOption = None, set_: SetOption = None
+) -> None:
     """Print the effective run configuration as YAML (every field, defaults included).
 
     Takes the same options as `run`, so it shows exactly what `run` would use.
     """
     try:
-        effective, source = resolve_config(config, sandbox, set_)
+        effective, source = resolve_config(config, sandbox, set_, store)
     except ConfigError as error:
         raise _fail(str(error)) from None
     typer.echo(f"# effective configuration: {source}")

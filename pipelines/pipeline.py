@@ -120,6 +120,7 @@ def _from_samples(run_config: dict, samples: Dataset, cluster: ClusterConfig | N
     apply_cluster_settings(paired, "pairs", cluster)
 
     reported = steps.report(
+        run_config=run_config,
         samples=samples,
         executions=executed.outputs["executions"],
         scores=scored.outputs["scores"],
@@ -176,7 +177,7 @@ def build_generate_pipeline(cluster: ClusterConfig | None = None):
             written.set_display_name("write tasks (shard)")
             written.set_retry(num_retries=MODEL_STEP_RETRIES)
             apply_cluster_settings(written, "tasks", cluster)
-        tasks = steps.merge_tasks(shards=dsl.Collected(written.outputs["tasks"]))
+        tasks = steps.merge_tasks(run_config=run_config, shards=dsl.Collected(written.outputs["tasks"]))
         tasks.set_display_name("merge tasks")
         apply_cluster_settings(tasks, "merge", cluster)
 
@@ -189,7 +190,7 @@ def build_generate_pipeline(cluster: ClusterConfig | None = None):
             sampled.set_display_name("sample codes and tests (shard)")
             sampled.set_retry(num_retries=MODEL_STEP_RETRIES)
             apply_cluster_settings(sampled, "sample", cluster)
-        merged = steps.merge_samples(shards=dsl.Collected(sampled.outputs["samples"]))
+        merged = steps.merge_samples(run_config=run_config, shards=dsl.Collected(sampled.outputs["samples"]))
         merged.set_display_name("merge samples")
         apply_cluster_settings(merged, "merge", cluster)
 

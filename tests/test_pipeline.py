@@ -186,6 +186,7 @@ def test_pairs_then_report_steps_hand_over_skip_counts(tmp_path: Path) -> None:
     html = HTML(name="report_html", uri=str(tmp_path / "report.html"))
     metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"))
     steps.report.python_func(
+        run_config=DEFAULT_RUN_CONFIG,
         samples=_dataset(samples_path),
         executions=_dataset(executions_path),
         scores=_dataset(scores_path),
