@@ -174,23 +174,39 @@ def run(
     )
 
 
+ClusterOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--cluster",
+        help="Cluster settings (YAML; see examples/cluster.yaml): images, resources, GPUs, node selectors, "
+        "tolerations, secrets, volumes, retries, caching, timeouts. Default: the built-in ClusterConfig.",
+        dir_okay=False,
+    ),
+]
+
+
 @app.command("compile")
 def compile_(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Where to write the pipeline YAML.", dir_okay=False)
     ] = DEFAULT_OUTPUT,
     config: ConfigOption = None,
+    cluster: ClusterOption = None,
     set_: SetOption = None,
 ) -> None:
     """Compile the pipeline to KFP v2 YAML, to upload to a Kubeflow Pipelines server.
 
     The configuration picks the pipeline's shape (`sampling.backend`: from seeds, or replay);
-    without --config the quickstart's (replay) is used when it exists."""
+    without --config the quickstart's (replay) is used when it exists. `--cluster` gives the
+    cluster settings (default: the built-in ClusterConfig)."""
+    from codedpo.pipelines.cluster import load_cluster_config
+
     try:
         run_config, _ = resolve_config(config, None, set_)
+        settings = load_cluster_config(cluster)
     except ConfigError as error:
         raise _fail(str(error)) from None
-    console.print(f"wrote {escape(str(compile_pipeline(output, run_config)))}")
+    console.print(f"wrote {escape(str(compile_pipeline(output, run_config, settings)))}")
 
 
 @app.command("config")

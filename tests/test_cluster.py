@@ -1,0 +1,193 @@
+"""Cluster settings in the compiled pipeline (`pipelines/cluster.py`): compiled with
+`examples/cluster.yaml`, loaded back with the KFP SDK, and each setting found where the KFP v2
+backend reads it: the container spec (image, resources, GPU, env), the Kubernetes platform spec
+(node selector, tolerations, secrets, /dev/shm, PVC, image-pull secrets, timeout) and the DAG
+task (retry policy, caching)."""
+
+# No `from __future__ import annotations`: KFP reads the component's annotations.
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kfp import compiler, components, dsl
+from typer.testing import CliRunner
+
+from codedpo.components.common.config import ConfigError
+from codedpo.pipelines.cli import app
+from codedpo.pipelines.cluster import ClusterConfig, apply_cluster_settings, load_cluster_config
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "cluster.yaml"
+runner = CliRunner()
+# DAG task name -> the step name the cluster configuration uses.
+TASK_STEPS = {
+    "import-samples": "import",
+    "execute": "execute",
+    "score": "score",
+    "time-codes": "time",
+    "pairs": "pairs",
+    "report": "report",
+}
+
+
+class Compiled:
+    """A compiled pipeline file: the pipeline spec and its Kubernetes platform spec."""
+
+    def __init__(self, path: Path) -> None:
+        documents = list(yaml.safe_load_all(path.read_text()))
+        self.spec = documents[0]
+        self.platform = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"] if len(documents) > 1 else {}
+
+    def task(self, name: str) -> dict[str, Any]:
+        return self.spec["root"]["dag"]["tasks"][name]
+
+    def executor_label(self, task: str) -> str:
+        component = self.task(task)["componentRef"]["name"]
+        return self.spec["components"][component]["executorLabel"]
+
+    def container(self, task: str) -> dict[str, Any]:
+        return self.spec["deploymentSpec"]["executors"][self.executor_label(task)]["container"]
+
+    def kubernetes(self, task: str) -> dict[str, Any]:
+        """What the backend's driver reads for the task's pod (keyed by the same executor label)."""
+        return self.platform.get(self.executor_label(task), {})
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> Compiled:
+    output = tmp_path_factory.mktemp("cluster") / "pipeline.yaml"
+    result = runner.invoke(app, ["compile", "--output", str(output), "--cluster", str(EXAMPLE)])
+    assert result.exit_code == 0, result.output
+    loaded = components.load_component_from_file(str(output))  # the KFP SDK reads it back
+    assert loaded.name == "codedpo-replay" and set(loaded.component_spec.inputs) == {"samples_path", "run_config"}
+    return Compiled(output)
+
+
+def test_images_resources_and_env_in_the_container_spec(compiled: Compiled) -> None:
+    for task in TASK_STEPS:
+        container = compiled.container(task)
+        assert container["image"] == "registry.example.com/codedpo/codedpo-light:0.1.0", task
+        env = {item["name"]: item["value"] for item in container["env"]}
+        assert env["CODEDPO_S3_ENDPOINT"] == "http://minio.codedpo.svc:9000"  # from defaults.env
+        assert env["CODEDPO_SANDBOX_IMAGE"] == "registry.example.com/codedpo/codedpo-sandbox:0.1.0"
+        assert env["CODEDPO_TRAINER_IMAGE"] == "registry.example.com/codedpo/codedpo-trainer:0.1.0"
+    assert {item["name"]: item["value"] for item in compiled.container("report")["env"]}["CODEDPO_REPORT_TITLE"] == (
+        "nightly"
+    )  # a step's env is merged with the defaults'
+    score = compiled.container("score")["resources"]
+    assert (score["resourceCpuRequest"], score["resourceMemoryRequest"], score["resourceMemoryLimit"]) == (
+        "500m", "1Gi", "4Gi"
+    )
+    execute = compiled.container("execute")["resources"]
+    assert (execute["resourceCpuRequest"], execute["resourceMemoryRequest"]) == ("4", "8Gi")
+    assert "accelerator" not in execute and "accelerator" not in score
+
+
+def test_kubernetes_platform_spec_per_step(compiled: Compiled) -> None:
+    for task in TASK_STEPS:
+        pod = compiled.kubernetes(task)
+        assert pod["nodeSelector"] == {"labels": {"codedpo.dev/pool": "cpu"}}, task
+        assert pod["activeDeadlineSeconds"] in ("21600", 21600)  # int64 as a JSON string
+        assert [s["secretName"] for s in pod["imagePullSecret"]] == ["registry-credentials"]
+        [s3] = pod["secretAsEnv"]
+        assert s3["secretName"] == "codedpo-s3" and not s3["optional"]
+        assert {m["secretKey"]: m["envVar"] for m in s3["keyToEnv"]} == {
+            "accesskey": "AWS_ACCESS_KEY_ID",
+            "secretkey": "AWS_SECRET_ACCESS_KEY",
+        }
+        assert "emptyDirMounts" not in pod and "pvcMount" not in pod and "tolerations" not in pod
+
+
+def test_retries_and_caching_on_the_dag_tasks(compiled: Compiled) -> None:
+    for task in TASK_STEPS:
+        assert compiled.task(task)["cachingOptions"] == ({} if task == "time-codes" else {"enableCache": True}), task
+    retried = {name: compiled.task(name).get("retryPolicy") for name in TASK_STEPS}
+    assert {name for name, policy in retried.items() if policy} == {"execute", "time-codes"}
+    assert retried["execute"]["maxRetryCount"] == 2
+    assert (retried["execute"]["backoffDuration"], retried["execute"]["backoffFactor"]) == ("30s", 2.0)
+
+
+@dsl.component(base_image="python:3.11")
+def sample_stand_in(prompts: int) -> int:
+    """A one-line component standing in for the sampling step (not in this pipeline yet)."""
+    return prompts
+
+
+def test_gpu_shm_model_cache_and_tolerations_on_the_sampling_step(tmp_path: Path) -> None:
+    cluster = load_cluster_config(EXAMPLE)
+
+    @dsl.pipeline(name="gpu-settings")
+    def pipeline(prompts: int = 1) -> None:
+        apply_cluster_settings(sample_stand_in(prompts=prompts), "sample", cluster)
+
+    output = tmp_path / "gpu.yaml"
+    compiler.Compiler().compile(pipeline, str(output))
+    compiled = Compiled(output)
+    container = compiled.container("sample-stand-in")
+    assert container["image"] == "registry.example.com/codedpo/codedpo-sampler:0.1.0-cu124"  # the step's own image
+    resources = container["resources"]
+    accelerator = resources["accelerator"]  # the backend reads resourceType/resourceCount (type/count: older)
+    assert (accelerator["resourceType"], accelerator["resourceCount"]) == ("nvidia.com/gpu", "2")
+    assert (resources["resourceCpuLimit"], resources["resourceMemoryLimit"]) == ("16", "64Gi")
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert env["HF_HOME"] == "/models/hf"
+
+    pod = compiled.kubernetes("sample-stand-in")
+    assert pod["nodeSelector"] == {"labels": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}}  # replaces defaults
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["emptyDirMounts"] == [
+        {"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "16Gi"}
+    ]
+    [cache] = pod["pvcMount"]
+    assert cache["mountPath"] == "/models" and cache["pvcNameParameter"]["runtimeValue"]["constant"] == (
+        "codedpo-model-cache"
+    )
+    secrets = {s["secretName"]: s for s in pod["secretAsEnv"]}
+    assert set(secrets) == {"codedpo-s3", "codedpo-hf-token"} and secrets["codedpo-hf-token"]["optional"]
+    assert pod["activeDeadlineSeconds"] in ("86400", 86400)
+    policy = compiled.task("sample-stand-in")["retryPolicy"]
+    assert (policy["maxRetryCount"], policy["backoffDuration"]) == (1, "60s")
+
+
+def test_local_pipeline_has_no_cluster_settings(tmp_path: Path) -> None:
+    """build_pipeline(None), which kfp.local runs, carries no platform spec."""
+    from codedpo.pipelines.pipeline import codedpo_pipeline
+
+    output = tmp_path / "local.yaml"
+    compiler.Compiler().compile(codedpo_pipeline, str(output))
+    compiled = Compiled(output)
+    assert compiled.platform == {}
+    assert "resources" not in compiled.container("score")
+
+
+def test_default_cluster_config_compiles_with_the_s3_secret(tmp_path: Path) -> None:
+    output = tmp_path / "default.yaml"
+    result = runner.invoke(app, ["compile", "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    compiled = Compiled(output)
+    assert compiled.kubernetes("execute")["secretAsEnv"][0]["secretName"] == "codedpo-s3"
+    assert compiled.container("execute")["image"] == ClusterConfig().images.ref("light") == "codedpo-light:latest"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("steps: {sampel: {cpu_request: '1'}}", "steps.sampel"),
+        ("defaults: {secrets: [nope]}", "defaults.secrets names 'nope'"),
+        ("steps: {execute: {retries: -1}}", "steps.execute.retries: Input should be greater than or equal to 0"),
+        ("defaults: {colour: blue}", "defaults.colour: unknown field"),
+        ("model_cache: null\nsteps: {sample: {model_cache: true}}", "no `model_cache` PVC"),
+        ("- a list", "expected a mapping"),
+    ],
+)
+def test_bad_cluster_config_is_one_error_and_exit_2(tmp_path: Path, text: str, fragment: str) -> None:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="cluster"):
+        load_cluster_config(path)
+    result = runner.invoke(app, ["compile", "--output", str(tmp_path / "out.yaml"), "--cluster", str(path)])
+    assert result.exit_code == 2, result.output
+    assert fragment in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "out.yaml").exists()
