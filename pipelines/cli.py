@@ -3,6 +3,8 @@
     codedpo run [--config run.yaml] [--sandbox runsc|pod|unsafe-none] [--store URI] [--set section.field=value ...]
     codedpo compile [--output codedpo-pipeline.yaml] [--cluster cluster.yaml]
     codedpo config [--config run.yaml] [--set ...]
+    codedpo submit --host URL [--namespace NS] [--config run.yaml] [--cluster cluster.yaml] [--experiment NAME]
+    codedpo status RUN_ID --host URL [--follow]
 
 Settings layer as: the defaults of `RunConfig`, then the YAML file, then `--sandbox`, `--store` and
 each `--set` in order (values are parsed as YAML scalars: `--set score.damping=0.9` is a float,
@@ -11,7 +13,9 @@ each `--set` in order (values are parsed as YAML scalars: `--set score.damping=0
 `codedpo run` in a checkout runs the quickstart), otherwise the plain defaults.
 
 A bad configuration value or record file is reported as one error line (no traceback) and the
-command exits with code 2; a step that fails for another reason exits with code 1.
+command exits with code 2; a step that fails for another reason exits with code 1. `submit` and
+`status` exit with code 3 when the KFP API refuses a request or cannot be reached, and `status`
+with code 1 when the run failed or was canceled.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from codedpo.pipelines.compile import DEFAULT_OUTPUT, compile_pipeline
 
 QUICKSTART_CONFIG = Path("examples/quickstart/run.yaml")
 EXIT_INPUT_ERROR = 2  # bad configuration or record file: fix the input and re-run
-EXIT_STEP_FAILED = 1  # a step failed for another reason (see the run's pipeline.log)
+EXIT_STEP_FAILED = 1  # a step failed for another reason (see the run's pipeline.log); a cluster run failed
+EXIT_API_ERROR = 3  # the KFP API refused a request or could not be reached
 
 app = typer.Typer(
     help="CodeDPO preference data as a Kubeflow pipeline (arXiv 2410.05605).",
@@ -207,6 +212,82 @@ def compile_(
     except ConfigError as error:
         raise _fail(str(error)) from None
     console.print(f"wrote {escape(str(compile_pipeline(output, run_config, settings)))}")
+
+
+HostOption = Annotated[
+    str,
+    typer.Option(
+        "--host",
+        envvar="KF_PIPELINES_ENDPOINT",
+        help="The KFP API (and UI) address, e.g. http://localhost:8080 after "
+        "`kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80`. Token: KF_PIPELINES_TOKEN.",
+    ),
+]
+NamespaceOption = Annotated[
+    Optional[str], typer.Option("--namespace", "-n", help="Kubeflow profile namespace (multi-user deployments).")
+]
+
+
+@app.command()
+def submit(
+    host: HostOption,
+    namespace: NamespaceOption = None,
+    config: ConfigOption = None,
+    cluster: ClusterOption = None,
+    experiment: Annotated[str, typer.Option(help="Experiment to run in (created if missing).")] = "codedpo",
+    store: StoreOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Compile, upload a new pipeline version and start a run on a Kubeflow Pipelines server.
+
+    The run's parameters are the run configuration (the same layering as `run`); the cluster
+    settings (`--cluster`) go into the compiled pipeline, and the run uses its service account.
+    """
+    from codedpo.pipelines.cluster import load_cluster_config
+    from codedpo.pipelines.submit import KfpApiError, submit_run
+
+    try:
+        effective, source = resolve_config(config, None, set_, store)
+        settings = load_cluster_config(cluster)
+    except ConfigError as error:
+        raise _fail(str(error)) from None
+    console.print(f"submitting run [bold]{escape(effective.run_name)}[/] (config: {escape(source)}) to {escape(host)}")
+    try:
+        submitted = submit_run(host, effective, settings, namespace=namespace, experiment=experiment)
+    except KfpApiError as error:
+        raise _fail(str(error), EXIT_API_ERROR) from None
+    console.print(f"pipeline version: {escape(submitted.pipeline_version_name)} ({submitted.pipeline_version_id})")
+    console.print(f"run id: {submitted.run_id}")
+    console.print(f"run: {escape(submitted.run_url)}")
+
+
+@app.command()
+def status(
+    run_id: Annotated[str, typer.Argument(help="The run id that `codedpo submit` printed.")],
+    host: HostOption,
+    namespace: NamespaceOption = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Poll until the run finishes.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between polls with --follow.", min=0.1)] = 10.0,
+) -> None:
+    """Print a run's state and its tasks' states; exit 1 if the run failed or was canceled."""
+    from codedpo.pipelines.submit import KfpApiError, RunStatus, follow_run, make_client, run_status, run_url
+
+    def show(current: RunStatus) -> None:
+        colour = "red" if current.failed else "green" if current.finished else "cyan"
+        console.print(f"run {escape(current.run_id)} ({escape(current.name)}): [{colour}]{current.state}[/]")
+        for task in current.tasks:
+            console.print(f"  {task.state:<10} {escape(task.name)}")
+
+    try:
+        client = make_client(host, namespace)
+        final = follow_run(client, host, run_id, show, interval_s=interval) if follow else run_status(client, host, run_id)
+    except KfpApiError as error:
+        raise _fail(str(error), EXIT_API_ERROR) from None
+    if not follow:
+        show(final)
+    console.print(f"run: {escape(run_url(host, run_id))}")
+    if final.failed:
+        raise _fail(f"run {run_id} {final.state}" + (f": {final.error}" if final.error else ""), EXIT_STEP_FAILED)
 
 
 @app.command("config")
