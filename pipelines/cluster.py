@@ -6,7 +6,9 @@ volumes, retries, caching and timeouts per step, in one typed model read from YA
 `build_pipeline(cluster)` (pipeline.py) calls `apply_cluster_settings(task, step, cluster)` on
 every step; with `cluster=None` (the local runner) nothing is applied. A step's settings are the
 `defaults` overlaid with its entry under `steps`: a field set on the step replaces the default,
-except `env`, which is merged (the step's value wins for the same name).
+except `env`, which is merged (the step's value wins for the same name). A `steps` section in the
+YAML replaces the built-in one (`_default_steps`: task writing and sampling on one GPU with
+/dev/shm and the model cache, execute and time retried twice).
 
 Where each setting lands in the compiled YAML (the KFP v2 backend reads it from there):
 - image, CPU / memory requests and limits, accelerator type and count: the component's

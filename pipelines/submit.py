@@ -4,10 +4,11 @@
     codedpo status RUN_ID --host URL [--follow]
 
 `submit_run` compiles the pipeline with the cluster settings, uploads it as a new version of the
-pipeline `codedpo` (creating the pipeline on first use; a pipeline created meanwhile by someone
-else, HTTP 409, gets the new version too), finds or creates the experiment, and starts a run
-whose parameters are the run configuration (`samples_path` and the whole `run_config`), under the
-cluster configuration's service account. `run_status` reads a run's state and its tasks' states.
+pipeline `codedpo` (from seeds) or `codedpo-replay` (backend replay), creating the pipeline on
+first use (one created meanwhile by someone else, HTTP 409, gets the new version too), finds or
+creates the experiment, and starts a run whose parameters are the run configuration (the whole
+`run_config`, and `samples_path` for the replay pipeline), under the cluster configuration's
+service account. `run_status` reads a run's state and its tasks' states.
 
 Authentication: a bearer token from `KF_PIPELINES_TOKEN` (e.g. `kubectl create token ...`, or an
 OIDC token in front of a multi-user deployment), passed as `kfp.Client(existing_token=...)`; none
@@ -37,7 +38,13 @@ from typing import Any
 from codedpo.components.common.config import RunConfig
 from codedpo.pipelines.cluster import ClusterConfig
 from codedpo.pipelines.compile import compile_pipeline
-from codedpo.pipelines.pipeline import PIPELINE_NAME, run_config_parameter
+from codedpo.pipelines.pipeline import (
+    PIPELINE_DESCRIPTION,
+    PIPELINE_NAME,
+    REPLAY_PIPELINE_DESCRIPTION,
+    REPLAY_PIPELINE_NAME,
+    run_config_parameter,
+)
 
 TOKEN_VARIABLE = "KF_PIPELINES_TOKEN"
 DEFAULT_EXPERIMENT = "codedpo"
@@ -88,7 +95,17 @@ class RunStatus:
 
 def run_parameters(config: RunConfig) -> dict[str, Any]:
     """The pipeline parameters of a run: they mirror the run configuration."""
-    return {"samples_path": config.samples.path, "run_config": run_config_parameter(config)}
+    parameters: dict[str, Any] = {"run_config": run_config_parameter(config)}
+    if config.sampling.backend == "replay":
+        parameters["samples_path"] = config.samples.path
+    return parameters
+
+
+def pipeline_name(config: RunConfig) -> tuple[str, str]:
+    """(name, description) of the pipeline that runs `config` on the server."""
+    if config.sampling.backend == "replay":
+        return REPLAY_PIPELINE_NAME, REPLAY_PIPELINE_DESCRIPTION
+    return PIPELINE_NAME, PIPELINE_DESCRIPTION
 
 
 def run_url(host: str, run_id: str) -> str:
@@ -147,25 +164,27 @@ def make_client(host: str, namespace: str | None = None, token: str | None = Non
     return client
 
 
-def _upload(client: Any, host: str, package: Path, version_name: str, namespace: str | None) -> tuple[str, str]:
-    """(pipeline id, version id) of a new version of PIPELINE_NAME holding `package`."""
+def _upload(
+    client: Any, host: str, package: Path, name: str, description: str, version_name: str, namespace: str | None
+) -> tuple[str, str]:
+    """(pipeline id, version id) of a new version of the pipeline `name` holding `package`."""
     from kfp_server_api import ApiException
 
-    with _api(host, f"look up pipeline {PIPELINE_NAME!r}"):
-        pipeline_id = client.get_pipeline_id(PIPELINE_NAME)
+    with _api(host, f"look up pipeline {name!r}"):
+        pipeline_id = client.get_pipeline_id(name)
     if pipeline_id is None:
         created = None
-        with _api(host, f"upload pipeline {PIPELINE_NAME!r}"):  # network errors
+        with _api(host, f"upload pipeline {name!r}"):  # network errors
             try:
                 created = client.upload_pipeline(
-                    str(package), pipeline_name=PIPELINE_NAME, description=_description(), namespace=namespace
+                    str(package), pipeline_name=name, description=description, namespace=namespace
                 )
             except ApiException as error:
                 if error.status != 409:  # 409: created meanwhile; add a version below
-                    raise _refused(host, f"upload pipeline {PIPELINE_NAME!r}", error) from None
+                    raise _refused(host, f"upload pipeline {name!r}", error) from None
         if created is None:
-            with _api(host, f"look up pipeline {PIPELINE_NAME!r}"):
-                pipeline_id = client.get_pipeline_id(PIPELINE_NAME)
+            with _api(host, f"look up pipeline {name!r}"):
+                pipeline_id = client.get_pipeline_id(name)
         else:
             with _api(host, f"list versions of pipeline {created.pipeline_id}"):
                 versions = client.list_pipeline_versions(created.pipeline_id, page_size=1).pipeline_versions or []
@@ -173,18 +192,12 @@ def _upload(client: Any, host: str, package: Path, version_name: str, namespace:
                 raise KfpApiError(f"KFP API {host}: pipeline {created.pipeline_id} was created without a version")
             return created.pipeline_id, versions[0].pipeline_version_id
     if pipeline_id is None:
-        raise KfpApiError(f"KFP API {host}: pipeline {PIPELINE_NAME!r} exists (HTTP 409) but cannot be found by name")
-    with _api(host, f"upload a version of pipeline {PIPELINE_NAME!r}"):
+        raise KfpApiError(f"KFP API {host}: pipeline {name!r} exists (HTTP 409) but cannot be found by name")
+    with _api(host, f"upload a version of pipeline {name!r}"):
         version = client.upload_pipeline_version(
-            str(package), pipeline_version_name=version_name, pipeline_id=pipeline_id, description=_description()
+            str(package), pipeline_version_name=version_name, pipeline_id=pipeline_id, description=description
         )
     return pipeline_id, version.pipeline_version_id
-
-
-def _description() -> str:
-    from codedpo.pipelines.pipeline import PIPELINE_DESCRIPTION
-
-    return PIPELINE_DESCRIPTION
 
 
 def submit_run(
@@ -200,11 +213,12 @@ def submit_run(
     `host`. Raises KfpApiError when the API refuses or cannot be reached."""
     client = make_client(host, namespace, token)
     with tempfile.TemporaryDirectory(prefix="codedpo-submit-") as folder:
-        package = compile_pipeline(Path(folder) / "pipeline.yaml", cluster)
+        package = compile_pipeline(Path(folder) / "pipeline.yaml", config, cluster)
         digest = hashlib.sha256(package.read_bytes()).hexdigest()[:10]
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
-        version_name = f"{PIPELINE_NAME}-{stamp}-{digest}"
-        pipeline_id, version_id = _upload(client, host, package, version_name, namespace)
+        name, description = pipeline_name(config)
+        version_name = f"{name}-{stamp}-{digest}"
+        pipeline_id, version_id = _upload(client, host, package, name, description, version_name, namespace)
     with _api(host, f"find or create experiment {experiment!r}"):
         found = client.create_experiment(name=experiment, namespace=namespace)
     with _api(host, f"start run {config.run_name!r}"):

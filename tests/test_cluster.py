@@ -191,3 +191,29 @@ def test_bad_cluster_config_is_one_error_and_exit_2(tmp_path: Path, text: str, f
     assert result.exit_code == 2, result.output
     assert fragment in result.stderr and "Traceback" not in result.output
     assert not (tmp_path / "out.yaml").exists()
+
+
+def test_the_generate_pipeline_gets_gpus_on_its_model_steps(tmp_path: Path) -> None:
+    """From seeds, task writing and sampling run in `ParallelFor` sub-DAGs: their executors get
+    the GPU, /dev/shm, model cache and HF token; the CPU steps around them do not."""
+    (tmp_path / "run.yaml").write_text(
+        "seeds: {path: /data/seeds}\nsampling: {backend: vllm, model: deepseek-ai/deepseek-coder-1.3b-instruct}\n"
+    )
+    output = tmp_path / "generate.yaml"
+    result = runner.invoke(
+        app, ["compile", "--output", str(output), "--config", str(tmp_path / "run.yaml"), "--cluster", str(EXAMPLE)]
+    )
+    assert result.exit_code == 0, result.output
+    compiled = Compiled(output)
+    assert compiled.spec["pipelineInfo"]["name"] == "codedpo"
+    executors = compiled.spec["deploymentSpec"]["executors"]
+    for executor in ("exec-sample-shard", "exec-write-tasks-shard"):
+        container = executors[executor]["container"]
+        accelerator = container["resources"]["accelerator"]
+        assert (accelerator["resourceType"], accelerator["resourceCount"]) == ("nvidia.com/gpu", "1" if "tasks" in executor else "2")
+        pod = compiled.platform[executor]
+        assert pod["emptyDirMounts"][0]["mountPath"] == "/dev/shm" and pod["pvcMount"][0]["mountPath"] == "/models"
+        assert {s["secretName"] for s in pod["secretAsEnv"]} == {"codedpo-s3", "codedpo-hf-token"}
+    for executor in ("exec-collect-seeds", "exec-merge-samples", "exec-plan-shards", "exec-execute"):
+        assert "accelerator" not in executors[executor]["container"]["resources"], executor
+        assert "emptyDirMounts" not in compiled.platform[executor], executor

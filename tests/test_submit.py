@@ -43,10 +43,10 @@ def test_submit_creates_the_pipeline_and_starts_a_run(fake_api: FakeKfpApi, tmp_
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     [pipeline] = fake_api.state.pipelines.values()
-    assert pipeline["display_name"] == "codedpo"
+    assert pipeline["display_name"] == "codedpo-replay"
     [version_id] = fake_api.state.uploads
     uploaded = list(yaml.safe_load_all(fake_api.state.uploads[version_id]))
-    assert uploaded[0]["pipelineInfo"]["name"] == "codedpo"
+    assert uploaded[0]["pipelineInfo"]["name"] == "codedpo-replay"
     executors = uploaded[0]["deploymentSpec"]["executors"]
     assert executors["exec-execute"]["container"]["image"] == "registry.example.com/codedpo/codedpo-light:0.1.0"
     assert "kubernetes" in uploaded[1]["platforms"]  # the cluster settings travel with the upload
@@ -65,7 +65,7 @@ def test_submit_creates_the_pipeline_and_starts_a_run(fake_api: FakeKfpApi, tmp_
 
 
 def test_an_existing_pipeline_gets_a_new_version(fake_api: FakeKfpApi) -> None:
-    pipeline_id = fake_api.add_pipeline("codedpo")
+    pipeline_id = fake_api.add_pipeline("codedpo-replay")
     first = submit_run(fake_api.url, RunConfig(run_name="a"), ClusterConfig())
     second = submit_run(fake_api.url, RunConfig(run_name="b"), ClusterConfig())
     assert first.pipeline_id == second.pipeline_id == pipeline_id
@@ -93,7 +93,7 @@ def test_an_api_error_is_one_line_and_exit_3(fake_api: FakeKfpApi) -> None:
     assert result.exit_code == EXIT_API_ERROR, result.output
     [line] = result.stderr.strip().splitlines()
     assert line == (
-        f"error: KFP API {fake_api.url}: upload pipeline 'codedpo' failed: HTTP 500 Internal Server Error: "
+        f"error: KFP API {fake_api.url}: upload pipeline 'codedpo-replay' failed: HTTP 500 Internal Server Error: "
         "Internal error: failed to store the pipeline file in minio"
     )
     assert fake_api.state.runs == {}
@@ -181,3 +181,19 @@ def test_status_of_an_unknown_run_is_an_api_error(fake_api: FakeKfpApi) -> None:
     result = runner.invoke(app, ["status", "run-9999", "--host", fake_api.url])
     assert result.exit_code == EXIT_API_ERROR
     assert "get run run-9999 failed: HTTP 404" in result.stderr
+
+
+def test_a_run_from_seeds_submits_the_generate_pipeline_with_gpu_sampling(fake_api: FakeKfpApi) -> None:
+    config = RunConfig.model_validate(
+        {"run_name": "gen", "seeds": {"path": "/data/seeds"},
+         "sampling": {"backend": "vllm", "model": "deepseek-ai/deepseek-coder-1.3b-instruct"}}
+    )  # fmt: skip
+    submitted = submit_run(fake_api.url, config, ClusterConfig())
+    [pipeline] = fake_api.state.pipelines.values()
+    assert pipeline["display_name"] == "codedpo"
+    run = only_run(fake_api)
+    assert set(run["runtime_config"]["parameters"]) == {"run_config"}  # no samples_path: nothing is imported
+    assert validate_config(run["runtime_config"]["parameters"]["run_config"]) == config
+    spec = next(yaml.safe_load_all(fake_api.state.uploads[submitted.pipeline_version_id]))
+    accelerator = spec["deploymentSpec"]["executors"]["exec-sample-shard"]["container"]["resources"]["accelerator"]
+    assert (accelerator["resourceType"], accelerator["resourceCount"]) == ("nvidia.com/gpu", "1")
