@@ -158,9 +158,9 @@ def make_client(host: str, namespace: str | None = None, token: str | None = Non
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # "This client only works with KFP v2.0.0-beta.2 and later"
         with _api(host, "connect"):
+            # A namespace other than "kubeflow" becomes the client's namespace for this session
+            # only (set_user_namespace would also write ~/.config/kfp/context.json).
             client = kfp.Client(host=host, namespace=namespace or "kubeflow", existing_token=token)
-    if namespace:
-        client.set_user_namespace(namespace)
     return client
 
 

@@ -197,3 +197,12 @@ def test_a_run_from_seeds_submits_the_generate_pipeline_with_gpu_sampling(fake_a
     spec = next(yaml.safe_load_all(fake_api.state.uploads[submitted.pipeline_version_id]))
     accelerator = spec["deploymentSpec"]["executors"]["exec-sample-shard"]["container"]["resources"]["accelerator"]
     assert (accelerator["resourceType"], accelerator["resourceCount"]) == ("nvidia.com/gpu", "1")
+
+
+def test_namespace_goes_to_the_experiment_and_the_pipeline(fake_api: FakeKfpApi, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["submit", "--host", fake_api.url, "--namespace", "team-a"])
+    assert result.exit_code == 0, result.output
+    [experiment] = fake_api.state.experiments.values()
+    [pipeline] = fake_api.state.pipelines.values()
+    assert experiment["namespace"] == pipeline["namespace"] == "team-a"
+    assert not (tmp_path / ".config" / "kfp" / "context.json").exists()  # the user's kfp context is left alone
