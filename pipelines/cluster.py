@@ -43,10 +43,10 @@ from codedpo.components.common.config import ConfigError, describe_validation_er
 StepName = Literal[
     "seeds", "plan", "tasks", "sample", "merge", "import", "execute", "score", "time", "pairs", "report", "train"
 ]
-ImageName = Literal["light", "sampler", "sandbox", "trainer"]
+ImageName = Literal["light", "sampler"]
 
-# The image each step's own container runs. execute/time and train only coordinate (they start
-# the sandbox Job and the PyTorchJob, whose images are passed as CODEDPO_*_IMAGE variables).
+# The image each step's own container runs. execute/time and train only coordinate on a cluster:
+# the sandbox Job's and the PyTorchJob's images are part of the run configuration.
 STEP_IMAGES: dict[str, ImageName] = {
     "seeds": "light",
     "plan": "light",
@@ -69,14 +69,13 @@ class _Section(BaseModel):
 
 
 class Images(_Section):
-    """Image names; a step runs `<registry>/<name>:<tag>` (no registry: `<name>:<tag>`)."""
+    """Image names of the steps' own containers (`images/`); a step runs `<registry>/<name>:<tag>`
+    (no registry: `<name>:<tag>`, as `steps.BASE_IMAGE`)."""
 
     registry: str = Field("", description="Registry prefix, e.g. ghcr.io/acme (empty: none).")
     tag: str = Field("latest", description="Tag of every image.")
     light: str = Field("codedpo-light", description="CPU stages: seeds, import, score, pairs, report, launchers.")
     sampler: str = Field("codedpo-sampler", description="vLLM sampling (GPU).")
-    sandbox: str = Field("codedpo-sandbox", description="gVisor sandbox workers started by execute and time.")
-    trainer: str = Field("codedpo-trainer", description="PyTorch + TRL, run by the PyTorchJob.")
 
     def ref(self, image: ImageName) -> str:
         """The full reference of one image."""
@@ -134,10 +133,11 @@ class StepSettings(_Section):
 
 def _default_secrets() -> dict[str, SecretEnv]:
     return {
-        # KFP's own object-store Secret uses these keys (mlpipeline-minio-artifact).
+        # The store's Secret from manifests/ (keys named as the variables they fill). For KFP's
+        # own mlpipeline-minio-artifact: {accesskey: AWS_ACCESS_KEY_ID, secretkey: AWS_SECRET_ACCESS_KEY}.
         "s3": SecretEnv(
             secret_name="codedpo-s3",
-            key_to_env={"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"},
+            key_to_env={name: name for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "CODEDPO_S3_ENDPOINT")},
         ),
         "hf-token": SecretEnv(secret_name="codedpo-hf-token", key_to_env={"token": "HF_TOKEN"}, optional=True),
     }
@@ -257,11 +257,7 @@ def apply_cluster_settings(task: Any, step: StepName, cluster: ClusterConfig | N
         task.set_accelerator_type(settings.accelerator_type)
         task.set_accelerator_limit(settings.accelerator_count or 1)
 
-    env = {
-        "CODEDPO_SANDBOX_IMAGE": cluster.images.ref("sandbox"),
-        "CODEDPO_TRAINER_IMAGE": cluster.images.ref("trainer"),
-        **(settings.env or {}),
-    }
+    env = dict(settings.env or {})
     if settings.model_cache and cluster.model_cache is not None:
         kubernetes.mount_pvc(task, pvc_name=cluster.model_cache.claim_name, mount_path=cluster.model_cache.mount_path)
         if cluster.model_cache.hf_home:

@@ -70,9 +70,7 @@ def test_images_resources_and_env_in_the_container_spec(compiled: Compiled) -> N
         container = compiled.container(task)
         assert container["image"] == "registry.example.com/codedpo/codedpo-light:0.1.0", task
         env = {item["name"]: item["value"] for item in container["env"]}
-        assert env["CODEDPO_S3_ENDPOINT"] == "http://minio.codedpo.svc:9000"  # from defaults.env
-        assert env["CODEDPO_SANDBOX_IMAGE"] == "registry.example.com/codedpo/codedpo-sandbox:0.1.0"
-        assert env["CODEDPO_TRAINER_IMAGE"] == "registry.example.com/codedpo/codedpo-trainer:0.1.0"
+        assert env["AWS_REGION"] == "us-east-1"  # from defaults.env
     assert {item["name"]: item["value"] for item in compiled.container("report")["env"]}["CODEDPO_REPORT_TITLE"] == (
         "nightly"
     )  # a step's env is merged with the defaults'
@@ -94,8 +92,9 @@ def test_kubernetes_platform_spec_per_step(compiled: Compiled) -> None:
         [s3] = pod["secretAsEnv"]
         assert s3["secretName"] == "codedpo-s3" and not s3["optional"]
         assert {m["secretKey"]: m["envVar"] for m in s3["keyToEnv"]} == {
-            "accesskey": "AWS_ACCESS_KEY_ID",
-            "secretkey": "AWS_SECRET_ACCESS_KEY",
+            "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+            "CODEDPO_S3_ENDPOINT": "CODEDPO_S3_ENDPOINT",
         }
         assert "emptyDirMounts" not in pod and "pvcMount" not in pod and "tolerations" not in pod
 
