@@ -33,7 +33,8 @@ one-line messages naming the endpoint, bucket or key and the cause: `StorageConf
 
 The package: `errors.py`, `settings.py` (S3Settings), `keys.py` (key rules, checksums),
 `shards.py` (the manifest), `base.py` (the Store interface and what is built on it),
-`local.py` (LocalStore), `s3.py` (S3Store), and `open_store` here.
+`local.py` (LocalStore), `s3.py` (S3Store), `runs.py` (what the pipeline steps publish under
+`runs/<run-id>/<stage>/`), and `open_store` here.
 """
 
 from __future__ import annotations
