@@ -216,3 +216,18 @@ def test_the_generate_pipeline_gets_gpus_on_its_model_steps(tmp_path: Path) -> N
     for executor in ("exec-collect-seeds", "exec-merge-samples", "exec-plan-shards", "exec-execute"):
         assert "accelerator" not in executors[executor]["container"]["resources"], executor
         assert "emptyDirMounts" not in compiled.platform[executor], executor
+
+
+def test_the_compiled_documents_parse_as_the_backend_protos(compiled: Compiled) -> None:
+    """The KFP backend unmarshals the pipeline spec and, per executor, a KubernetesExecutorConfig;
+    both documents parse strictly (no unknown field) into those protos."""
+    from google.protobuf import json_format
+    from kfp.kubernetes import kubernetes_executor_config_pb2
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    json_format.ParseDict(compiled.spec, pipeline_spec_pb2.PipelineSpec())
+    assert set(compiled.platform) == {compiled.executor_label(task) for task in TASK_STEPS}
+    for executor, config in compiled.platform.items():
+        parsed = json_format.ParseDict(config, kubernetes_executor_config_pb2.KubernetesExecutorConfig())
+        assert parsed.node_selector.labels["codedpo.dev/pool"] == "cpu", executor
+        assert parsed.active_deadline_seconds == 21600
