@@ -205,13 +205,15 @@ def compile_(
     without --config the quickstart's (replay) is used when it exists. `--cluster` gives the
     cluster settings (default: the built-in ClusterConfig)."""
     from codedpo.pipelines.cluster import load_cluster_config
+    from codedpo.pipelines.images import ImageConfigError
 
     try:
         run_config, _ = resolve_config(config, None, set_)
         settings = load_cluster_config(cluster)
-    except ConfigError as error:
+        written = compile_pipeline(output, run_config, settings)
+    except (ConfigError, ImageConfigError) as error:
         raise _fail(str(error)) from None
-    console.print(f"wrote {escape(str(compile_pipeline(output, run_config, settings)))}")
+    console.print(f"wrote {escape(str(written))}")
 
 
 HostOption = Annotated[
@@ -244,6 +246,7 @@ def submit(
     settings (`--cluster`) go into the compiled pipeline, and the run uses its service account.
     """
     from codedpo.pipelines.cluster import load_cluster_config
+    from codedpo.pipelines.images import ImageConfigError
     from codedpo.pipelines.submit import KfpApiError, submit_run
 
     try:
@@ -254,6 +257,8 @@ def submit(
     console.print(f"submitting run [bold]{escape(effective.run_name)}[/] (config: {escape(source)}) to {escape(host)}")
     try:
         submitted = submit_run(host, effective, settings, namespace=namespace, experiment=experiment)
+    except ImageConfigError as error:
+        raise _fail(str(error)) from None
     except KfpApiError as error:
         raise _fail(str(error), EXIT_API_ERROR) from None
     console.print(f"pipeline version: {escape(submitted.pipeline_version_name)} ({submitted.pipeline_version_id})")

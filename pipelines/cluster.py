@@ -29,6 +29,8 @@ The GPU model is chosen with a node selector (e.g. `nvidia.com/gpu.product` or
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +38,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from codedpo.components.common.config import ConfigError, describe_validation_error
+from codedpo.pipelines.images import REGISTRY_ENV, TAG_ENV, image_refs, image_refs_from_env
 
 # Every step of the pipelines, by the short name `apply_cluster_settings` takes: "plan" is both
 # shard planners, "tasks" and "sample" the sharded model steps, "merge" both merges. A step not
@@ -69,18 +72,32 @@ class _Section(BaseModel):
 
 
 class Images(_Section):
-    """Image names of the steps' own containers (`images/`); a step runs `<registry>/<name>:<tag>`
-    (no registry: `<name>:<tag>`, as `steps.BASE_IMAGE`)."""
+    """Where the steps' images (`images/`, named by `pipelines/images.py`) were pushed.
 
-    registry: str = Field("", description="Registry prefix, e.g. ghcr.io/acme (empty: none).")
-    tag: str = Field("latest", description="Tag of every image.")
-    light: str = Field("codedpo-light", description="CPU stages: seeds, import, score, pairs, report, launchers.")
-    sampler: str = Field("codedpo-sampler", description="vLLM sampling (GPU).")
+    The registry and tag come from here, else from CODEDPO_IMAGE_REGISTRY / CODEDPO_IMAGE_TAG
+    (read when compiling); the tag defaults to codedpo's version, as `images/build.sh` tags. With
+    no registry at all the names stay unqualified (`codedpo-light:latest`, `steps.BASE_IMAGE`),
+    which only a cluster with the images loaded on its nodes (e.g. kind) can run.
+    """
 
-    def ref(self, image: ImageName) -> str:
-        """The full reference of one image."""
-        name = f"{getattr(self, image)}:{self.tag}"
-        return f"{self.registry.rstrip('/')}/{name}" if self.registry else name
+    registry: str | None = Field(None, description="e.g. ghcr.io/acme; default: CODEDPO_IMAGE_REGISTRY.")
+    tag: str | None = Field(None, description="Default: CODEDPO_IMAGE_TAG, else codedpo's version.")
+
+    @model_validator(mode="after")
+    def _valid_names(self) -> Images:
+        if self.registry is not None:
+            image_refs(self.registry, self.tag, source="images.registry", tag_source="images.tag")
+        return self
+
+    def ref(self, image: ImageName, environ: Mapping[str, str] | None = None) -> str:
+        """The full reference of one image; raises ImageConfigError naming a bad setting."""
+        env = os.environ if environ is None else environ
+        if self.registry is not None:
+            return getattr(image_refs(self.registry, self.tag or env.get(TAG_ENV) or None), image)
+        if env.get(REGISTRY_ENV, "").strip():
+            refs = image_refs_from_env(env if self.tag is None else {**env, TAG_ENV: self.tag})
+            return getattr(refs, image)
+        return f"codedpo-{image}:{self.tag or 'latest'}"
 
 
 class Toleration(_Section):

@@ -179,6 +179,8 @@ def test_default_cluster_config_compiles_with_the_s3_secret(tmp_path: Path) -> N
         ("defaults: {colour: blue}", "defaults.colour: unknown field"),
         ("model_cache: null\nsteps: {sample: {model_cache: true}}", "no `model_cache` PVC"),
         ("- a list", "expected a mapping"),
+        ("images: {registry: 'https://ghcr.io/acme'}", "images.registry='https://ghcr.io/acme' is not a registry"),
+        ("images: {registry: ghcr.io/acme, tag: ':bad'}", "images.tag=':bad' is not a valid image tag"),
     ],
 )
 def test_bad_cluster_config_is_one_error_and_exit_2(tmp_path: Path, text: str, fragment: str) -> None:
@@ -231,3 +233,25 @@ def test_the_compiled_documents_parse_as_the_backend_protos(compiled: Compiled) 
         parsed = json_format.ParseDict(config, kubernetes_executor_config_pb2.KubernetesExecutorConfig())
         assert parsed.node_selector.labels["codedpo.dev/pool"] == "cpu", executor
         assert parsed.active_deadline_seconds == 21600
+
+
+def test_images_from_the_registry_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without `images` in the cluster file, CODEDPO_IMAGE_REGISTRY / CODEDPO_IMAGE_TAG name the
+    images, as for images/build.sh (docs/kubeflow.md step 4); the tag defaults to codedpo's version."""
+    from codedpo.pipelines.images import default_tag
+
+    monkeypatch.setenv("CODEDPO_IMAGE_REGISTRY", "ghcr.io/acme")
+    monkeypatch.setenv("CODEDPO_IMAGE_TAG", "1.2.3")
+    output = tmp_path / "env.yaml"
+    assert runner.invoke(app, ["compile", "--output", str(output)]).exit_code == 0
+    assert Compiled(output).container("score")["image"] == "ghcr.io/acme/codedpo-light:1.2.3"
+
+    monkeypatch.delenv("CODEDPO_IMAGE_TAG")
+    assert ClusterConfig().images.ref("sampler") == f"ghcr.io/acme/codedpo-sampler:{default_tag()}"
+    (tmp_path / "cluster.yaml").write_text("images: {tag: '2.0'}\n")  # the file's tag wins over the default
+    assert load_cluster_config(tmp_path / "cluster.yaml").images.ref("light") == "ghcr.io/acme/codedpo-light:2.0"
+
+    monkeypatch.setenv("CODEDPO_IMAGE_REGISTRY", "HTTPS://nope")
+    result = runner.invoke(app, ["compile", "--output", str(tmp_path / "bad.yaml")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: CODEDPO_IMAGE_REGISTRY='HTTPS://nope' is not a registry")
