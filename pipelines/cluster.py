@@ -8,7 +8,7 @@ every step; with `cluster=None` (the local runner) nothing is applied. A step's 
 `defaults` overlaid with its entry under `steps`: a field set on the step replaces the default,
 except `env`, which is merged (the step's value wins for the same name). A `steps` section in the
 YAML replaces the built-in one (`_default_steps`: task writing and sampling on one GPU with
-/dev/shm and the model cache, execute and time retried twice).
+/dev/shm and the HF token, execute and time retried twice).
 
 Where each setting lands in the compiled YAML (the KFP v2 backend reads it from there):
 - image, CPU / memory requests and limits, accelerator type and count: the component's
@@ -156,7 +156,8 @@ def _default_secrets() -> dict[str, SecretEnv]:
             secret_name="codedpo-s3",
             key_to_env={name: name for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "CODEDPO_S3_ENDPOINT")},
         ),
-        "hf-token": SecretEnv(secret_name="codedpo-hf-token", key_to_env={"token": "HF_TOKEN"}, optional=True),
+        # The Hugging Face token for gated models, as docs/kubeflow.md creates it.
+        "hf-token": SecretEnv(secret_name="hf-token", key_to_env={"HF_TOKEN": "HF_TOKEN"}, optional=True),
     }
 
 
@@ -169,7 +170,6 @@ def _model_step() -> StepSettings:
         accelerator_type="nvidia.com/gpu",
         accelerator_count=1,
         shm_size="8Gi",
-        model_cache=True,
         secrets=["s3", "hf-token"],
     )
 
@@ -196,7 +196,9 @@ class ClusterConfig(_Section):
         description="The run's service account (set by `codedpo submit`): it may create Jobs and PyTorchJobs.",
     )
     secrets: dict[str, SecretEnv] = Field(default_factory=_default_secrets)
-    model_cache: PvcMount | None = Field(default_factory=lambda: PvcMount(claim_name="codedpo-model-cache"))
+    model_cache: PvcMount | None = Field(
+        None, description="A PVC for downloaded models (create it first); steps with model_cache: true mount it."
+    )
     defaults: StepSettings = Field(
         default_factory=lambda: StepSettings(
             cpu_request="500m", memory_request="1Gi", memory_limit="4Gi", secrets=["s3"], caching=True

@@ -144,7 +144,7 @@ def test_gpu_shm_model_cache_and_tolerations_on_the_sampling_step(tmp_path: Path
         "codedpo-model-cache"
     )
     secrets = {s["secretName"]: s for s in pod["secretAsEnv"]}
-    assert set(secrets) == {"codedpo-s3", "codedpo-hf-token"} and secrets["codedpo-hf-token"]["optional"]
+    assert set(secrets) == {"codedpo-s3", "hf-token"} and secrets["hf-token"]["optional"]
     assert pod["activeDeadlineSeconds"] in ("86400", 86400)
     policy = compiled.task("sample-stand-in")["retryPolicy"]
     assert (policy["maxRetryCount"], policy["backoffDuration"]) == (1, "60s")
@@ -214,7 +214,7 @@ def test_the_generate_pipeline_gets_gpus_on_its_model_steps(tmp_path: Path) -> N
         assert (accelerator["resourceType"], accelerator["resourceCount"]) == ("nvidia.com/gpu", "1" if "tasks" in executor else "2")
         pod = compiled.platform[executor]
         assert pod["emptyDirMounts"][0]["mountPath"] == "/dev/shm" and pod["pvcMount"][0]["mountPath"] == "/models"
-        assert {s["secretName"] for s in pod["secretAsEnv"]} == {"codedpo-s3", "codedpo-hf-token"}
+        assert {s["secretName"] for s in pod["secretAsEnv"]} == {"codedpo-s3", "hf-token"}
     for executor in ("exec-collect-seeds", "exec-merge-samples", "exec-plan-shards", "exec-execute"):
         assert "accelerator" not in executors[executor]["container"]["resources"], executor
         assert "emptyDirMounts" not in compiled.platform[executor], executor
@@ -255,3 +255,15 @@ def test_images_from_the_registry_environment(tmp_path: Path, monkeypatch: pytes
     result = runner.invoke(app, ["compile", "--output", str(tmp_path / "bad.yaml")])
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: CODEDPO_IMAGE_REGISTRY='HTTPS://nope' is not a registry")
+
+
+def test_default_model_steps_get_a_gpu_and_no_volume_that_may_not_exist(tmp_path: Path) -> None:
+    """The built-in settings only reference what docs/kubeflow.md creates (codedpo-s3, the
+    optional hf-token): no PVC a fresh cluster lacks, so no pod waits for one forever."""
+    cluster = ClusterConfig()
+    for step in ("tasks", "sample"):
+        settings = cluster.step(step)
+        assert (settings.accelerator_type, settings.accelerator_count, settings.shm_size) == ("nvidia.com/gpu", 1, "8Gi")
+        assert not settings.model_cache and settings.secrets == ["s3", "hf-token"]
+    assert cluster.model_cache is None and cluster.secrets["hf-token"].optional
+    assert cluster.step("score").accelerator_type is None and cluster.step("score").secrets == ["s3"]
