@@ -1,17 +1,21 @@
 """The `codedpo` command line: run the pipeline locally, compile it, show the configuration.
 
-    codedpo run [--config run.yaml] [--sandbox runsc|pod|unsafe-none] [--set section.field=value ...]
-    codedpo compile [--output codedpo-pipeline.yaml]
+    codedpo run [--config run.yaml] [--sandbox runsc|pod|unsafe-none] [--store URI] [--set section.field=value ...]
+    codedpo compile [--output codedpo-pipeline.yaml] [--cluster cluster.yaml]
     codedpo config [--config run.yaml] [--set ...]
+    codedpo submit --host URL [--namespace NS] [--config run.yaml] [--cluster cluster.yaml] [--experiment NAME]
+    codedpo status RUN_ID --host URL [--follow]
 
-Settings layer as: the defaults of `RunConfig`, then the YAML file, then `--sandbox` and each
-`--set` in order (values are parsed as YAML scalars: `--set score.damping=0.9` is a float,
+Settings layer as: the defaults of `RunConfig`, then the YAML file, then `--sandbox`, `--store` and
+each `--set` in order (values are parsed as YAML scalars: `--set score.damping=0.9` is a float,
 `--set pairs.efficiency=false` a bool). Without `--config`, the quickstart configuration
 `examples/quickstart/run.yaml` is used when it exists under the current directory (so
 `codedpo run` in a checkout runs the quickstart), otherwise the plain defaults.
 
 A bad configuration value or record file is reported as one error line (no traceback) and the
-command exits with code 2; a step that fails for another reason exits with code 1.
+command exits with code 2; a step that fails for another reason exits with code 1. `submit` and
+`status` exit with code 3 when the KFP API refuses a request or cannot be reached, and `status`
+with code 1 when the run failed or was canceled.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from codedpo.pipelines.compile import DEFAULT_OUTPUT, compile_pipeline
 
 QUICKSTART_CONFIG = Path("examples/quickstart/run.yaml")
 EXIT_INPUT_ERROR = 2  # bad configuration or record file: fix the input and re-run
-EXIT_STEP_FAILED = 1  # a step failed for another reason (see the run's pipeline.log)
+EXIT_STEP_FAILED = 1  # a step failed for another reason (see the run's pipeline.log); a cluster run failed
+EXIT_API_ERROR = 3  # the KFP API refused a request or could not be reached
 
 app = typer.Typer(
     help="CodeDPO preference data as a Kubeflow pipeline (arXiv 2410.05605).",
@@ -55,6 +60,15 @@ ConfigOption = Annotated[
 SandboxOption = Annotated[
     Optional[SandboxKind],
     typer.Option(help="Override execute.sandbox. 'unsafe-none' runs untrusted code with NO isolation."),
+]
+StoreOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Override store: an artifact store (s3://bucket/prefix, or a folder) where every stage also "
+        "publishes its output under runs/<run_name>/<stage>/. S3 settings from the environment "
+        "(CODEDPO_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...).",
+        metavar="URI",
+    ),
 ]
 SetOption = Annotated[
     Optional[list[str]],
@@ -82,12 +96,16 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def resolve_config(
-    config_path: Path | None, sandbox: SandboxKind | None, sets: list[str] | None
+    config_path: Path | None, sandbox: SandboxKind | None, sets: list[str] | None, store: str | None = None
 ) -> tuple[RunConfig, str]:
-    """The effective configuration (defaults, YAML, --sandbox, --set) and where it came from."""
+    """The effective configuration (defaults, YAML, --sandbox, --store, --set) and where it came from."""
     if config_path is None and QUICKSTART_CONFIG.is_file():
         config_path = QUICKSTART_CONFIG
-    overrides = {**({"execute.sandbox": sandbox} if sandbox else {}), **parse_overrides(sets or [])}
+    overrides = {
+        **({"execute.sandbox": sandbox} if sandbox else {}),
+        **({"store": store} if store else {}),
+        **parse_overrides(sets or []),
+    }
     layers = ["defaults"]
     if config_path is not None:
         layers.append(str(config_path))
@@ -115,12 +133,15 @@ def _count_pairs(pairs_path: Path) -> Counter[str]:
 
 
 @app.command()
-def run(config: ConfigOption = None, sandbox: SandboxOption = None, set_: SetOption = None) -> None:
+def run(
+    config: ConfigOption = None, sandbox: SandboxOption = None, store: StoreOption = None, set_: SetOption = None
+) -> None:
     """Run the pipeline on this machine (kfp.local) and write the run folder <output_dir>/<run_name>/."""
+    from codedpo.components.common.storage import StorageError
     from codedpo.pipelines.local_run import StepEvent, StepFailedError, run_local
 
     try:
-        effective, source = resolve_config(config, sandbox, set_)
+        effective, source = resolve_config(config, sandbox, set_, store)
     except ConfigError as error:
         raise _fail(str(error)) from None
     _warn_if_unsafe(effective)
@@ -142,15 +163,31 @@ def run(config: ConfigOption = None, sandbox: SandboxOption = None, set_: SetOpt
     try:
         run_dir = run_local(effective, on_step=show)
         counts = _count_pairs(run_dir / "pairs.jsonl")
-    except (ConfigError, RecordFileError) as error:
+    except (ConfigError, RecordFileError, StorageError) as error:
         raise _fail(str(error)) from None
     except StepFailedError as error:
         raise _fail(str(error), EXIT_INPUT_ERROR if error.is_input_error else EXIT_STEP_FAILED) from None
     console.print(f"run folder: [bold]{escape(str(run_dir))}[/]")
+    if effective.store:
+        from codedpo.components.common.storage.runs import stage_location
+
+        location = stage_location(str(load_config(run_dir / "config.yaml").store), effective.run_name)
+        console.print(f"store: [bold]{escape(location)}[/] (one folder per stage)")
     console.print(
         f"pairs: {counts['correctness']} correctness, {counts['efficiency']} efficiency "
         f"({sum(counts.values())} in pairs.jsonl)"
     )
+
+
+ClusterOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--cluster",
+        help="Cluster settings (YAML; see examples/cluster.yaml): images, resources, GPUs, node selectors, "
+        "tolerations, secrets, volumes, retries, caching, timeouts. Default: the built-in ClusterConfig.",
+        dir_okay=False,
+    ),
+]
 
 
 @app.command("compile")
@@ -159,27 +196,115 @@ def compile_(
         Path, typer.Option("--output", "-o", help="Where to write the pipeline YAML.", dir_okay=False)
     ] = DEFAULT_OUTPUT,
     config: ConfigOption = None,
+    cluster: ClusterOption = None,
     set_: SetOption = None,
 ) -> None:
     """Compile the pipeline to KFP v2 YAML, to upload to a Kubeflow Pipelines server.
 
     The configuration picks the pipeline's shape (`sampling.backend`: from seeds, or replay);
-    without --config the quickstart's (replay) is used when it exists."""
+    without --config the quickstart's (replay) is used when it exists. `--cluster` gives the
+    cluster settings (default: the built-in ClusterConfig)."""
+    from codedpo.pipelines.cluster import load_cluster_config
+    from codedpo.pipelines.images import ImageConfigError
+
     try:
         run_config, _ = resolve_config(config, None, set_)
+        settings = load_cluster_config(cluster)
+        written = compile_pipeline(output, run_config, settings)
+    except (ConfigError, ImageConfigError) as error:
+        raise _fail(str(error)) from None
+    console.print(f"wrote {escape(str(written))}")
+
+
+HostOption = Annotated[
+    str,
+    typer.Option(
+        "--host",
+        envvar="KF_PIPELINES_ENDPOINT",
+        help="The KFP API (and UI) address, e.g. http://localhost:8080 after "
+        "`kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80`. Token: KF_PIPELINES_TOKEN.",
+    ),
+]
+NamespaceOption = Annotated[
+    Optional[str], typer.Option("--namespace", "-n", help="Kubeflow profile namespace (multi-user deployments).")
+]
+
+
+@app.command()
+def submit(
+    host: HostOption,
+    namespace: NamespaceOption = None,
+    config: ConfigOption = None,
+    cluster: ClusterOption = None,
+    experiment: Annotated[str, typer.Option(help="Experiment to run in (created if missing).")] = "codedpo",
+    store: StoreOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Compile, upload a new pipeline version and start a run on a Kubeflow Pipelines server.
+
+    The run's parameters are the run configuration (the same layering as `run`); the cluster
+    settings (`--cluster`) go into the compiled pipeline, and the run uses its service account.
+    """
+    from codedpo.pipelines.cluster import load_cluster_config
+    from codedpo.pipelines.images import ImageConfigError
+    from codedpo.pipelines.submit import KfpApiError, submit_run
+
+    try:
+        effective, source = resolve_config(config, None, set_, store)
+        settings = load_cluster_config(cluster)
     except ConfigError as error:
         raise _fail(str(error)) from None
-    console.print(f"wrote {escape(str(compile_pipeline(output, run_config)))}")
+    console.print(f"submitting run [bold]{escape(effective.run_name)}[/] (config: {escape(source)}) to {escape(host)}")
+    try:
+        submitted = submit_run(host, effective, settings, namespace=namespace, experiment=experiment)
+    except ImageConfigError as error:
+        raise _fail(str(error)) from None
+    except KfpApiError as error:
+        raise _fail(str(error), EXIT_API_ERROR) from None
+    console.print(f"pipeline version: {escape(submitted.pipeline_version_name)} ({submitted.pipeline_version_id})")
+    console.print(f"run id: {submitted.run_id}")
+    console.print(f"run: {escape(submitted.run_url)}")
+
+
+@app.command()
+def status(
+    run_id: Annotated[str, typer.Argument(help="The run id that `codedpo submit` printed.")],
+    host: HostOption,
+    namespace: NamespaceOption = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Poll until the run finishes.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between polls with --follow.", min=0.1)] = 10.0,
+) -> None:
+    """Print a run's state and its tasks' states; exit 1 if the run failed or was canceled."""
+    from codedpo.pipelines.submit import KfpApiError, RunStatus, follow_run, make_client, run_status, run_url
+
+    def show(current: RunStatus) -> None:
+        colour = "red" if current.failed else "green" if current.finished else "cyan"
+        console.print(f"run {escape(current.run_id)} ({escape(current.name)}): [{colour}]{current.state}[/]")
+        for task in current.tasks:
+            console.print(f"  {task.state:<10} {escape(task.name)}")
+
+    try:
+        client = make_client(host, namespace)
+        final = follow_run(client, host, run_id, show, interval_s=interval) if follow else run_status(client, host, run_id)
+    except KfpApiError as error:
+        raise _fail(str(error), EXIT_API_ERROR) from None
+    if not follow:
+        show(final)
+    console.print(f"run: {escape(run_url(host, run_id))}")
+    if final.failed:
+        raise _fail(f"run {run_id} {final.state}" + (f": {final.error}" if final.error else ""), EXIT_STEP_FAILED)
 
 
 @app.command("config")
-def show_config(config: ConfigOption = None, sandbox: SandboxOption = None, set_: SetOption = None) -> None:
+def show_config(
+    config: ConfigOption = None, sandbox: SandboxOption = None, store: StoreOption = None, set_: SetOption = None
+) -> None:
     """Print the effective run configuration as YAML (every field, defaults included).
 
     Takes the same options as `run`, so it shows exactly what `run` would use.
     """
     try:
-        effective, source = resolve_config(config, sandbox, set_)
+        effective, source = resolve_config(config, sandbox, set_, store)
     except ConfigError as error:
         raise _fail(str(error)) from None
     typer.echo(f"# effective configuration: {source}")

@@ -1,11 +1,21 @@
 """Compile the pipeline to the KFP v2 IR YAML that a Kubeflow Pipelines server runs.
 
-    python -m codedpo.pipelines.compile [OUTPUT]      # or: codedpo compile --output OUTPUT
+    python -m codedpo.pipelines.compile [OUTPUT [CLUSTER_YAML]]
+    codedpo compile --output OUTPUT [--config run.yaml] [--cluster cluster.yaml]
+
+The run configuration picks the pipeline's shape (`sampling.backend`: from seeds, or replay);
+the YAML carries every cluster setting of a `ClusterConfig` (`cluster.py`; the defaults when no
+file is given): images, resources, GPUs, node selectors, tolerations, secrets, volumes, retries,
+caching and timeouts.
 """
+
+from __future__ import annotations
 
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from codedpo.pipelines.cluster import ClusterConfig, load_cluster_config
 
 if TYPE_CHECKING:
     from codedpo.components.common.config import RunConfig
@@ -13,20 +23,25 @@ if TYPE_CHECKING:
 DEFAULT_OUTPUT = Path("codedpo-pipeline.yaml")
 
 
-def compile_pipeline(output: Path = DEFAULT_OUTPUT, config: "RunConfig | None" = None) -> Path:
+def compile_pipeline(
+    output: Path = DEFAULT_OUTPUT, config: RunConfig | None = None, cluster: ClusterConfig | None = None
+) -> Path:
     """Write the compiled pipeline to `output` (parent folders are created); returns the path.
     The pipeline's shape follows `config.sampling.backend` (from seeds, or replay); without a
-    configuration it is the replay pipeline, the quickstart's."""
+    configuration it is the replay pipeline, the quickstart's. `cluster` defaults to
+    `ClusterConfig()`."""
     from kfp import compiler  # imported here so that `codedpo config` starts without kfp
 
-    from codedpo.pipelines.pipeline import codedpo_pipeline, pipeline_for
+    from codedpo.components.common.config import RunConfig
+    from codedpo.pipelines.pipeline import pipeline_for
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    pipeline = codedpo_pipeline if config is None else pipeline_for(config)
+    pipeline = pipeline_for(config or RunConfig(), cluster if cluster is not None else ClusterConfig())
     compiler.Compiler().compile(pipeline_func=pipeline, package_path=str(output))
     return output
 
 
 if __name__ == "__main__":
-    print(compile_pipeline(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_OUTPUT))
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_OUTPUT
+    print(compile_pipeline(target, cluster=load_cluster_config(sys.argv[2] if len(sys.argv) > 2 else None)))

@@ -16,6 +16,14 @@ KFP's own console output (every task's executor input, the steps' prints, traceb
 `pipeline.log`; callers get a `StepEvent` as each step starts and ends (or is retried) instead.
 A step that fails raises `StepFailedError` with the step's name and the exception it ended with.
 The pipeline root keeps every run's artifacts; delete it freely, the run folders are copies.
+
+With `store` set in the configuration (`codedpo run --store s3://bucket/prefix`), every step also
+publishes its output to that artifact store under `runs/<run_name>/<stage>/` (sharded JSONL with
+a manifest, see `components/common/storage/runs.py`); the S3 settings come from the environment,
+which the step subprocesses inherit. KFP's local runner only takes a local pipeline root
+(`kfp.local.init` makes it an absolute path), so the pipeline root itself stays under
+`output_dir`. The store is opened before the first step, so a wrong endpoint or credentials fail
+at once with one line.
 """
 
 from __future__ import annotations
@@ -59,7 +67,7 @@ PIPELINE_ROOT = "pipeline-root"  # under output_dir, shared by all runs
 # The configuration's paths (relative ones resolve against the working directory), and the
 # input files among them, which must exist before a run starts.
 INPUT_FILE_FIELDS = ("samples.path", "samples.problems_path", "samples.tests_path")
-PATH_FIELDS = ("output_dir", *INPUT_FILE_FIELDS, "seeds.path", "execute.cache_dir", "sampling.cache_dir")
+PATH_FIELDS = ("output_dir", *INPUT_FILE_FIELDS, "seeds.path", "execute.cache_dir", "sampling.cache_dir", "store")
 # Exceptions that mean "fix your input", not "a bug or an infrastructure fault".
 INPUT_ERRORS = frozenset({"ConfigError", "RecordFileError"})
 # Warnings kfp.local emits for every task of a pipeline written for a cluster: the image is not
@@ -118,7 +126,8 @@ def resolve_paths(config: RunConfig, base_dir: Path) -> RunConfig:
     for dotted in PATH_FIELDS:
         owner, name = _owner(resolved, dotted)
         value = getattr(owner, name)
-        if value:  # None or "" means unset (an empty execute.cache_dir keeps the cache in memory)
+        if value and "://" not in value:  # None or "" means unset (an empty execute.cache_dir keeps
+            # the cache in memory); a URI (s3://, file://) is not a path
             setattr(owner, name, str((base_dir / Path(value).expanduser()).resolve()))
     model = resolved.sampling.model
     if model and (base_dir / model).exists():  # a local checkpoint folder; else a served name or HF id
@@ -260,7 +269,8 @@ def run_local(
     Relative paths in `config` resolve against `base_dir` (default: the current working
     directory); the run folder's config.yaml keeps the resolved (absolute) configuration.
     `on_step` is called as each step starts, succeeds, fails or is retried. Raises ConfigError
-    when an input file is missing and StepFailedError when a step fails. A run folder of the
+    when an input file is missing, StorageError when `config.store` cannot be used, and
+    StepFailedError when a step fails. A run folder of the
     same name is reused: its previous results are deleted first.
     """
     import kfp.local
@@ -278,6 +288,10 @@ def run_local(
             check_sampling_setup(config)
         except (TemplateError, BackendError) as error:
             raise ConfigError(str(error)) from None
+    if config.store:
+        from codedpo.components.common.storage.runs import stage_location
+
+        stage_location(config.store, config.run_name)  # reachable, credentials accepted, bucket exists
     output_dir = Path(config.output_dir)
     run_dir = output_dir / config.run_name
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,13 @@ by the `plan_shards` step, so it can change from run to run without recompiling.
 
 The pipelines return every stage's artifact, so a local run (`local_run.py`) can collect them
 into one run folder, and a cluster run lists them as the run's outputs.
+
+`build_replay_pipeline(cluster)` / `build_generate_pipeline(cluster)` make the pipeline functions
+with a `ClusterConfig`'s settings (images, resources, GPUs, scheduling, secrets, volumes, retries,
+caching, timeouts) applied to every step by `apply_cluster_settings` (`cluster.py`);
+`codedpo compile` and `codedpo submit` use them through `pipeline_for(config, cluster)`. The
+module-level `replay_pipeline` and `generate_pipeline` carry no cluster settings, for the local
+runner.
 """
 
 from typing import NamedTuple
@@ -29,6 +36,7 @@ from kfp.dsl import HTML, Dataset, Markdown, Metrics
 
 from codedpo.components.common.config import RunConfig
 from codedpo.pipelines import steps
+from codedpo.pipelines.cluster import ClusterConfig, apply_cluster_settings
 
 PIPELINE_NAME = "codedpo"
 REPLAY_PIPELINE_NAME = "codedpo-replay"
@@ -84,14 +92,16 @@ class GeneratePipelineOutputs(NamedTuple):
     metrics: Metrics
 
 
-def _from_samples(run_config: dict, samples: Dataset) -> dict:
+def _from_samples(run_config: dict, samples: Dataset, cluster: ClusterConfig | None) -> dict:
     """execute -> score -> time -> pairs -> report, from a samples artifact; the outputs by name."""
     executed = steps.execute(run_config=run_config, samples=samples)
     executed.set_display_name("execute (sandbox)")
     executed.set_retry(num_retries=SANDBOX_STEP_RETRIES)
+    apply_cluster_settings(executed, "execute", cluster)
 
     scored = steps.score(run_config=run_config, executions=executed.outputs["executions"])
     scored.set_display_name("score")
+    apply_cluster_settings(scored, "score", cluster)
 
     timed = steps.time_codes(
         run_config=run_config,
@@ -101,13 +111,16 @@ def _from_samples(run_config: dict, samples: Dataset) -> dict:
     )
     timed.set_display_name("time trusted codes (sandbox)")
     timed.set_retry(num_retries=SANDBOX_STEP_RETRIES)
+    apply_cluster_settings(timed, "time", cluster)
 
     paired = steps.pairs(
         run_config=run_config, samples=samples, scores=scored.outputs["scores"], timings=timed.outputs["timings"]
     )
     paired.set_display_name("build pairs")
+    apply_cluster_settings(paired, "pairs", cluster)
 
     reported = steps.report(
+        run_config=run_config,
         samples=samples,
         executions=executed.outputs["executions"],
         scores=scored.outputs["scores"],
@@ -115,6 +128,7 @@ def _from_samples(run_config: dict, samples: Dataset) -> dict:
         pairs=paired.outputs["pairs"],
     )
     reported.set_display_name("report")
+    apply_cluster_settings(reported, "report", cluster)
     return {
         "samples": samples,
         "executions": executed.outputs["executions"],
@@ -127,51 +141,79 @@ def _from_samples(run_config: dict, samples: Dataset) -> dict:
     }
 
 
-@dsl.pipeline(name=REPLAY_PIPELINE_NAME, description=REPLAY_PIPELINE_DESCRIPTION)
-def replay_pipeline(samples_path: str, run_config: dict = DEFAULT_RUN_CONFIG) -> PipelineOutputs:
-    """import samples -> execute -> score -> time -> pairs -> report."""
-    imported = steps.import_samples(samples_path=samples_path, run_config=run_config)
-    imported.set_display_name("import samples")
-    return PipelineOutputs(**_from_samples(run_config, imported.outputs["samples"]))
+def build_replay_pipeline(cluster: ClusterConfig | None = None):
+    """The replay pipeline (a KFP `GraphComponent`) with `cluster`'s settings on every step
+    (`None`: none, for the local runner)."""
+
+    @dsl.pipeline(name=REPLAY_PIPELINE_NAME, description=REPLAY_PIPELINE_DESCRIPTION)
+    def replay_pipeline(samples_path: str, run_config: dict = DEFAULT_RUN_CONFIG) -> PipelineOutputs:
+        """import samples -> execute -> score -> time -> pairs -> report."""
+        imported = steps.import_samples(samples_path=samples_path, run_config=run_config)
+        imported.set_display_name("import samples")
+        apply_cluster_settings(imported, "import", cluster)
+        return PipelineOutputs(**_from_samples(run_config, imported.outputs["samples"], cluster))
+
+    return replay_pipeline
 
 
-@dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)
-def generate_pipeline(run_config: dict = DEFAULT_RUN_CONFIG) -> GeneratePipelineOutputs:
-    """seeds -> tasks (sharded) -> codes and tests (sharded) -> execute -> ... -> report."""
-    seeds = steps.collect_seeds(run_config=run_config)
-    seeds.set_display_name("collect seeds")
+def build_generate_pipeline(cluster: ClusterConfig | None = None):
+    """The pipeline from seeds (a KFP `GraphComponent`) with `cluster`'s settings on every step
+    (`None`: none, for the local runner)."""
 
-    tasks_plan = steps.plan_shards(run_config=run_config)
-    tasks_plan.set_display_name("plan task shards")
-    with dsl.ParallelFor(tasks_plan.output) as shard_index:
-        written = steps.write_tasks_shard(
-            run_config=run_config, seeds=seeds.outputs["seeds"], shard_index=shard_index
+    @dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)
+    def generate_pipeline(run_config: dict = DEFAULT_RUN_CONFIG) -> GeneratePipelineOutputs:
+        """seeds -> tasks (sharded) -> codes and tests (sharded) -> execute -> ... -> report."""
+        seeds = steps.collect_seeds(run_config=run_config)
+        seeds.set_display_name("collect seeds")
+        apply_cluster_settings(seeds, "seeds", cluster)
+
+        tasks_plan = steps.plan_shards(run_config=run_config)
+        tasks_plan.set_display_name("plan task shards")
+        apply_cluster_settings(tasks_plan, "plan", cluster)
+        with dsl.ParallelFor(tasks_plan.output) as shard_index:
+            written = steps.write_tasks_shard(
+                run_config=run_config, seeds=seeds.outputs["seeds"], shard_index=shard_index
+            )
+            written.set_display_name("write tasks (shard)")
+            written.set_retry(num_retries=MODEL_STEP_RETRIES)
+            apply_cluster_settings(written, "tasks", cluster)
+        tasks = steps.merge_tasks(run_config=run_config, shards=dsl.Collected(written.outputs["tasks"]))
+        tasks.set_display_name("merge tasks")
+        apply_cluster_settings(tasks, "merge", cluster)
+
+        samples_plan = steps.plan_shards(run_config=run_config)
+        samples_plan.set_display_name("plan sample shards")
+        apply_cluster_settings(samples_plan, "plan", cluster)
+        samples_plan.after(tasks)
+        with dsl.ParallelFor(samples_plan.output) as shard_index:
+            sampled = steps.sample_shard(run_config=run_config, tasks=tasks.outputs["tasks"], shard_index=shard_index)
+            sampled.set_display_name("sample codes and tests (shard)")
+            sampled.set_retry(num_retries=MODEL_STEP_RETRIES)
+            apply_cluster_settings(sampled, "sample", cluster)
+        merged = steps.merge_samples(run_config=run_config, shards=dsl.Collected(sampled.outputs["samples"]))
+        merged.set_display_name("merge samples")
+        apply_cluster_settings(merged, "merge", cluster)
+
+        return GeneratePipelineOutputs(
+            seeds=seeds.outputs["seeds"],
+            tasks=tasks.outputs["tasks"],
+            **_from_samples(run_config, merged.outputs["samples"], cluster),
         )
-        written.set_display_name("write tasks (shard)")
-        written.set_retry(num_retries=MODEL_STEP_RETRIES)
-    tasks = steps.merge_tasks(shards=dsl.Collected(written.outputs["tasks"]))
-    tasks.set_display_name("merge tasks")
 
-    samples_plan = steps.plan_shards(run_config=run_config)
-    samples_plan.set_display_name("plan sample shards")
-    samples_plan.after(tasks)
-    with dsl.ParallelFor(samples_plan.output) as shard_index:
-        sampled = steps.sample_shard(run_config=run_config, tasks=tasks.outputs["tasks"], shard_index=shard_index)
-        sampled.set_display_name("sample codes and tests (shard)")
-        sampled.set_retry(num_retries=MODEL_STEP_RETRIES)
-    merged = steps.merge_samples(shards=dsl.Collected(sampled.outputs["samples"]))
-    merged.set_display_name("merge samples")
-
-    return GeneratePipelineOutputs(
-        seeds=seeds.outputs["seeds"],
-        tasks=tasks.outputs["tasks"],
-        **_from_samples(run_config, merged.outputs["samples"]),
-    )
+    return generate_pipeline
 
 
-def pipeline_for(config: RunConfig):
-    """The pipeline that runs `config`: from seeds, or from imported samples (backend replay)."""
-    return replay_pipeline if config.sampling.backend == "replay" else generate_pipeline
+replay_pipeline = build_replay_pipeline()
+generate_pipeline = build_generate_pipeline()
+
+
+def pipeline_for(config: RunConfig, cluster: ClusterConfig | None = None):
+    """The pipeline that runs `config`: from seeds, or from imported samples (backend replay),
+    with `cluster`'s settings (`None`: the local runner's pipelines, without)."""
+    replay = config.sampling.backend == "replay"
+    if cluster is None:
+        return replay_pipeline if replay else generate_pipeline
+    return build_replay_pipeline(cluster) if replay else build_generate_pipeline(cluster)
 
 
 # The default pipeline (`codedpo compile` without a configuration compiles the replay one, the

@@ -50,6 +50,10 @@ def import_samples(samples_path: str, run_config: dict, samples: Output[Dataset]
     result = replay.import_samples(config.samples)
     written = jsonl.write_records(samples.path, result.samples)
     samples.metadata.update({"problems": written, "skipped": len(result.skipped)})
+    if config.store:  # also publish to the run's artifact store: runs/<run_name>/samples/
+        from codedpo.components.common.storage import runs
+
+        print("published", runs.publish_jsonl(config.store, config.run_name, "samples", samples.path))
     print(f"{samples_path}: {result.summary()}")
 
 
@@ -67,6 +71,10 @@ def collect_seeds(run_config: dict, seeds: Output[Dataset]):
     report = collect(config.seeds)
     written = jsonl.write_records(seeds.path, report.seeds)
     seeds.metadata.update({"seeds": written, "found": report.found, "files": report.files})
+    if config.store:  # also publish to the run's artifact store: runs/<run_name>/seeds/
+        from codedpo.components.common.storage import runs
+
+        print("published", runs.publish_jsonl(config.store, config.run_name, "seeds", seeds.path))
     print(f"{config.seeds.path}: {report.summary()}; {written} seeds used")
 
 
@@ -104,13 +112,14 @@ def write_tasks_shard(run_config: dict, seeds: Input[Dataset], shard_index: int,
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def merge_tasks(shards: Input[List[Dataset]], tasks: Output[Dataset]):
+def merge_tasks(run_config: dict, shards: Input[List[Dataset]], tasks: Output[Dataset]):
     """Join the task shards and drop tasks written twice (`tasks/stage.py`)."""
     from codedpo.components.common.logs import enable_stage_logging
 
     enable_stage_logging()
     import json
 
+    from codedpo.components.common import config as run_config_module
     from codedpo.components.common import jsonl
     from codedpo.components.common.shards import ShardResult
     from codedpo.components.tasks.records import TaskRecord
@@ -123,10 +132,15 @@ def merge_tasks(shards: Input[List[Dataset]], tasks: Output[Dataset]):
         ),
         key=lambda result: result.summary["shard"],
     )
+    config = run_config_module.validate_config(run_config, source="run_config")
     kept, report = finish_tasks(results)
     written = jsonl.write_records(tasks.path, kept)
     report["shard_summaries"] = [result.summary for result in results]
     tasks.metadata.update({"tasks": written, "summary_json": json.dumps(report, sort_keys=True)})
+    if config.store:  # also publish to the run's artifact store: runs/<run_name>/tasks/
+        from codedpo.components.common.storage import runs
+
+        print("published", runs.publish_jsonl(config.store, config.run_name, "tasks", tasks.path))
     print(f"{written} tasks from {len(results)} shards ({report['duplicates']} repeats dropped)")
 
 
@@ -158,16 +172,19 @@ def sample_shard(run_config: dict, tasks: Input[Dataset], shard_index: int, samp
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def merge_samples(shards: Input[List[Dataset]], samples: Output[Dataset]):
+def merge_samples(run_config: dict, shards: Input[List[Dataset]], samples: Output[Dataset]):
     """Join the sample shards into one samples file, with the sampling summary."""
     from codedpo.components.common.logs import enable_stage_logging
 
     enable_stage_logging()
     import json
 
+    from codedpo.components.common import config as run_config_module
     from codedpo.components.common import jsonl
     from codedpo.components.common.records import SampleSet
     from codedpo.components.common.shards import merge_reports
+
+    config = run_config_module.validate_config(run_config, source="run_config")
 
     ordered = sorted(  # in shard order, whatever order the fan-out finished in
         ((json.loads(shard.metadata["summary_json"]), shard.path) for shard in shards), key=lambda pair: pair[0]["shard"]
@@ -178,6 +195,10 @@ def merge_samples(shards: Input[List[Dataset]], samples: Output[Dataset]):
     report = merge_reports(summaries)
     report["shard_summaries"] = summaries
     samples.metadata.update({"problems": written, "summary_json": json.dumps(report, sort_keys=True)})
+    if config.store:  # also publish to the run's artifact store: runs/<run_name>/samples/
+        from codedpo.components.common.storage import runs
+
+        print("published", runs.publish_jsonl(config.store, config.run_name, "samples", samples.path))
     print(f"{written} problems sampled in {len(shards)} shards")
 
 
@@ -199,6 +220,10 @@ def execute(run_config: dict, samples: Input[Dataset], executions: Output[Datase
     records = executor.execute_samples(sample_sets, config.execute, stats=stats)
     written = jsonl.write_records(executions.path, records)
     executions.metadata.update({"problems": written, "sandbox": config.execute.sandbox})
+    if config.store:  # also publish to the run's artifact store: runs/<run_name>/executions/
+        from codedpo.components.common.storage import runs
+
+        print("published", runs.publish_jsonl(config.store, config.run_name, "executions", executions.path))
     print(
         f"{written} problems: {stats.executions_total} executions, {stats.executions_cached} from the cache, "
         f"{stats.sandbox_errors} sandbox errors, {stats.sandboxes_started} sandboxes, {stats.seconds:.1f} s"
@@ -220,6 +245,10 @@ def score(run_config: dict, executions: Input[Dataset], scores: Output[Dataset])
     records = jsonl.read_records(executions.path, ExecutionRecord)
     written = jsonl.write_records(scores.path, score_executions(records, config.score))
     scores.metadata.update({"problems": written, "ranker": config.score.ranker})
+    if config.store:  # also publish to the run's artifact store: runs/<run_name>/scores/
+        from codedpo.components.common.storage import runs
+
+        print("published", runs.publish_jsonl(config.store, config.run_name, "scores", scores.path))
     print(f"scored {written} problems with {config.score.ranker}")
 
 
@@ -255,6 +284,10 @@ def time_codes(
         )
     written = jsonl.write_records(timings.path, records)
     timings.metadata.update({"codes": written, "repeats": config.pairs.timing_repeats})
+    if config.store:  # also publish to the run's artifact store: runs/<run_name>/timings/
+        from codedpo.components.common.storage import runs
+
+        print("published", runs.publish_jsonl(config.store, config.run_name, "timings", timings.path))
     print(f"timed {written} codes, {config.pairs.timing_repeats} repeats each")
 
 
@@ -287,11 +320,16 @@ def pairs(
     # The skip counts travel to the report step as the artifact's metadata (a small summary
     # that the KFP UI also shows), not as a second file.
     pairs.metadata.update({**counts, "skipped": result.skipped})
+    if config.store:  # also publish to the run's artifact store: runs/<run_name>/pairs/
+        from codedpo.components.common.storage import runs
+
+        print("published", runs.publish_jsonl(config.store, config.run_name, "pairs", pairs.path))
     print(f"built {counts['correctness']} correctness and {counts['efficiency']} efficiency pairs")
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def report(
+    run_config: dict,
     samples: Input[Dataset],
     executions: Input[Dataset],
     scores: Input[Dataset],
@@ -303,13 +341,15 @@ def report(
 ):
     """Summarise the run as Markdown, HTML and scalar metrics (`report/`).
 
-    The skip counts of the pairs step arrive as the `pairs` artifact's metadata.
+    The skip counts of the pairs step arrive as the `pairs` artifact's metadata. With a `store`
+    in the run configuration, the report, the metrics and the configuration are published there.
     """
     from codedpo.components.common.logs import enable_stage_logging
 
     enable_stage_logging()
     from pathlib import Path
 
+    from codedpo.components.common import config as run_config_module
     from codedpo.components.common import jsonl
     from codedpo.components.common.records import (
         ExecutionRecord,
@@ -321,6 +361,7 @@ def report(
     from codedpo.components.pairs import PairsResult
     from codedpo.components.report import build_report
 
+    config = run_config_module.validate_config(run_config, source="run_config")
     skipped = {reason: int(count) for reason, count in pairs.metadata.get("skipped", {}).items()}
     result = build_report(
         jsonl.read_records(samples.path, SampleSet),
@@ -333,4 +374,16 @@ def report(
     Path(report_html.path).write_text(result.html, encoding="utf-8")
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
+    if config.store:  # also publish to the run's artifact store: runs/<run_name>/report/
+        import json
+
+        from codedpo.components.common.storage import runs
+
+        files = {
+            "report.md": result.markdown.encode("utf-8"),
+            "report.html": result.html.encode("utf-8"),
+            "metrics.json": (json.dumps(dict(sorted(result.metrics.items())), indent=2) + "\n").encode("utf-8"),
+            "config.yaml": run_config_module.dump_config(config).encode("utf-8"),
+        }
+        print("published", runs.publish_files(config.store, config.run_name, "report", files))
     print(f"report written, {len(result.metrics)} metrics logged")

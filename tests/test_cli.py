@@ -102,7 +102,7 @@ def test_compile_writes_the_pipeline(tmp_path: Path) -> None:
     output = tmp_path / "out" / "pipeline.yaml"
     result = runner.invoke(app, ["compile", "--output", str(output)])
     assert result.exit_code == 0, result.output
-    spec = yaml.safe_load(output.read_text())
+    spec = next(yaml.safe_load_all(output.read_text()))  # 2nd document: the Kubernetes platform spec
     assert spec["pipelineInfo"]["name"] == "codedpo-replay"
     assert str(output) in result.stdout
 

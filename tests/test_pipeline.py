@@ -49,7 +49,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_pipeline_compiles_to_six_named_steps(compiled: Path) -> None:
-    spec = yaml.safe_load(compiled.read_text())
+    spec = next(yaml.safe_load_all(compiled.read_text()))  # 2nd document: the Kubernetes platform spec
     tasks = spec["root"]["dag"]["tasks"]
     assert {name: task["taskInfo"]["name"] for name, task in tasks.items()} == STEP_DISPLAY_NAMES
     assert tasks["execute"]["dependentTasks"] == ["import-samples"]
@@ -59,7 +59,7 @@ def test_pipeline_compiles_to_six_named_steps(compiled: Path) -> None:
 
 
 def test_pipeline_parameters_mirror_the_run_configuration(compiled: Path) -> None:
-    spec = yaml.safe_load(compiled.read_text())
+    spec = next(yaml.safe_load_all(compiled.read_text()))  # 2nd document: the Kubernetes platform spec
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     assert parameters["run_config"]["parameterType"] == "STRUCT"
     assert parameters["samples_path"]["parameterType"] == "STRING"
@@ -69,7 +69,7 @@ def test_pipeline_parameters_mirror_the_run_configuration(compiled: Path) -> Non
 
 
 def test_components_never_pip_install(compiled: Path) -> None:
-    spec = yaml.safe_load(compiled.read_text())
+    spec = next(yaml.safe_load_all(compiled.read_text()))  # 2nd document: the Kubernetes platform spec
     for name, executor in spec["deploymentSpec"]["executors"].items():
         container = executor["container"]
         assert container["image"] == steps.BASE_IMAGE, name
@@ -186,6 +186,7 @@ def test_pairs_then_report_steps_hand_over_skip_counts(tmp_path: Path) -> None:
     html = HTML(name="report_html", uri=str(tmp_path / "report.html"))
     metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"))
     steps.report.python_func(
+        run_config=DEFAULT_RUN_CONFIG,
         samples=_dataset(samples_path),
         executions=_dataset(executions_path),
         scores=_dataset(scores_path),

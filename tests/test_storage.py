@@ -1,4 +1,4 @@
-"""The artifact store (`components/common/storage.py`) on a local folder and on a real S3 server.
+"""The artifact store (`components/common/storage/`) on a local folder and on a real S3 server.
 
 The S3 tests run against SeaweedFS's S3 gateway started on loopback (`s3_server.py`). Each test
 gets its own key prefix in the shared bucket.
@@ -419,3 +419,52 @@ def test_s3_uri_without_bucket_or_endpoint(monkeypatch: pytest.MonkeyPatch) -> N
         open_store("s3://bucket/x")
     with pytest.raises(StorageConfigError, match="invalid bucket name ab"):
         open_store("s3://ab/x", settings=S3Settings(endpoint="127.0.0.1:1", access_key="k", secret_key="s"))
+
+
+def test_credentials_from_a_mounted_secret(tmp_path: Path) -> None:
+    """A Kubernetes Secret mounted as a volume is a folder with one file per key: KFP's
+    `mlpipeline-minio-artifact` names them accesskey / secretkey; AWS_* names work too."""
+    kfp_style = tmp_path / "kfp"
+    kfp_style.mkdir()
+    (kfp_style / "accesskey").write_text("from-file-key\n")
+    (kfp_style / "secretkey").write_text("from-file-secret\n")
+    base = {"CODEDPO_S3_ENDPOINT": "minio:9000", "CODEDPO_S3_SECRET_DIR": str(kfp_style)}
+    settings = S3Settings.from_env(base)
+    assert (settings.access_key, settings.secret_key, settings.session_token) == (
+        "from-file-key", "from-file-secret", None
+    )
+    # A variable set in the environment wins over its file.
+    assert S3Settings.from_env({**base, "AWS_ACCESS_KEY_ID": "env-key"}).access_key == "env-key"
+
+    aws_style = tmp_path / "aws"
+    aws_style.mkdir()
+    for name, value in [("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s"), ("AWS_SESSION_TOKEN", "t")]:
+        (aws_style / name).write_text(value)
+    settings = S3Settings.from_env({**base, "CODEDPO_S3_SECRET_DIR": str(aws_style)})
+    assert (settings.access_key, settings.secret_key, settings.session_token) == ("k", "s", "t")
+
+
+def test_secret_folder_errors_name_the_variable(tmp_path: Path) -> None:
+    base = {"CODEDPO_S3_ENDPOINT": "minio:9000"}
+    with pytest.raises(StorageConfigError, match=r"CODEDPO_S3_SECRET_DIR='.*/nope' is not a folder"):
+        S3Settings.from_env({**base, "CODEDPO_S3_SECRET_DIR": str(tmp_path / "nope")})
+    (tmp_path / "accesskey").write_text("k")  # no secret key file
+    with pytest.raises(StorageConfigError, match="credentials for minio:9000 are missing.*CODEDPO_S3_SECRET_DIR"):
+        S3Settings.from_env({**base, "CODEDPO_S3_SECRET_DIR": str(tmp_path)})
+
+
+def test_open_store_from_env_and_a_mounted_secret(
+    s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a pod does: endpoint from the environment, credentials from the Secret's files."""
+    (tmp_path / "accesskey").write_text(s3_server.access_key)
+    (tmp_path / "secretkey").write_text(s3_server.secret_key)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CODEDPO_S3_ENDPOINT", f"http://{s3_server.endpoint}")
+    monkeypatch.setenv("CODEDPO_S3_SECRET_DIR", str(tmp_path))
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    store = open_store(f"s3://{s3_server.bucket}/secret-{uuid.uuid4().hex[:8]}")
+    store.put_bytes("runs/r1/pairs/a.jsonl", b"{}\n")
+    assert store.get_bytes("runs/r1/pairs/a.jsonl") == b"{}\n"
+    assert store.list_runs() == ["r1"]

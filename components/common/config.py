@@ -227,6 +227,11 @@ class RunConfig(_Section):
 
     run_name: str = Field("quickstart", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run folder name.")
     output_dir: str = Field("runs", description="Local folder that holds run folders and the pipeline root.")
+    store: str | None = Field(
+        None,
+        description="Artifact store, s3://bucket/prefix or a folder: every stage also publishes its output "
+        "there under runs/<run_name>/<stage>/ (S3 settings from the environment). Unset: none.",
+    )
     seeds: SeedsConfig = Field(default_factory=SeedsConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)

@@ -25,7 +25,7 @@ What each pod gets:
 - `/dev/shm` as a memory-backed emptyDir with a sizeLimit (PyTorch's DataLoader workers and NCCL need
   more shared memory than the container runtime's 64 MiB default). Its pages count against the
   container's memory limit, so the size must stay below that limit;
-- the S3 settings of components/common/storage.py (`S3Settings.from_env`): AWS_ACCESS_KEY_ID and
+- the S3 settings of components/common/storage/ (`S3Settings.from_env`): AWS_ACCESS_KEY_ID and
   AWS_SECRET_ACCESS_KEY from a Secret (`valueFrom.secretKeyRef`), CODEDPO_S3_ENDPOINT from the same
   Secret or as a plain value, CODEDPO_S3_SECURE and AWS_REGION as values when given;
 - node selector, tolerations, labels (on the job and on every pod template).

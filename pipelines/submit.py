@@ -1,0 +1,277 @@
+"""Submit the pipeline to a Kubeflow Pipelines server and follow its runs, through `kfp.Client`.
+
+    codedpo submit --host URL [--namespace NS] [--config run.yaml] [--cluster cluster.yaml] [--experiment NAME]
+    codedpo status RUN_ID --host URL [--follow]
+
+`submit_run` compiles the pipeline with the cluster settings, uploads it as a new version of the
+pipeline `codedpo` (from seeds) or `codedpo-replay` (backend replay), creating the pipeline on
+first use (one created meanwhile by someone else, HTTP 409, gets the new version too), finds or
+creates the experiment, and starts a run whose parameters are the run configuration (the whole
+`run_config`, and `samples_path` for the replay pipeline), under the cluster configuration's
+service account. `run_status` reads a run's state and its tasks' states.
+
+Authentication: a bearer token from `KF_PIPELINES_TOKEN` (e.g. `kubectl create token ...`, or an
+OIDC token in front of a multi-user deployment), passed as `kfp.Client(existing_token=...)`; none
+for a port-forwarded standalone deployment. The host may also come from `KF_PIPELINES_ENDPOINT`,
+which `kfp.Client` reads itself.
+
+Every failure of the API (an HTTP error, an unreachable host) is a `KfpApiError` with one line
+naming the host, the operation, the HTTP status and the server's message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from codedpo.components.common.config import RunConfig
+from codedpo.pipelines.cluster import ClusterConfig
+from codedpo.pipelines.compile import compile_pipeline
+from codedpo.pipelines.pipeline import (
+    PIPELINE_DESCRIPTION,
+    PIPELINE_NAME,
+    REPLAY_PIPELINE_DESCRIPTION,
+    REPLAY_PIPELINE_NAME,
+    run_config_parameter,
+)
+
+TOKEN_VARIABLE = "KF_PIPELINES_TOKEN"
+DEFAULT_EXPERIMENT = "codedpo"
+FINISHED_OK = frozenset({"SUCCEEDED", "SKIPPED"})
+FINISHED_BAD = frozenset({"FAILED", "CANCELED"})
+
+
+class KfpApiError(RuntimeError):
+    """The KFP API refused a request or could not be reached; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What `submit_run` created."""
+
+    run_id: str
+    run_url: str
+    pipeline_id: str
+    pipeline_version_id: str
+    pipeline_version_name: str
+    experiment_id: str
+
+
+@dataclass(frozen=True)
+class TaskState:
+    name: str
+    state: str
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """A run's state (a KFP `RuntimeState`: PENDING, RUNNING, SUCCEEDED, FAILED, ...)."""
+
+    run_id: str
+    name: str
+    state: str
+    tasks: list[TaskState]
+    error: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_OK | FINISHED_BAD
+
+    @property
+    def failed(self) -> bool:
+        return self.state in FINISHED_BAD
+
+
+def run_parameters(config: RunConfig) -> dict[str, Any]:
+    """The pipeline parameters of a run: they mirror the run configuration."""
+    parameters: dict[str, Any] = {"run_config": run_config_parameter(config)}
+    if config.sampling.backend == "replay":
+        parameters["samples_path"] = config.samples.path
+    return parameters
+
+
+def pipeline_name(config: RunConfig) -> tuple[str, str]:
+    """(name, description) of the pipeline that runs `config` on the server."""
+    if config.sampling.backend == "replay":
+        return REPLAY_PIPELINE_NAME, REPLAY_PIPELINE_DESCRIPTION
+    return PIPELINE_NAME, PIPELINE_DESCRIPTION
+
+
+def run_url(host: str, run_id: str) -> str:
+    """The run's page in the KFP UI (served at the same address as the API)."""
+    return f"{host.rstrip('/')}/#/runs/details/{run_id}"
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    return " ".join(text.split())[:limit]
+
+
+def _api_message(error: Any) -> str:
+    """The server's own message from a kfp_server_api.ApiException (grpc-gateway JSON body)."""
+    body = error.body.decode("utf-8", "replace") if isinstance(error.body, bytes) else (error.body or "")
+    try:
+        parsed = json.loads(body)
+        message = parsed.get("message") or parsed.get("error") or body
+    except (ValueError, AttributeError):
+        message = body
+    return _one_line(str(message)) or str(error.reason or "")
+
+
+def _refused(host: str, operation: str, error: Any) -> KfpApiError:
+    status = f"HTTP {error.status} {error.reason or ''}".rstrip()
+    return KfpApiError(f"KFP API {host}: {operation} failed: {status}: {_api_message(error)}")
+
+
+@contextlib.contextmanager
+def _api(host: str, operation: str) -> Iterator[None]:
+    """Turn kfp_server_api / urllib3 errors into one-line KfpApiErrors; keep the client's own
+    prints ("Experiment details: ...") off the terminal."""
+    from kfp_server_api import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    except ApiException as error:
+        raise _refused(host, operation, error) from None
+    except (HTTPError, OSError) as error:
+        reason = getattr(error, "reason", None) or error
+        raise KfpApiError(f"cannot reach the KFP API at {host} ({operation}): {_one_line(str(reason))}") from None
+
+
+def make_client(host: str, namespace: str | None = None, token: str | None = None) -> Any:
+    """A `kfp.Client` for `host`; the token defaults to KF_PIPELINES_TOKEN."""
+    import kfp
+
+    token = token if token is not None else os.environ.get(TOKEN_VARIABLE) or None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "This client only works with KFP v2.0.0-beta.2 and later"
+        with _api(host, "connect"):
+            # A namespace other than "kubeflow" becomes the client's namespace for this session
+            # only (set_user_namespace would also write ~/.config/kfp/context.json).
+            client = kfp.Client(host=host, namespace=namespace or "kubeflow", existing_token=token)
+    return client
+
+
+def _upload(
+    client: Any, host: str, package: Path, name: str, description: str, version_name: str, namespace: str | None
+) -> tuple[str, str]:
+    """(pipeline id, version id) of a new version of the pipeline `name` holding `package`."""
+    from kfp_server_api import ApiException
+
+    with _api(host, f"look up pipeline {name!r}"):
+        pipeline_id = client.get_pipeline_id(name)
+    if pipeline_id is None:
+        created = None
+        with _api(host, f"upload pipeline {name!r}"):  # network errors
+            try:
+                created = client.upload_pipeline(
+                    str(package), pipeline_name=name, description=description, namespace=namespace
+                )
+            except ApiException as error:
+                if error.status != 409:  # 409: created meanwhile; add a version below
+                    raise _refused(host, f"upload pipeline {name!r}", error) from None
+        if created is None:
+            with _api(host, f"look up pipeline {name!r}"):
+                pipeline_id = client.get_pipeline_id(name)
+        else:
+            with _api(host, f"list versions of pipeline {created.pipeline_id}"):
+                versions = client.list_pipeline_versions(created.pipeline_id, page_size=1).pipeline_versions or []
+            if not versions:
+                raise KfpApiError(f"KFP API {host}: pipeline {created.pipeline_id} was created without a version")
+            return created.pipeline_id, versions[0].pipeline_version_id
+    if pipeline_id is None:
+        raise KfpApiError(f"KFP API {host}: pipeline {name!r} exists (HTTP 409) but cannot be found by name")
+    with _api(host, f"upload a version of pipeline {name!r}"):
+        version = client.upload_pipeline_version(
+            str(package), pipeline_version_name=version_name, pipeline_id=pipeline_id, description=description
+        )
+    return pipeline_id, version.pipeline_version_id
+
+
+def submit_run(
+    host: str,
+    config: RunConfig,
+    cluster: ClusterConfig,
+    *,
+    namespace: str | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+    token: str | None = None,
+) -> Submitted:
+    """Compile, upload a pipeline version, and start a run of `config` on the KFP server at
+    `host`. Raises KfpApiError when the API refuses or cannot be reached."""
+    client = make_client(host, namespace, token)
+    with tempfile.TemporaryDirectory(prefix="codedpo-submit-") as folder:
+        package = compile_pipeline(Path(folder) / "pipeline.yaml", config, cluster)
+        digest = hashlib.sha256(package.read_bytes()).hexdigest()[:10]
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        name, description = pipeline_name(config)
+        version_name = f"{name}-{stamp}-{digest}"
+        pipeline_id, version_id = _upload(client, host, package, name, description, version_name, namespace)
+    with _api(host, f"find or create experiment {experiment!r}"):
+        found = client.create_experiment(name=experiment, namespace=namespace)
+    with _api(host, f"start run {config.run_name!r}"):
+        run = client.run_pipeline(
+            experiment_id=found.experiment_id,
+            job_name=config.run_name,
+            params=run_parameters(config),
+            pipeline_id=pipeline_id,
+            version_id=version_id,
+            service_account=cluster.service_account or None,
+        )
+    return Submitted(
+        run_id=run.run_id,
+        run_url=run_url(host, run.run_id),
+        pipeline_id=pipeline_id,
+        pipeline_version_id=version_id,
+        pipeline_version_name=version_name,
+        experiment_id=found.experiment_id,
+    )
+
+
+def run_status(client: Any, host: str, run_id: str) -> RunStatus:
+    """The run's state and the states of its tasks (in start order)."""
+    with _api(host, f"get run {run_id}"):
+        run = client.get_run(run_id)
+    details = (run.run_details.task_details if run.run_details else None) or []
+    details = sorted(details, key=lambda task: str(task.create_time or task.start_time or ""))
+    tasks = [TaskState(task.display_name or task.task_id or "?", str(task.state or "UNKNOWN")) for task in details]
+    error = _one_line(run.error.message) if run.error and run.error.message else ""
+    return RunStatus(run_id=run.run_id or run_id, name=run.display_name or "", state=str(run.state), tasks=tasks,
+                     error=error)  # fmt: skip
+
+
+def follow_run(
+    client: Any,
+    host: str,
+    run_id: str,
+    on_status: Callable[[RunStatus], None],
+    *,
+    interval_s: float = 10.0,
+    timeout_s: float | None = None,
+) -> RunStatus:
+    """Poll the run until it finishes, calling `on_status` whenever its state or a task's changes;
+    returns the final status. Raises TimeoutError after `timeout_s`."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    last: RunStatus | None = None
+    while True:
+        status = run_status(client, host, run_id)
+        if last is None or (status.state, status.tasks) != (last.state, last.tasks):
+            on_status(status)
+        last = status
+        if status.finished:
+            return status
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"run {run_id} still {status.state} after {timeout_s:g} s")
+        time.sleep(interval_s)

@@ -1,0 +1,237 @@
+"""FakeKfpApi: a FAKE Kubeflow Pipelines API server on loopback, for the `submit` / `status` tests.
+
+No KFP server can run here (it needs a Kubernetes cluster, MySQL and Argo), so this HTTP server
+implements the v2beta1 REST endpoints that the real `kfp.Client` 2.x (through `kfp_server_api`)
+calls for uploading pipelines and versions, experiments and runs, with the same JSON field names
+and the grpc-gateway error body (`{"error", "code", "message"}`). It keeps what it was sent, so a
+test can check the uploaded YAML, the run's parameters and service account. It does not run
+anything: a test sets each run's state and task states (`script_run`).
+
+    with FakeKfpApi() as api:
+        client = kfp.Client(host=api.url)
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import itertools
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+NOW = "2026-11-22T02:00:00Z"
+PREFIX = "/apis/v2beta1"
+
+
+@dataclass
+class FakeKfpState:
+    """Everything the fake server holds; tests read and change it directly."""
+
+    pipelines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    versions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # pipeline id -> versions
+    uploads: dict[str, bytes] = field(default_factory=dict)  # version id -> uploaded file
+    experiments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # run id -> run states (and task lists) to return on successive GETs; the last one stays.
+    scripts: dict[str, list[tuple[str, list[tuple[str, str]]]]] = field(default_factory=dict)
+    # (method, route) -> (HTTP status, message): the next such request fails once with it.
+    failures: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)
+    requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) in order
+    # A pipeline "created by someone else" between our lookup and our upload (answer 409).
+    create_conflict_once: bool = False
+
+
+class FakeKfpApi:
+    """A FAKE KFP API server (see the module docstring); a context manager."""
+
+    def __init__(self) -> None:
+        self.state = FakeKfpState()
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        handler = type("Handler", (_Handler,), {"api": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeKfpApi:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def new_id(self, kind: str) -> str:
+        return f"{kind}-{next(self._ids):04d}"
+
+    def add_pipeline(self, name: str) -> str:
+        """A pipeline that already exists on the server, with one version."""
+        pipeline_id = self.new_id("pipeline")
+        self.state.pipelines[pipeline_id] = _pipeline(pipeline_id, name, None)
+        version_id = self.new_id("version")
+        self.state.versions[pipeline_id] = [_version(pipeline_id, version_id, name)]
+        return pipeline_id
+
+    def script_run(self, run_id: str, *steps: tuple[str, list[tuple[str, str]]]) -> None:
+        """The states (run state, [(task, state), ...]) successive GETs of the run return."""
+        self.state.scripts[run_id] = list(steps)
+
+    def fail_next(self, method: str, route: str, status: int, message: str) -> None:
+        """Answer the next `method route` (e.g. "POST", "/pipelines/upload") with an error."""
+        self.state.failures[(method, route)] = (status, message)
+
+
+def _pipeline(pipeline_id: str, name: str, namespace: str | None) -> dict[str, Any]:
+    return {"pipeline_id": pipeline_id, "display_name": name, "name": name, "created_at": NOW,
+            "namespace": namespace or ""}  # fmt: skip
+
+
+def _version(pipeline_id: str, version_id: str, name: str) -> dict[str, Any]:
+    return {"pipeline_id": pipeline_id, "pipeline_version_id": version_id, "display_name": name, "name": name,
+            "created_at": NOW}  # fmt: skip
+
+
+def _display_name_filter(query: dict[str, list[str]]) -> str | None:
+    """The display_name an EQUALS filter asks for (the only filter kfp.Client sends here)."""
+    if "filter" not in query:
+        return None
+    for predicate in json.loads(query["filter"][0]).get("predicates", []):
+        if predicate.get("key") == "display_name":
+            return predicate.get("string_value", predicate.get("stringValue"))
+    return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    api: FakeKfpApi
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+        pass
+
+    def _reply(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, message: str) -> None:
+        codes = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 500: 13, 503: 14}  # grpc codes
+        self._reply(status, {"error": message, "code": codes.get(status, 2), "message": message, "details": []})
+
+    def _body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _uploaded_file(self, body: bytes) -> bytes:
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            f"Content-Type: {self.headers['Content-Type']}\r\n\r\n".encode() + body
+        )
+        for part in message.iter_parts():
+            if part.get_param("name", header="content-disposition") == "uploadfile":
+                return part.get_payload(decode=True)
+        raise ValueError("no uploadfile in the multipart body")
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._handle("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._handle("POST")
+
+    def _handle(self, method: str) -> None:
+        parts = urlsplit(self.path)
+        query = parse_qs(parts.query)
+        route = parts.path.removeprefix(PREFIX)
+        state = self.api.state
+        body = self._body() if method == "POST" else b""
+        with self.api._lock:
+            state.requests.append((method, parts.path))
+            failure_key = (method, "/runs/{id}" if route.startswith("/runs/") else route)
+            if failure_key in state.failures:
+                self._error(*state.failures.pop(failure_key))
+                return
+            try:
+                self._route(method, route, query, body, state)
+            except KeyError as missing:
+                self._error(404, f"not found: {missing}")
+
+    def _route(self, method: str, route: str, query: dict[str, list[str]], body: bytes, state: FakeKfpState) -> None:
+        api = self.api
+        if (method, route) == ("GET", "/healthz"):
+            return self._reply(200, {"multi_user": False})
+        if (method, route) == ("GET", "/pipelines"):
+            name = _display_name_filter(query)
+            found = [p for p in state.pipelines.values() if name is None or p["display_name"] == name]
+            return self._reply(200, {"pipelines": found, "total_size": len(found)} if found else {})
+        if (method, route) == ("POST", "/pipelines/upload"):
+            name = query["name"][0]
+            if state.create_conflict_once or any(p["display_name"] == name for p in state.pipelines.values()):
+                if state.create_conflict_once:
+                    state.create_conflict_once = False
+                    api.add_pipeline(name)
+                return self._error(409, f"Failed to create a pipeline due to conflict: pipeline {name} already exists")
+            pipeline_id, version_id = api.new_id("pipeline"), api.new_id("version")
+            state.pipelines[pipeline_id] = _pipeline(pipeline_id, name, (query.get("namespace") or [None])[0])
+            state.versions[pipeline_id] = [_version(pipeline_id, version_id, name)]
+            state.uploads[version_id] = self._uploaded_file(body)
+            return self._reply(200, state.pipelines[pipeline_id])
+        if (method, route) == ("POST", "/pipelines/upload_version"):
+            pipeline_id, name = query["pipelineid"][0], query["name"][0]
+            if pipeline_id not in state.pipelines:
+                return self._error(404, f"pipeline {pipeline_id} not found")
+            if any(v["display_name"] == name for v in state.versions[pipeline_id]):
+                return self._error(409, f"pipeline version {name} already exists")
+            version_id = api.new_id("version")
+            state.versions[pipeline_id].insert(0, _version(pipeline_id, version_id, name))
+            state.uploads[version_id] = self._uploaded_file(body)
+            return self._reply(200, state.versions[pipeline_id][0])
+        if method == "GET" and route.startswith("/pipelines/") and route.endswith("/versions"):
+            pipeline_id = route.split("/")[2]
+            versions = state.versions[pipeline_id]
+            size = int((query.get("page_size") or [len(versions)])[0])
+            return self._reply(200, {"pipeline_versions": versions[:size], "total_size": len(versions)})
+        if (method, route) == ("GET", "/experiments"):
+            name = _display_name_filter(query)
+            namespace = (query.get("namespace") or [""])[0]
+            found = [e for e in state.experiments.values()
+                     if (name is None or e["display_name"] == name) and e["namespace"] == namespace]  # fmt: skip
+            return self._reply(200, {"experiments": found, "total_size": len(found)} if found else {})
+        if (method, route) == ("POST", "/experiments"):
+            sent = json.loads(body)
+            experiment_id = api.new_id("experiment")
+            state.experiments[experiment_id] = {
+                "experiment_id": experiment_id, "display_name": sent["display_name"], "created_at": NOW,
+                "namespace": sent.get("namespace") or "", "storage_state": "AVAILABLE",
+            }  # fmt: skip
+            return self._reply(200, state.experiments[experiment_id])
+        if (method, route) == ("POST", "/runs"):
+            sent = json.loads(body)
+            reference = sent["pipeline_version_reference"]
+            if reference["pipeline_version_id"] not in state.uploads and not any(
+                v["pipeline_version_id"] == reference["pipeline_version_id"]
+                for v in state.versions.get(reference["pipeline_id"], [])
+            ):
+                return self._error(404, f"pipeline version {reference['pipeline_version_id']} not found")
+            run_id = api.new_id("run")
+            state.runs[run_id] = {**sent, "run_id": run_id, "state": "PENDING", "created_at": NOW,
+                                  "storage_state": "AVAILABLE"}  # fmt: skip
+            return self._reply(200, state.runs[run_id])
+        if method == "GET" and route.startswith("/runs/"):
+            run_id = route.split("/")[2]
+            run = dict(state.runs[run_id])
+            script = state.scripts.get(run_id)
+            if script:
+                run_state, tasks = script.pop(0) if len(script) > 1 else script[0]
+                run["state"] = run_state
+                run["run_details"] = {"task_details": [
+                    {"run_id": run_id, "task_id": f"task-{i}", "display_name": name, "state": task_state,
+                     "create_time": f"2026-11-22T02:00:{i:02d}Z"}
+                    for i, (name, task_state) in enumerate(tasks)
+                ]}  # fmt: skip
+                if run_state == "FAILED":
+                    run["error"] = {"code": 2, "message": "task 'execute (sandbox)' failed: sandbox job shard 3 failed"}
+            return self._reply(200, run)
+        return self._error(404, f"the fake KFP API does not implement {method} {route}")
