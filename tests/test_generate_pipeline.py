@@ -163,7 +163,7 @@ def test_pipeline_from_seeds_compiles_to_sharded_sampling_stages(tmp_path: Path)
     from codedpo.pipelines.compile import compile_pipeline
 
     config = load_config(None, {"sampling.backend": "hf", "sampling.model": "m", "seeds.path": "seeds"})
-    spec = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml", config).read_text())
+    spec = next(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", config).read_text()))
     assert spec["pipelineInfo"]["name"] == "codedpo"
     root = spec["root"]["dag"]["tasks"]
     loops = {name: task for name, task in root.items() if "parameterIterator" in task}
