@@ -188,3 +188,11 @@ def test_log_follower_does_not_repeat_lines_across_restarts(fake, api):
     fake.set_pod_phase(NS, "p-0", "Succeeded")
     follower.stop()
     assert shown == ["a", "b", "c"]
+
+
+def test_missing_kubeconfig_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "nothing-here"))
+    with pytest.raises(kube.KubeError, match="no Kubernetes API configuration: not in a pod") as info:
+        kube.api_client()
+    assert "\n" not in str(info.value)

@@ -352,3 +352,37 @@ def test_run_config_accepts_the_job_section():
     assert config.execute.job.runtime_class == "gvisor" and config.execute.launcher == "kubernetes-job"
     with pytest.raises(ValueError):
         RunConfig.model_validate({"execute": {"job": {"runtime_klass": "x"}}})
+
+
+@pytest.mark.slow
+def test_execute_step_launches_the_job_with_kubeconfig_and_env(cluster, tmp_path, monkeypatch):
+    """The KFP execute component with `execute.launcher: kubernetes-job`, as a plain function: it
+    finds the (fake) API server through a kubeconfig and the store through the S3 environment."""
+    import yaml
+    from codedpo.components.common import jsonl
+    from codedpo.components.common.records import ExecutionRecord
+    from codedpo.pipelines import steps
+    from kfp.dsl import Dataset
+
+    fake, _api, uri, _store, secrets = cluster
+    PlayedJobController(fake, secrets, tmp_path / "pods")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": fake.url}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u", "namespace": NS}}],
+        "users": [{"name": "u", "user": {"token": "fake-token"}}],
+    }))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    for key, value in secrets["codedpo-s3"].items():
+        monkeypatch.setenv(key, value)
+    samples_path, out_path = tmp_path / "samples.jsonl", tmp_path / "executions.jsonl"
+    jsonl.write_records(samples_path, _samples(2))
+    run_config = RunConfig.model_validate({"run_name": "step", "execute": _config(uri, shards=1).model_dump()})
+    steps.execute.python_func(run_config=run_config.model_dump(mode="json"),
+                              samples=Dataset(name="s", uri=str(samples_path)),
+                              executions=Dataset(name="e", uri=str(out_path)))
+    records = jsonl.read_records(out_path, ExecutionRecord)
+    assert [r.problem_id for r in records] == ["p0", "p1"]
+    assert any(r[0] == "POST" and r[1] == f"/apis/batch/v1/namespaces/{NS}/jobs" for r in fake.requests)

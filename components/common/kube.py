@@ -96,7 +96,8 @@ def api_client(host: str | None = None, *, verify_ssl: bool = True):  # -> kuber
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(client_configuration=configuration)
         else:
-            config.load_kube_config(client_configuration=configuration)
+            # Read KUBECONFIG now: the client reads it once, at import.
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
     except (config.ConfigException, OSError) as error:
         raise KubeError(
             f"no Kubernetes API configuration: not in a pod with a service account and no usable kubeconfig "
