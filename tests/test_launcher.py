@@ -196,3 +196,20 @@ def test_missing_kubeconfig_is_one_clear_line(tmp_path, monkeypatch):
     with pytest.raises(kube.KubeError, match="no Kubernetes API configuration: not in a pod") as info:
         kube.api_client()
     assert "\n" not in str(info.value)
+
+
+def test_owner_reference_to_the_step_pod_only_in_its_namespace(fake, api, monkeypatch):
+    """So that deleting a cancelled step's pod garbage-collects the job (see kube.py)."""
+    monkeypatch.setenv("CODEDPO_POD_NAME", "step-pod")
+    monkeypatch.setenv("CODEDPO_POD_UID", "1234-abcd")
+    monkeypatch.setenv("CODEDPO_POD_NAMESPACE", NS)
+    _operator(fake, ("Succeeded", "PyTorchJobSucceeded", "done"), log_lines=0, delay_s=0)
+    launch_pytorchjob(_job(), timeout_s=30, poll_s=0.1, api=api)
+    owners = fake.get("pytorchjobs", NS, "dpo-r1")["metadata"]["ownerReferences"]
+    assert owners == [{"apiVersion": "v1", "kind": "Pod", "name": "step-pod", "uid": "1234-abcd",
+                       "blockOwnerDeletion": False}]
+    monkeypatch.setenv("CODEDPO_POD_UID", "5678-ef")  # a retried step runs in a new pod: still adopts
+    assert launch_pytorchjob(_job(), timeout_s=30, poll_s=0.1, api=api).adopted
+    monkeypatch.setenv("CODEDPO_POD_NAMESPACE", "elsewhere")
+    launch_pytorchjob(_job("dpo-r2"), timeout_s=30, poll_s=0.1, api=api)
+    assert "ownerReferences" not in fake.get("pytorchjobs", NS, "dpo-r2")["metadata"]

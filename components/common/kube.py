@@ -20,6 +20,14 @@ Why each piece:
 - **Stop.** On timeout, and on cancel (KFP deletes a cancelled step's pod: the kubelet sends
   SIGTERM to the step process), the caller's `on_abandon` deletes the workload with a
   propagation policy so its pods go too; then JobTimeoutError / JobCancelledError is raised.
+- **Owner.** KFP cancels a step by deleting its pod, and the SIGTERM may never reach the step's
+  Python process (the component's command is a shell running the KFP executor; see
+  kubeflow/pipelines#7903). So when the step knows its own pod (the downward-API env variables
+  CODEDPO_POD_NAME, CODEDPO_POD_UID and CODEDPO_POD_NAMESPACE, which the compiled pipeline sets
+  with kfp-kubernetes `use_field_path_as_env`), the workload gets an ownerReference to that pod and
+  Kubernetes' garbage collector deletes it with the pod. Only in the pod's own namespace: an owner
+  in another namespace counts as absent and would get the workload deleted at once.
+  `blockOwnerDeletion` stays false, so no extra RBAC is needed.
 - **Logs.** `LogFollower` streams one pod's log (found by label selector) into our log, across
   container restarts, without repeating lines (it asks for timestamps and skips what it has seen).
 - **Errors.** `KubeError` messages are one line. A 403 names the verb, resource and namespace the
@@ -159,18 +167,36 @@ def call(api: Any, verb: str, resource: str, namespace: str, function: Callable[
         raise KubeError(f"{text} ({_one_line(str(reason), 200)})") from None
 
 
+POD_ENV = ("CODEDPO_POD_NAME", "CODEDPO_POD_UID", "CODEDPO_POD_NAMESPACE")
+
+
+def owner_reference(namespace: str) -> dict[str, Any] | None:
+    """An ownerReference to this step's pod (from POD_ENV), if it runs in `namespace`; else None."""
+    name, uid, pod_namespace = (os.environ.get(key, "") for key in POD_ENV)
+    if not (name and uid) or pod_namespace != namespace:
+        return None
+    return {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid, "blockOwnerDeletion": False}
+
+
 def spec_hash(body: dict[str, Any]) -> str:
-    """sha256 of the object body (without our annotation), as stored in SPEC_HASH_ANNOTATION."""
+    """sha256 of the object body (without our annotation and owner references: a retried step
+    runs in a new pod), as stored in SPEC_HASH_ANNOTATION."""
     clean = json.loads(json.dumps(body))
     clean.get("metadata", {}).get("annotations", {}).pop(SPEC_HASH_ANNOTATION, None)
+    clean.get("metadata", {}).pop("ownerReferences", None)
     return hashlib.sha256(json.dumps(clean, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def stamp(body: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `body` with its spec hash annotation set (what create_or_adopt compares)."""
+    """A copy of `body` with its spec hash annotation set (what create_or_adopt compares) and, when
+    the step's pod is known and in the same namespace, an ownerReference to it."""
     digest = spec_hash(body)
     body = json.loads(json.dumps(body))
-    body.setdefault("metadata", {}).setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = digest
+    metadata = body.setdefault("metadata", {})
+    metadata.setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = digest
+    owner = owner_reference(metadata.get("namespace", ""))
+    if owner is not None:
+        metadata["ownerReferences"] = [owner]
     return body
 
 

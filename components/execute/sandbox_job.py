@@ -24,7 +24,9 @@ creates itself.
    their pods (a failed index, a lost pod, a missing upload), go into a new Job over those shards
    only, up to `job.max_attempts` Jobs in all; then it raises ShardsFailedError naming them;
 5. deletes each Job when its attempt ends (propagationPolicy Background; pods go with it), and on
-   timeout or cancel (SIGTERM) deletes the running Job with propagationPolicy Foreground;
+   timeout or cancel (SIGTERM/SIGINT) deletes the running Job with propagationPolicy Foreground;
+   a Job whose step pod is deleted without the signal reaching us goes with that pod (its
+   ownerReference, kube.py "Owner"), and `activeDeadlineSeconds` bounds it in any case;
 6. returns the ExecutionRecords in input order. The shard objects stay under the run's prefix:
    they are the resume state (a bucket lifecycle rule may expire them).
 

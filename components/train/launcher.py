@@ -13,8 +13,10 @@ What it does (the shared mechanics are in components/common/kube.py):
    change, and streams the Master pod's log into the step's log (container `pytorch` of the pod
    labelled `training.kubeflow.org/job-name=<name>, training.kubeflow.org/replica-type=master`);
 3. returns on Succeeded; raises JobFailedError with the job's reason and message on Failed;
-4. on timeout, and on cancel (SIGTERM to the step process when KFP cancels the run), deletes the
-   job with propagationPolicy Foreground (its pods go first) and raises.
+4. on timeout, and on cancel (SIGTERM/SIGINT to the step process), deletes the job with
+   propagationPolicy Foreground (its pods go first) and raises. When KFP cancels by deleting the
+   step's pod without the signal reaching us, the job's ownerReference to that pod (kube.py,
+   "Owner") lets the garbage collector delete it.
 A finished job is left to its `runPolicy.ttlSecondsAfterFinished`, so its pods' logs stay
 readable for a while.
 
