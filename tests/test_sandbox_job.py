@@ -68,10 +68,15 @@ def _job() -> dict[str, Any]:
     return build_sandbox_job(sandbox_job.job_name("r1", ids), "r1", ids, config, config.job)
 
 
-def test_job_validates_against_the_kubernetes_schema():
+def test_job_validates_against_the_kubernetes_schema(monkeypatch):
     import kubernetes_validate
 
     kubernetes_validate.validate(_job(), K8S_VERSION, strict=True)
+    for key, value in zip(kube.POD_ENV, ("step-pod", "1234-abcd", NS)):
+        monkeypatch.setenv(key, value)
+    stamped = kube.stamp(_job())  # what is sent: with the spec hash and the owner reference
+    assert stamped["metadata"]["ownerReferences"][0]["name"] == "step-pod"
+    kubernetes_validate.validate(stamped, K8S_VERSION, strict=True)
 
 
 def test_job_pods_meet_the_security_properties():
@@ -254,12 +259,21 @@ def test_all_shards_succeed_and_match_inline_execution(cluster, tmp_path, small_
     controller = PlayedJobController(fake, secrets, tmp_path)
     samples = _samples(5)
     config = _config(uri)
+    labels = {"app.kubernetes.io/component": "sandbox", "codedpo.io/run": "r1"}
+    for name, condition in (("left-finished", "Complete"), ("left-running", None)):  # from a killed earlier try
+        fake.objects["jobs"][(NS, name)] = {"apiVersion": "batch/v1", "kind": "Job",
+                                            "metadata": {"name": name, "namespace": NS, "labels": labels},
+                                            "spec": {"template": {"spec": {"containers": []}}},
+                                            "status": {"conditions": [{"type": condition, "status": "True"}]
+                                                       if condition else []}}
     records = execute_on_cluster(samples, config, "r1", api=api, store=store)
     inline = execute_samples(samples, small_config(sandbox="unsafe-none"))
     assert _statuses(records) == _statuses(inline)
     assert _statuses(records)[1] == ("p1", [["passed", "passed"], ["failed", "failed"]])
     assert len(controller.jobs) == 1 and controller.jobs[0]["spec"]["completions"] == 3
-    assert fake.deletions == [("jobs", controller.jobs[0]["metadata"]["name"], "Background")]
+    assert fake.deletions == [("jobs", controller.jobs[0]["metadata"]["name"], "Background"),
+                              ("jobs", "left-finished", "Background")]
+    assert list(fake.objects["jobs"]) == [(NS, "left-running")]
     assert fake.objects["pods"] == {}  # cleaned up with the Job
     # The untrusted container ran with no credentials in its environment.
     assert not {k for k in controller.container_envs["sandbox"] if k.startswith(("AWS_", "CODEDPO_S3"))}

@@ -23,7 +23,8 @@ creates itself.
    matches its input (problem ids in order). The shards that are not done, whatever happened to
    their pods (a failed index, a lost pod, a missing upload), go into a new Job over those shards
    only, up to `job.max_attempts` Jobs in all; then it raises ShardsFailedError naming them;
-5. deletes each Job when its attempt ends (propagationPolicy Background; pods go with it), and on
+5. deletes each Job when its attempt ends (propagationPolicy Background; pods go with it), and
+   finished Jobs of the same run that a killed earlier try left behind (found by label); on
    timeout or cancel (SIGTERM/SIGINT) deletes the running Job with propagationPolicy Foreground;
    a Job whose step pod is deleted without the signal reaching us goes with that pod (its
    ownerReference, kube.py "Owner"), and `activeDeadlineSeconds` bounds it in any case;
@@ -372,6 +373,29 @@ def _run_job(api: Any, body: dict[str, Any], job: SandboxJobConfig, cancel: thre
     return status
 
 
+def _delete_finished_leftovers(api: Any, namespace: str, run_id: str) -> None:
+    """Delete finished sandbox Jobs of this run that an earlier, killed try of the step left
+    (their TTL would get them later). Running ones are left alone: they end by their deadline."""
+    from kubernetes import client
+
+    batch = client.BatchV1Api(api)
+    selector = f"app.kubernetes.io/component=sandbox,{RUN_LABEL}={_slug(run_id, 63)}"
+    try:
+        jobs = kube.call(api, "list", RESOURCE, namespace, batch.list_namespaced_job, namespace,
+                         label_selector=selector).items
+    except kube.KubeError as error:
+        logger.warning("could not list leftover sandbox Jobs: %s", error)
+        return
+    for found in jobs:
+        conditions = (found.status.conditions if found.status else None) or []
+        if any(c.type in ("Complete", "Failed") and c.status == "True" for c in conditions):
+            name = found.metadata.name
+            kube.delete_quietly(lambda name=name: kube.call(api, "delete", RESOURCE, namespace,
+                                                            batch.delete_namespaced_job, name, namespace,
+                                                            propagation_policy="Background"),
+                                f"leftover Job {namespace}/{name}")
+
+
 def execute_on_cluster(
     samples: list[SampleSet],
     config: ExecuteConfig,
@@ -423,6 +447,8 @@ def execute_on_cluster(
                 found = _read_result(store, prefix, shard, samples)
                 if found is not None:
                     results[shard.id] = found
+    if api is not None:
+        _delete_finished_leftovers(api, job.namespace, run_id)
     missing = [s for s in shards if s.id not in results]
     if missing:
         names = ", ".join(f"{s.id} (problems {s.start}-{s.stop - 1})" for s in missing)
