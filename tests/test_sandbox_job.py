@@ -174,7 +174,8 @@ class PlayedJobController:
                 elif not ref.get("optional"):
                     raise AssertionError(f"secret key {ref} missing")
             else:
-                assert item["valueFrom"]["fieldRef"]["fieldPath"].endswith("['batch.kubernetes.io/job-completion-index']")
+                path = item["valueFrom"]["fieldRef"]["fieldPath"]
+                assert path == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
                 env[item["name"]] = str(index)
         return env
 
@@ -313,7 +314,8 @@ def test_a_shard_failing_every_attempt_is_named(cluster, tmp_path):
     samples = _samples(2)
     config = _config(uri, shards=1, max_attempts=2)
     shards = make_shards(samples, config, 1)
-    with pytest.raises(sandbox_job.ShardsFailedError, match=f"1 of 1 shards have no result after 2 Job.*{shards[0].id}"):
+    expected = f"1 of 1 shards have no result after 2 Job.*{shards[0].id}"
+    with pytest.raises(sandbox_job.ShardsFailedError, match=expected):
         execute_on_cluster(samples, config, "r-bad", api=api, store=store)
 
 
