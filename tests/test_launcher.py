@@ -143,11 +143,7 @@ def test_transient_server_errors_are_retried_then_reported(fake, api):
 
 
 def test_unreachable_api_server_is_one_clear_line():
-    from urllib3.util.retry import Retry
-
     api = kube.api_client(host="http://127.0.0.1:9")  # discard port: nothing listens
-    api.configuration.retries = Retry(total=0)
-    api.rest_client.pool_manager.connection_pool_kw["retries"] = Retry(total=0)
     with pytest.raises(kube.KubeError, match=r"Kubernetes API server http://127\.0\.0\.1:9 unreachable") as info:
         launch_pytorchjob(_job(), timeout_s=5, poll_s=0.1, api=api, stream_logs=False)
     assert "\n" not in str(info.value)
@@ -171,6 +167,18 @@ def test_launch_training_builds_and_launches(fake, api):
     stored = fake.get("pytorchjobs", NS, "dpo-r3")
     assert stored["spec"] == built["spec"]
     assert stored["metadata"]["annotations"][kube.SPEC_HASH_ANNOTATION] == kube.spec_hash(built)
+
+
+def test_log_follower_reports_a_forbidden_log_once(fake, api, caplog):
+    fake.add_pod(NS, "p-0", {"app": "p"})
+    fake.fail("GET", "/pods/p-0/log$", 403, times=5, message='pods "p-0" is forbidden: cannot get resource "pods/log"')
+    with caplog.at_level(logging.WARNING, logger="codedpo"):
+        follower = kube.LogFollower(api, NS, "app=p", lambda line: None, retry_s=0.05).start()
+        time.sleep(0.4)
+        fake.set_pod_phase(NS, "p-0", "Succeeded")
+        follower.stop()
+    warnings = [r.getMessage() for r in caplog.records if "forbidden (403)" in r.getMessage()]
+    assert len(warnings) == 1 and "resources: ['pods/log'], verbs: ['get']" in warnings[0]
 
 
 def test_log_follower_does_not_repeat_lines_across_restarts(fake, api):

@@ -322,6 +322,7 @@ class LogFollower:
         self._stopping = threading.Event()
         self._seen = _Seen()
         self._response: Any = None
+        self._last_error = ""
         self._thread = threading.Thread(target=self._run, name=f"logs {selector}", daemon=True)
 
     def start(self) -> LogFollower:
@@ -353,7 +354,9 @@ class LogFollower:
                 if pod is not None:
                     self._read(pod, follow=not final)
             except KubeError as error:
-                if not (error.status in (400, 404) or error.transient):
+                # 400/404: the pod is not running yet or is gone; say anything else once (e.g. a 403).
+                if error.status not in (400, 404) and str(error) != self._last_error:
+                    self._last_error = str(error)
                     logger.warning("log of %s: %s", self.selector, error)
             except Exception as error:  # noqa: BLE001 - a broken stream must not kill the follower
                 logger.debug("log stream of %s ended: %s", self.selector, error)
