@@ -21,6 +21,14 @@ from codedpo.components.train.pytorchjob import PyTorchJobSpec, build_pytorchjob
 from fake_kubernetes import FakeKubernetesApi
 
 NS = "kubeflow"
+
+
+@pytest.fixture()
+def caplog(caplog, monkeypatch):
+    """caplog that also sees the `codedpo` loggers after a stage ran `enable_stage_logging()`
+    earlier in the session (it turns their propagation to the root logger off)."""
+    monkeypatch.setattr(logging.getLogger("codedpo"), "propagate", True)
+    return caplog
 CRD = Path(__file__).resolve().parents[1] / "manifests" / "schemas" / "kubeflow.org_pytorchjobs.v1.9.4.yaml"
 
 

@@ -41,6 +41,14 @@ from fake_kubernetes import FakeKubernetesApi
 from s3_server import S3Server, s3_server_fixture  # noqa: F401 - the s3_server fixture
 
 NS = "codedpo"
+
+
+@pytest.fixture()
+def caplog(caplog, monkeypatch):
+    """caplog that also sees the `codedpo` loggers after a stage ran `enable_stage_logging()`
+    earlier in the session (it turns their propagation to the root logger off)."""
+    monkeypatch.setattr(logging.getLogger("codedpo"), "propagate", True)
+    return caplog
 K8S_VERSION = "1.30"
 
 
