@@ -14,6 +14,7 @@ a shard fail. The generated Job is validated offline with kubernetes-validate (K
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -118,12 +119,19 @@ def test_job_pods_meet_the_security_properties():
     assert not names & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "CODEDPO_S3_ENDPOINT"}
     assert not any("valueFrom" in e for e in untrusted["env"])  # nothing from Secrets at all
     assert "--sandbox" in untrusted["args"] and untrusted["args"][untrusted["args"].index("--sandbox") + 1] == "pod"
+    pod_config = json.loads(untrusted["args"][untrusted["args"].index("--execute-json") + 1])
+    assert pod_config["workers"] == 2 and pod_config["cache_dir"] == ""
     for mover in ("fetch", "upload"):
         refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in containers[mover]["env"]
                 if "secretKeyRef" in e.get("valueFrom", {})}
         assert refs["AWS_SECRET_ACCESS_KEY"] == "codedpo-s3"
     assert {m["mountPath"] for m in untrusted["volumeMounts"]} == {"/work", "/tmp"}
     assert all("emptyDir" in v for v in pod["volumes"])
+
+
+def test_pod_workers_follow_the_cpu_limit_not_the_nodes_cpus():
+    config = _config(cpu_cores=3.5).model_copy(update={"workers": 0})
+    assert sandbox_job.pod_execute_config(config).workers == 4
 
 
 def test_job_name_is_short_and_deterministic():

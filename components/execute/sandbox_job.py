@@ -115,8 +115,10 @@ class Shard:
 
 
 def pod_execute_config(config: ExecuteConfig) -> ExecuteConfig:
-    """The execute settings the pods run with: gVisor from the RuntimeClass, no outcome cache."""
-    return config.model_copy(update={"sandbox": "pod", "cache_dir": "", "launcher": "inline"})
+    """The execute settings the pods run with: gVisor from the RuntimeClass, no outcome cache, and
+    `workers` = the container's CPU limit when it is 0 ("one per CPU" would count the node's CPUs)."""
+    workers = config.workers or max(1, math.ceil(config.job.cpu_cores))
+    return config.model_copy(update={"sandbox": "pod", "cache_dir": "", "launcher": "inline", "workers": workers})
 
 
 def split_samples(samples: list[SampleSet], shards: int) -> list[tuple[int, int]]:
