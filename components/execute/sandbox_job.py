@@ -55,6 +55,10 @@ Known limit: without root the harness does not give each candidate its own uid (
 CAP_SETUID), so candidates of one shard can see each other's files; gVisor and the pod are the
 isolation boundary, and a shard's results can only be disturbed by that shard's own candidates.
 
+Needs Kubernetes 1.29 or later: `backoffLimitPerIndex` is beta and on by default from 1.29 (GA in
+1.33), and pods carry the `batch.kubernetes.io/job-completion-index` label from 1.28. The Job is
+validated offline against the 1.30 schema (tests/test_sandbox_job.py).
+
 RBAC the coordinator's service account needs in `job.namespace` (what `kube.call` names on 403):
 
     apiGroups: ["batch"]  resources: ["jobs"]      verbs: ["create", "get", "list", "delete"]
