@@ -18,6 +18,7 @@ import json
 import logging
 import subprocess
 import sys
+import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -418,3 +419,46 @@ def test_execute_step_launches_the_job_with_kubeconfig_and_env(cluster, tmp_path
     records = jsonl.read_records(out_path, ExecutionRecord)
     assert [r.problem_id for r in records] == ["p0", "p1"]
     assert any(r[0] == "POST" and r[1] == f"/apis/batch/v1/namespaces/{NS}/jobs" for r in fake.requests)
+
+
+@pytest.mark.sandbox
+def test_sandbox_container_command_runs_in_gvisor_as_the_pods_user():
+    """The Job's `sandbox` container, run for real under gVisor (`runsc do`) as uid 65532 with only
+    the environment the Job gives it: `--sandbox pod` finds gVisor's kernel, the harness runs
+    without root (no per-candidate uids), and the outcomes are those of the inline executor."""
+    config = _config()
+    samples = _samples(3)
+    shards = make_shards(samples, config, 1)
+    job = build_sandbox_job("codedpo-exec-t", "r1", [shards[0].id], config, config.job)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["name"] == "sandbox"
+    # Not under tmp_path: its parents are private to root, and the pod's user must reach the folder.
+    with tempfile.TemporaryDirectory(prefix="codedpo-pod-") as folder:
+        records = _run_sandbox_container(container, shards[0].data, Path(folder))
+    assert _statuses(records) == [(f"p{n}", [["passed", "passed"], ["failed" if n else "passed"] * 2])
+                                  for n in range(3)]
+
+
+def _run_sandbox_container(container: dict[str, Any], data: bytes, workdir: Path) -> list:
+    """Run the container's command in `runsc do` as the pod's user; returns the result records."""
+    (workdir / "tmp").mkdir(parents=True)
+    (workdir / "input.jsonl").write_bytes(data)
+    workdir.chmod(0o777)
+    (workdir / "tmp").chmod(0o777)
+    args = [str(workdir) if a == "/work" else a for a in container["args"]]
+    env = {e["name"]: e["value"].replace("/tmp", str(workdir / "tmp")) for e in container["env"]}
+    env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+    # runsc's overlay keeps the sandbox's writes from the host: print the result from inside.
+    script = (
+        "import os, subprocess, sys\n"
+        f"os.setgid({sandbox_job.POD_UID}); os.setuid({sandbox_job.POD_UID})\n"
+        f"command = [sys.executable, '-m', {sandbox_job.WORKER_MODULE!r}, *{args!r}]\n"
+        f"code = subprocess.run(command, env={env!r}).returncode\n"
+        f"sys.stdout.write(open({str(workdir / 'result.jsonl')!r}).read() if code == 0 else 'FAILED')\n"
+    )
+    done = subprocess.run(["runsc", "--platform=ptrace", "--network=none", "do", sys.executable, "-c", script],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "FAILED" not in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    from codedpo.components.common.records import ExecutionRecord
+
+    return [ExecutionRecord.model_validate_json(line) for line in done.stdout.splitlines() if line.startswith("{")]
