@@ -229,3 +229,34 @@ def test_owner_reference_to_the_step_pod_only_in_its_namespace(fake, api, monkey
     monkeypatch.setenv("CODEDPO_POD_NAMESPACE", "elsewhere")
     launch_pytorchjob(_job("dpo-r2"), timeout_s=30, poll_s=0.1, api=api)
     assert "ownerReferences" not in fake.get("pytorchjobs", NS, "dpo-r2")["metadata"]
+
+
+def test_restarting_master_log_continues_without_repeats(fake, api, caplog):
+    """Created, Running, Restarting (the master's container restarts: its log starts again),
+    Running, Succeeded: every line is shown once, and the conditions are followed through."""
+
+    def operator(job: dict) -> None:
+        name, pod = job["metadata"]["name"], f"{job['metadata']['name']}-master-0"
+        labels = {"training.kubeflow.org/job-name": name, "training.kubeflow.org/replica-type": "master"}
+        fake.add_condition("pytorchjobs", NS, name, "Created", "PyTorchJobCreated")
+        fake.add_pod(NS, pod, labels, containers=("pytorch",), owner=("pytorchjobs", name))
+        fake.add_condition("pytorchjobs", NS, name, "Running", "PyTorchJobRunning")
+        fake.append_log(NS, pod, "step 0", "step 1")
+        time.sleep(0.4)
+        fake.set_pod_phase(NS, pod, "Failed")  # killed: the stream ends
+        fake.add_condition("pytorchjobs", NS, name, "Restarting", "PyTorchJobRestarting", "master-0 restarting")
+        time.sleep(0.4)
+        fake.set_pod_phase(NS, pod, "Running")
+        fake.add_condition("pytorchjobs", NS, name, "Running", "PyTorchJobRunning")
+        fake.append_log(NS, pod, "resumed from checkpoint-1", "step 2")
+        time.sleep(0.4)
+        fake.set_pod_phase(NS, pod, "Succeeded")
+        fake.add_condition("pytorchjobs", NS, name, "Succeeded", "PyTorchJobSucceeded")
+
+    fake.on_create("pytorchjobs", operator)
+    with caplog.at_level(logging.INFO, logger="codedpo"):
+        result = launch_pytorchjob(_job(), timeout_s=30, poll_s=0.1, api=api)
+    assert [c["type"] for c in result.conditions] == ["Created", "Running", "Restarting", "Running", "Succeeded"]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[master]")]
+    assert lines == ["[master] step 0", "[master] step 1", "[master] resumed from checkpoint-1", "[master] step 2"]
+    assert any("Restarting=True PyTorchJobRestarting master-0 restarting" in r.getMessage() for r in caplog.records)
