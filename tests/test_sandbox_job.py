@@ -423,7 +423,7 @@ def test_execute_step_launches_the_job_with_kubeconfig_and_env(cluster, tmp_path
 
 @pytest.mark.sandbox
 def test_sandbox_container_command_runs_in_gvisor_as_the_pods_user():
-    """The Job's `sandbox` container, run for real under gVisor (`runsc do`) as uid 65532 with only
+    """The Job's `sandbox` container, run for real under gVisor (`runsc do`) as uid 10001 with only
     the environment the Job gives it: `--sandbox pod` finds gVisor's kernel, the harness runs
     without root (no per-candidate uids), and the outcomes are those of the inline executor."""
     config = _config()

@@ -176,8 +176,9 @@ class SandboxJobConfig(_Section):
     """The Kubernetes Indexed Job that runs the execute stage on a cluster
     (`execute.launcher: kubernetes-job`; see components/execute/sandbox_job.py)."""
 
-    namespace: str = Field("kubeflow", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63,
-                           description="Namespace of the Job (and of the S3 Secret).")
+    namespace: str = Field("codedpo", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63,
+                           description="Namespace of the Job, the S3 Secret and the sandbox service account "
+                           "(manifests/ put them in `codedpo`).")
     image: str = Field("codedpo-sandbox:latest", min_length=1, description="Sandbox worker image (images/sandbox).")
     runtime_class: str = Field("gvisor", min_length=1, description="RuntimeClass of the pods (handler runsc).")
     service_account: str = Field(

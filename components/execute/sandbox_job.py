@@ -48,9 +48,10 @@ stays off), so the sandbox container cannot read the others' environment. It sha
 network, which is why the pods carry the label `app.kubernetes.io/component: sandbox`: the
 NetworkPolicy in manifests/ selects it and denies all egress except the object store, and without
 credentials the object store is of no use to the untrusted code.
-Every container runs as uid 65532 (runAsNonRoot), with a read-only root file system, no privilege
-escalation, all capabilities dropped and the RuntimeDefault seccomp profile; /tmp and /work are
-emptyDirs with size limits; the sandbox container has CPU and memory requests equal to limits.
+Every container runs as uid 10001, the sandbox image's user (runAsNonRoot), with a read-only root
+file system, no privilege escalation, all capabilities dropped and the RuntimeDefault seccomp
+profile; /tmp and /work are emptyDirs with size limits; the sandbox container has CPU and memory
+requests equal to limits. (The manifests' NetworkPolicy also admits cluster DNS; see there.)
 Known limit: without root the harness does not give each candidate its own uid (it needs
 CAP_SETUID), so candidates of one shard can see each other's files; gVisor and the pod are the
 isolation boundary, and a shard's results can only be disturbed by that shard's own candidates.
@@ -97,7 +98,7 @@ INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 WORKER_MODULE = "codedpo.components.execute.shard_worker"
 WORK_DIR, TMP_DIR = "/work", "/tmp"
-POD_UID = 65532
+POD_UID = 10001  # the sandbox image's user (images/sandbox/Dockerfile)
 DATA_MOVER_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}}
 
 
