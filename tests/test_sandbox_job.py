@@ -75,7 +75,7 @@ def _config(store_uri: str = "s3://bucket/prefix", **job: Any) -> ExecuteConfig:
 def _job() -> dict[str, Any]:
     config = _config()
     ids = [s.id for s in make_shards(_samples(), config, 3)]
-    return build_sandbox_job(sandbox_job.job_name("r1", ids), "r1", ids, config, config.job)
+    return build_sandbox_job(sandbox_job.job_name("r1", ids, config.job), "r1", ids, config, config.job)
 
 
 def test_job_validates_against_the_kubernetes_schema(monkeypatch):
@@ -136,10 +136,11 @@ def test_pod_workers_follow_the_cpu_limit_not_the_nodes_cpus():
 
 
 def test_job_name_is_short_and_deterministic():
-    name = sandbox_job.job_name("A very long run name with CAPS and spaces " * 3, ["a", "b"])
-    assert len(name) <= 50 and name == sandbox_job.job_name("A very long run name with CAPS and spaces " * 3,
-                                                           ["a", "b"])
-    assert name != sandbox_job.job_name("A very long run name with CAPS and spaces " * 3, ["a"])
+    run, job = "A very long run name with CAPS and spaces " * 3, SandboxJobConfig()
+    name = sandbox_job.job_name(run, ["a", "b"], job)
+    assert len(name) <= 50 and name == sandbox_job.job_name(run, ["a", "b"], SandboxJobConfig())
+    assert name != sandbox_job.job_name(run, ["a"], job)
+    assert name != sandbox_job.job_name(run, ["a", "b"], SandboxJobConfig(image="other:1"))
 
 
 @pytest.mark.parametrize("count,shards", [(1, 4), (5, 3), (7, 7), (10, 2), (3, 1)])
@@ -369,7 +370,7 @@ def test_retried_step_adopts_the_running_job(cluster):
     fake, api, uri, store, _secrets = cluster
     samples, config = _samples(2), _config(uri, shards=1)
     ids = [s.id for s in make_shards(samples, config, 1)]
-    name = sandbox_job.job_name("r-retry", ids)
+    name = sandbox_job.job_name("r-retry", ids, config.job)
     first = kube.stamp(build_sandbox_job(name, "r-retry", ids, config, config.job))
     fake.objects["jobs"][(NS, name)] = {**first, "status": {}}  # what the first try created
     cancel = threading.Event()

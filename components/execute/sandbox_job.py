@@ -162,10 +162,12 @@ def _slug(text: str, limit: int) -> str:
     return slug or "run"
 
 
-def job_name(run_id: str, shard_ids: list[str]) -> str:
-    """Deterministic per (run, shard set): a retried step finds the Job its first try created.
-    At most 50 characters, so that pod host names `<job>-<index>` stay within 63."""
-    digest = hashlib.sha256(",".join(shard_ids).encode()).hexdigest()[:10]
+def job_name(run_id: str, shard_ids: list[str], job: SandboxJobConfig) -> str:
+    """Deterministic per (run, shard set, Job settings): a retried step finds the Job its first try
+    created, and changed settings never meet an old Job of the same name. At most 50 characters,
+    so that pod host names `<job>-<index>` stay within 63."""
+    key = json.dumps([shard_ids, job.model_dump(mode="json")], sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     return f"codedpo-exec-{_slug(run_id, 26)}-{digest}"
 
 
@@ -447,7 +449,7 @@ def execute_on_cluster(
             attempt += 1
             pending = [s for s in shards if s.id not in results]
             ids = [s.id for s in pending]
-            name = job_name(run_id, ids)
+            name = job_name(run_id, ids, job)
             logger.info("execute: attempt %d/%d, Job %s over %d shard(s)", attempt, job.max_attempts, name, len(ids))
             _run_job(api, build_sandbox_job(name, run_id, ids, config, job), job, stop)
             for shard in pending:
