@@ -463,3 +463,38 @@ def _run_sandbox_container(container: dict[str, Any], data: bytes, workdir: Path
     from codedpo.components.common.records import ExecutionRecord
 
     return [ExecutionRecord.model_validate_json(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+# --- the shard worker's failure paths (in-process; each one fails its index with one line) -------
+
+
+def test_worker_fetch_needs_the_completion_index(tmp_path, monkeypatch, capsys):
+    from codedpo.components.execute import shard_worker
+
+    monkeypatch.delenv("JOB_COMPLETION_INDEX", raising=False)
+    argv = ["fetch", "--store", "s3://b/p", "--prefix", "runs/r/execute/shards", "--dir", str(tmp_path), "--shards", "a"]
+    assert shard_worker.main(argv) == 1
+    assert "JOB_COMPLETION_INDEX is not set to a completion index" in capsys.readouterr().err
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "3")
+    assert shard_worker.main(argv) == 1
+    assert "completion index 3 is outside the 1 shards of this Job" in capsys.readouterr().err
+
+
+def test_worker_upload_reports_the_sandbox_failure_or_a_missing_result(tmp_path, capsys):
+    from codedpo.components.execute import shard_worker
+
+    argv = ["upload", "--store", "s3://b/p", "--prefix", "x", "--dir", str(tmp_path), "--wait-timeout-s", "0.2"]
+    assert shard_worker.main(argv) == 1
+    assert "no result from the sandbox container within 0.2 s" in capsys.readouterr().err
+    (tmp_path / "failed").write_text("SandboxUnavailable: this kernel is not gVisor")
+    assert shard_worker.main(argv) == 1
+    assert "the sandbox container failed: SandboxUnavailable: this kernel is not gVisor" in capsys.readouterr().err
+
+
+def test_worker_run_writes_the_failed_marker_on_bad_input(tmp_path, capsys):
+    from codedpo.components.execute import shard_worker
+
+    (tmp_path / "input.jsonl").write_text('{"not": "a sample set"}\n')
+    assert shard_worker.main(["run", "--dir", str(tmp_path), "--sandbox", "unsafe-none", "--execute-json", "{}"]) == 1
+    assert "input.jsonl:1" in (tmp_path / "failed").read_text()
+    assert not (tmp_path / "done").exists()
