@@ -472,7 +472,8 @@ def test_worker_fetch_needs_the_completion_index(tmp_path, monkeypatch, capsys):
     from codedpo.components.execute import shard_worker
 
     monkeypatch.delenv("JOB_COMPLETION_INDEX", raising=False)
-    argv = ["fetch", "--store", "s3://b/p", "--prefix", "runs/r/execute/shards", "--dir", str(tmp_path), "--shards", "a"]
+    argv = ["fetch", "--store", "s3://b/p", "--prefix", "runs/r/execute/shards", "--dir", str(tmp_path),
+            "--shards", "a"]
     assert shard_worker.main(argv) == 1
     assert "JOB_COMPLETION_INDEX is not set to a completion index" in capsys.readouterr().err
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "3")
