@@ -215,6 +215,16 @@ def execute(run_config: dict, samples: Input[Dataset], executions: Output[Datase
 
     config = run_config_module.validate_config(run_config, source="run_config")
     sample_sets = jsonl.read_records(samples.path, SampleSet)
+    if config.execute.launcher == "kubernetes-job":
+        # On a cluster: an Indexed Job of gVisor pods does the work (execute/sandbox_job.py).
+        from codedpo.components.execute import sandbox_job
+
+        print(f"executing {len(sample_sets)} problems in Kubernetes Job pods ({config.execute.job.runtime_class})")
+        records = sandbox_job.execute_on_cluster(sample_sets, config.execute, run_id=config.run_name)
+        written = jsonl.write_records(executions.path, records)
+        executions.metadata.update({"problems": written, "sandbox": f"job:{config.execute.job.runtime_class}"})
+        print(f"{written} problems executed by the sandbox Job")
+        return
     print(f"executing {len(sample_sets)} problems (sandbox: {config.execute.sandbox})")
     stats = executor.ExecutionStats()
     records = executor.execute_samples(sample_sets, config.execute, stats=stats)

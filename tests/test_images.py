@@ -207,6 +207,7 @@ SANDBOX_MODULES = (
     "codedpo.components.execute.executor",
     "codedpo.components.execute.timing",
     "codedpo.components.execute.harness.__main__",
+    "codedpo.components.execute.shard_worker",
     "codedpo.components.common.storage",
     "codedpo.components.common.jsonl",
 )

@@ -172,8 +172,43 @@ class SamplingConfig(_Section):
         return self
 
 
+class SandboxJobConfig(_Section):
+    """The Kubernetes Indexed Job that runs the execute stage on a cluster
+    (`execute.launcher: kubernetes-job`; see components/execute/sandbox_job.py)."""
+
+    namespace: str = Field("codedpo", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63,
+                           description="Namespace of the Job, the S3 Secret and the sandbox service account "
+                           "(manifests/ put them in `codedpo`).")
+    image: str = Field("codedpo-sandbox:latest", min_length=1, description="Sandbox worker image (images/sandbox).")
+    runtime_class: str = Field("gvisor", min_length=1, description="RuntimeClass of the pods (handler runsc).")
+    service_account: str = Field(
+        "codedpo-sandbox", min_length=1, description="The pods' service account: a dedicated one with no permissions."
+    )
+    store_uri: str = Field(
+        "", description="s3://bucket/prefix where shards and results go; required for kubernetes-job."
+    )
+    s3_secret: str = Field("codedpo-s3", min_length=1, description="Secret with AWS_ACCESS_KEY_ID, "
+                           "AWS_SECRET_ACCESS_KEY and CODEDPO_S3_ENDPOINT (unless s3_endpoint is set).")
+    s3_endpoint: str | None = Field(None, description="CODEDPO_S3_ENDPOINT as a plain value; None = from the Secret.")
+    shards: int = Field(16, ge=1, le=10_000, description="Shards (completion indexes); fewer if fewer problems.")
+    parallelism: int = Field(8, ge=1, le=10_000, description="Pods running at once.")
+    cpu_cores: float = Field(2.0, gt=0, description="CPU request = limit of the sandbox container.")
+    memory_mib: int = Field(2048, ge=128, description="Memory request = limit of the sandbox container, MiB.")
+    timeout_s: float = Field(3600.0, gt=0, description="Limit for one Job (attempt); then it is deleted.")
+    max_attempts: int = Field(3, ge=1, le=20, description="Jobs in all: the first, then re-runs of failed shards.")
+    backoff_limit_per_index: int = Field(1, ge=0, le=10, description="Pod retries per shard inside one Job.")
+    poll_s: float = Field(5.0, gt=0, description="Seconds between Job status reads.")
+
+
 class ExecuteConfig(_Section):
     """How every code runs against every test (see components/execute/)."""
+
+    launcher: Literal["inline", "kubernetes-job"] = Field(
+        "inline",
+        description="'inline': the step runs the sandboxes itself. 'kubernetes-job': the step launches "
+        "an Indexed Job of gVisor pods (execute.job) and collects their results.",
+    )
+    job: SandboxJobConfig = Field(default_factory=SandboxJobConfig)
 
     sandbox: SandboxKind = Field(
         "runsc",

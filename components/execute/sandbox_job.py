@@ -1,0 +1,466 @@
+"""The execute stage on a cluster: an Indexed Job of gVisor pods, one completion index per shard
+(`execute.launcher: kubernetes-job`).
+
+    records = execute_on_cluster(samples, config.execute, run_id="r1")
+
+Why a Job of our own: `kfp-kubernetes` cannot set a task pod's `runtimeClassName`
+(kubeflow/pipelines#11084), so the KFP task coordinates and the untrusted code runs in pods it
+creates itself.
+
+**The coordinator** (this module, in the KFP task):
+1. splits the problems into at most `job.shards` contiguous shards of about equal work (codes x
+   tests), and writes each as `runs/<run-id>/execute/shards/<id>/input.jsonl` in the object store.
+   A shard's id is a hash of its input and of the harness limits, so a shard whose `result.jsonl`
+   is already there (an earlier try of the step, or an earlier run with the same inputs) is not
+   run again;
+2. creates a batch/v1 Job (completionMode Indexed, completions = shards to run, bounded
+   parallelism, backoffLimitPerIndex, a podFailurePolicy that does not count evictions and
+   preemptions, activeDeadlineSeconds) whose pods get their shard by completion index from the
+   `--shards` list; a retried step adopts the Job its first try created (same name, same spec);
+3. follows the Job's conditions until Complete or Failed (logging progress), and on Failed copies
+   the tail of the failed pods' logs into the step's log;
+4. trusts the store, not the Job status: a shard is done when its result is in the store and
+   matches its input (problem ids in order). The shards that are not done, whatever happened to
+   their pods (a failed index, a lost pod, a missing upload), go into a new Job over those shards
+   only, up to `job.max_attempts` Jobs in all; then it raises ShardsFailedError naming them;
+5. deletes each Job when its attempt ends (propagationPolicy Background; pods go with it), and
+   finished Jobs of the same run that a killed earlier try left behind (found by label); on
+   timeout or cancel (SIGTERM/SIGINT) deletes the running Job with propagationPolicy Foreground;
+   a Job whose step pod is deleted without the signal reaching us goes with that pod (its
+   ownerReference, kube.py "Owner"), and `activeDeadlineSeconds` bounds it in any case;
+6. returns the ExecutionRecords in input order. The shard objects stay under the run's prefix:
+   they are the resume state (a bucket lifecycle rule may expire them).
+
+**The pod** (what `build_sandbox_job` writes; the commands are in shard_worker.py). The untrusted
+code must get no credentials, so moving data and running code happen in different containers of
+one pod that share only an emptyDir `/work`:
+- init container `fetch`: holds the S3 credentials (env from the Secret via secretKeyRef) and
+  downloads the shard to /work; it ends before any untrusted code starts;
+- container `sandbox`: NO credentials in its environment, no service-account token
+  (automountServiceAccountToken false, on a dedicated service account without permissions,
+  enableServiceLinks false); it runs the harness with `--sandbox pod` (which refuses to run
+  unless the kernel is gVisor) and writes /work/result.jsonl and a done/failed marker;
+- container `upload`: holds the S3 credentials, waits for the marker, uploads the result (or
+  exits 1 with the sandbox's reason). It is a plain second container, not a native sidecar: a
+  sidecar is stopped when the main container ends, which could cut an upload short.
+Containers of a pod have their own environment and mount namespaces (process namespace sharing
+stays off), so the sandbox container cannot read the others' environment. It shares the pod's
+network, which is why the pods carry the label `app.kubernetes.io/component: sandbox`: the
+NetworkPolicy in manifests/ selects it and denies all egress except the object store, and without
+credentials the object store is of no use to the untrusted code.
+Every container runs as uid 10001, the sandbox image's user (runAsNonRoot), with a read-only root
+file system, no privilege escalation, all capabilities dropped and the RuntimeDefault seccomp
+profile; /tmp and /work are emptyDirs with size limits; the sandbox container has CPU and memory
+requests equal to limits. (The manifests' NetworkPolicy also admits cluster DNS; see there.)
+Known limit: without root the harness does not give each candidate its own uid (it needs
+CAP_SETUID), so candidates of one shard can see each other's files; gVisor and the pod are the
+isolation boundary, and a shard's results can only be disturbed by that shard's own candidates.
+
+Needs Kubernetes 1.29 or later: `backoffLimitPerIndex` is beta and on by default from 1.29 (GA in
+1.33), and pods carry the `batch.kubernetes.io/job-completion-index` label from 1.28. The Job is
+validated offline against the 1.30 schema (tests/test_sandbox_job.py).
+
+RBAC the coordinator's service account needs in `job.namespace` (what `kube.call` names on 403):
+
+    apiGroups: ["batch"]  resources: ["jobs"]      verbs: ["create", "get", "list", "delete"]
+    apiGroups: [""]       resources: ["pods"]      verbs: ["list"]
+    apiGroups: [""]       resources: ["pods/log"]  verbs: ["get"]
+
+The sandbox pods' service account needs none. The Job's pods and the coordinator read the S3
+settings of components/common/storage.py; the coordinator from its own environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from codedpo.components.common import kube
+from codedpo.components.common.config import ExecuteConfig, SandboxJobConfig
+from codedpo.components.common.records import ExecutionRecord, SampleSet
+from codedpo.components.common.storage import Store, StorageError, open_store, run_prefix
+from codedpo.components.execute.executor import harness_limits, harness_version
+from codedpo.components.execute.shard_worker import INPUT, RESULT, shard_key
+
+logger = logging.getLogger(__name__)
+
+RESOURCE = "jobs.batch"
+SANDBOX_LABELS = {"app.kubernetes.io/name": "codedpo", "app.kubernetes.io/component": "sandbox"}
+RUN_LABEL = "codedpo.io/run"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+WORKER_MODULE = "codedpo.components.execute.shard_worker"
+WORK_DIR, TMP_DIR = "/work", "/tmp"
+POD_UID = 10001  # the sandbox image's user (images/sandbox/Dockerfile)
+DATA_MOVER_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}}
+
+
+class ShardsFailedError(RuntimeError):
+    """Some shards have no result after every attempt; the message names them and why."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A contiguous slice samples[start:stop] and its content id."""
+
+    id: str
+    start: int
+    stop: int
+    data: bytes
+
+
+# --- shards ----------------------------------------------------------------------------------------
+
+
+def pod_execute_config(config: ExecuteConfig) -> ExecuteConfig:
+    """The execute settings the pods run with: gVisor from the RuntimeClass, no outcome cache, and
+    `workers` = the container's CPU limit when it is 0 ("one per CPU" would count the node's CPUs)."""
+    workers = config.workers or max(1, math.ceil(config.job.cpu_cores))
+    return config.model_copy(update={"sandbox": "pod", "cache_dir": "", "launcher": "inline", "workers": workers})
+
+
+def split_samples(samples: list[SampleSet], shards: int) -> list[tuple[int, int]]:
+    """At most `shards` contiguous [start, stop) ranges of about equal work (codes x tests)."""
+    count = min(shards, len(samples))
+    if count == 0:
+        return []
+    work = [max(1, len(s.codes) * len(s.tests)) for s in samples]
+    total, ranges, start, done = sum(work), [], 0, 0
+    for index, cost in enumerate(work):
+        done += cost
+        left_items, left_ranges = len(samples) - index - 1, count - len(ranges) - 1
+        if left_ranges == 0:
+            continue
+        if done >= total * (len(ranges) + 1) / count or left_items == left_ranges:
+            ranges.append((start, index + 1))
+            start = index + 1
+    ranges.append((start, len(samples)))
+    return ranges
+
+
+def make_shards(samples: list[SampleSet], config: ExecuteConfig, shards: int) -> list[Shard]:
+    """The shards of `samples` with their ids (sha256 of the harness, its limits and the input)."""
+    limits = harness_limits(pod_execute_config(config))
+    limits.pop("workers")
+    salt = json.dumps({"harness": harness_version(), "limits": limits}, sort_keys=True).encode()
+    out = []
+    for start, stop in split_samples(samples, shards):
+        data = "".join(s.model_dump_json() + "\n" for s in samples[start:stop]).encode("utf-8")
+        out.append(Shard(hashlib.sha256(salt + b"\n" + data).hexdigest()[:20], start, stop, data))
+    return out
+
+
+def _slug(text: str, limit: int) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-")
+    return slug or "run"
+
+
+def job_name(run_id: str, shard_ids: list[str], job: SandboxJobConfig) -> str:
+    """Deterministic per (run, shard set, Job settings): a retried step finds the Job its first try
+    created, and changed settings never meet an old Job of the same name. At most 50 characters,
+    so that pod host names `<job>-<index>` stay within 63."""
+    key = json.dumps([shard_ids, job.model_dump(mode="json")], sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return f"codedpo-exec-{_slug(run_id, 26)}-{digest}"
+
+
+# --- the Job -------------------------------------------------------------------------------------
+
+
+def _secret_env(secret: str, name: str, key: str | None = None, optional: bool = False) -> dict[str, Any]:
+    ref: dict[str, Any] = {"name": secret, "key": key or name}
+    if optional:
+        ref["optional"] = True
+    return {"name": name, "valueFrom": {"secretKeyRef": ref}}
+
+
+def _s3_env(job: SandboxJobConfig) -> list[dict[str, Any]]:
+    """The S3 settings for the data-moving containers only (never the sandbox container)."""
+    env = [_secret_env(job.s3_secret, "AWS_ACCESS_KEY_ID"), _secret_env(job.s3_secret, "AWS_SECRET_ACCESS_KEY")]
+    if job.s3_endpoint:
+        env.append({"name": "CODEDPO_S3_ENDPOINT", "value": job.s3_endpoint})
+    else:
+        env.append(_secret_env(job.s3_secret, "CODEDPO_S3_ENDPOINT"))
+    env += [_secret_env(job.s3_secret, "CODEDPO_S3_SECURE", optional=True),
+            _secret_env(job.s3_secret, "AWS_REGION", optional=True)]
+    return env
+
+
+def _security_context() -> dict[str, Any]:
+    return {"runAsNonRoot": True, "runAsUser": POD_UID, "runAsGroup": POD_UID, "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _container(name: str, job: SandboxJobConfig, args: list[str], env: list[dict[str, Any]],
+               resources: dict[str, Any], mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    base_env = [{"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}, {"name": "HOME", "value": TMP_DIR},
+                {"name": "TMPDIR", "value": TMP_DIR}]
+    return {"name": name, "image": job.image, "imagePullPolicy": "IfNotPresent",
+            "command": ["python", "-m", WORKER_MODULE], "args": args, "env": base_env + env,
+            "resources": resources, "volumeMounts": mounts, "securityContext": _security_context()}
+
+
+def build_sandbox_job(name: str, run_id: str, shard_ids: list[str], config: ExecuteConfig,
+                      job: SandboxJobConfig) -> dict[str, Any]:
+    """The Indexed Job that runs `shard_ids` (index i runs shard_ids[i]), as a plain dict (the
+    shape BatchV1Api takes). See the module docstring for what each part is for."""
+    if not job.store_uri.startswith("s3://"):
+        raise ValueError(f"execute.job.store_uri must be an s3:// URI the pods can reach, got {job.store_uri!r}")
+    if not shard_ids:
+        raise ValueError("a sandbox Job needs at least one shard")
+    prefix = f"{run_prefix(run_id, 'execute')}/shards"
+    execute_json = json.dumps(pod_execute_config(config).model_dump(mode="json", exclude={"launcher", "job"}),
+                              sort_keys=True, separators=(",", ":"))
+    labels = {**SANDBOX_LABELS, RUN_LABEL: _slug(run_id, 63)}
+    work = {"name": "work", "mountPath": WORK_DIR}
+    tmp = {"name": "tmp", "mountPath": TMP_DIR}
+    store_args = ["--store", job.store_uri, "--prefix", prefix, "--dir", WORK_DIR]
+    index_env = {"name": "JOB_COMPLETION_INDEX",
+                 "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{INDEX_ANNOTATION}']"}}}
+    cpu = f"{round(job.cpu_cores * 1000)}m"
+    sandbox_resources = {"requests": {"cpu": cpu, "memory": f"{job.memory_mib}Mi"},
+                         "limits": {"cpu": cpu, "memory": f"{job.memory_mib}Mi"}}
+    fetch = _container("fetch", job, ["fetch", *store_args, "--shards", ",".join(shard_ids)],
+                       [index_env, *_s3_env(job)], DATA_MOVER_RESOURCES, [work, tmp])
+    sandbox = _container("sandbox", job, ["run", "--dir", WORK_DIR, "--sandbox", "pod", "--execute-json", execute_json],
+                         [], sandbox_resources, [work, tmp])
+    uploader = _container("upload", job, ["upload", *store_args, "--wait-timeout-s", str(math.ceil(job.timeout_s))],
+                          _s3_env(job), DATA_MOVER_RESOURCES, [{**work, "readOnly": True}, tmp])
+    pod_spec = {
+        "runtimeClassName": job.runtime_class,
+        "serviceAccountName": job.service_account,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "restartPolicy": "Never",
+        "securityContext": {"runAsNonRoot": True, "runAsUser": POD_UID, "runAsGroup": POD_UID, "fsGroup": POD_UID,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "initContainers": [fetch],
+        "containers": [sandbox, uploader],
+        "volumes": [{"name": "work", "emptyDir": {"sizeLimit": "2Gi"}},
+                    {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}],
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": job.namespace, "labels": dict(labels)},
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": len(shard_ids),
+            "parallelism": min(job.parallelism, len(shard_ids)),
+            "backoffLimitPerIndex": job.backoff_limit_per_index,
+            # Evictions and preemptions are the cluster's doing, not the shard's: retry without counting.
+            "podFailurePolicy": {"rules": [
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            ]},
+            "activeDeadlineSeconds": math.ceil(job.timeout_s),
+            "ttlSecondsAfterFinished": 3600,
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+        },
+    }
+
+
+# --- following and collecting ---------------------------------------------------------------------
+
+
+def parse_indexes(text: str | None) -> set[int]:
+    """Kubernetes' index interval list ("0-2,5") as a set."""
+    out: set[int] = set()
+    for part in filter(None, (text or "").split(",")):
+        low, _, high = part.partition("-")
+        out.update(range(int(low), int(high or low) + 1))
+    return out
+
+
+def _read_result(store: Store, prefix: str, shard: Shard, samples: list[SampleSet]) -> list[ExecutionRecord] | None:
+    """The shard's records if its result is in the store and matches its input; else None."""
+    key = shard_key(prefix, shard.id, RESULT)
+    try:
+        if not store.exists(key):
+            return None
+        lines = store.get_bytes(key).decode("utf-8").splitlines()
+        records = [ExecutionRecord.model_validate_json(line) for line in lines if line.strip()]
+    except (StorageError, ValueError) as error:
+        logger.warning("shard %s: unusable result (%s); it runs again", shard.id, error)
+        return None
+    expected = [s.problem_id for s in samples[shard.start:shard.stop]]
+    if [r.problem_id for r in records] != expected:
+        logger.warning("shard %s: its result does not match its input; it runs again", shard.id)
+        return None
+    return records
+
+
+def _log_failed_pods(api: Any, namespace: str, name: str, failed: set[int]) -> None:
+    """Copy the last lines of each failed index's pods into our log (lost pods have none)."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api)
+    try:
+        pods = kube.call(api, "list", "pods", namespace, core.list_namespaced_pod, namespace,
+                         label_selector=f"{JOB_NAME_LABEL}={name}").items
+    except kube.KubeError as error:
+        logger.warning("could not list the pods of Job %s: %s", name, error)
+        return
+    seen = set()
+    for pod in sorted(pods, key=lambda p: p.metadata.name):
+        index = int((pod.metadata.labels or {}).get(INDEX_LABEL, -1))
+        if index not in failed or pod.status.phase != "Failed":
+            continue
+        seen.add(index)
+        for container in ("fetch", "upload"):
+            try:
+                tail = kube.call(api, "get", "pods/log", namespace, core.read_namespaced_pod_log, pod.metadata.name,
+                                 namespace, container=container, tail_lines=5)
+            except kube.KubeError as error:
+                tail = f"(no log: {error})"
+            for line in (tail or "").splitlines():
+                logger.warning("[%s %s] %s", pod.metadata.name, container, line)
+    for index in sorted(failed - seen):
+        logger.warning("Job %s index %d: no failed pod left to read (lost?)", name, index)
+
+
+def _run_job(api: Any, body: dict[str, Any], job: SandboxJobConfig, cancel: threading.Event) -> dict[str, Any]:
+    """Create (or adopt) the Job and follow it to Complete or Failed; returns its final status.
+    Deletes it on timeout or cancel (raising), and after it ends."""
+    from kubernetes import client
+
+    batch = client.BatchV1Api(api)
+    name, namespace = body["metadata"]["name"], job.namespace
+    what = f"Job {namespace}/{name}"
+    body = kube.stamp(body)
+
+    def read() -> dict[str, Any]:
+        found = kube.call(api, "get", RESOURCE, namespace, batch.read_namespaced_job, name, namespace)
+        return api.sanitize_for_serialization(found)
+
+    def create() -> dict[str, Any]:
+        created = kube.call(api, "create", RESOURCE, namespace, batch.create_namespaced_job, namespace, body)
+        return api.sanitize_for_serialization(created)
+
+    def delete(policy: str) -> None:
+        kube.delete_quietly(lambda: kube.call(api, "delete", RESOURCE, namespace, batch.delete_namespaced_job,
+                                              name, namespace, propagation_policy=policy), what)
+
+    _, adopted = kube.create_or_adopt(create, read, what, body["metadata"]["annotations"][kube.SPEC_HASH_ANNOTATION])
+    if not adopted:
+        logger.info("created %s: %d shards, parallelism %d", what, body["spec"]["completions"],
+                    body["spec"]["parallelism"])
+    progress: list[tuple[int, int, int]] = []
+
+    def poll() -> dict[str, Any] | None:
+        status = read().get("status") or {}
+        counts = (status.get("succeeded") or 0, status.get("failed") or 0, status.get("active") or 0)
+        if progress[-1:] != [counts]:
+            progress.append(counts)
+            logger.info("%s: %d succeeded, %d failed pods, %d running", what, *counts)
+        for condition in status.get("conditions") or []:
+            if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
+                return status
+        return None
+
+    def abandon(why: str) -> None:
+        logger.warning("%s: %s, deleting it", what, why)
+        delete("Foreground")
+
+    status = kube.follow(poll, timeout_s=job.timeout_s, poll_s=job.poll_s, what=what, cancel=cancel,
+                         on_abandon=abandon)
+    failed_condition = next((c for c in status.get("conditions") or []
+                             if c.get("type") == "Failed" and c.get("status") == "True"), None)
+    if failed_condition is not None:
+        logger.warning("%s failed: %s: %s", what, failed_condition.get("reason"), failed_condition.get("message"))
+        completed = parse_indexes(status.get("completedIndexes"))
+        failed = parse_indexes(status.get("failedIndexes")) or set(range(body["spec"]["completions"])) - completed
+        _log_failed_pods(api, namespace, name, failed)
+    delete("Background")
+    return status
+
+
+def _delete_finished_leftovers(api: Any, namespace: str, run_id: str) -> None:
+    """Delete finished sandbox Jobs of this run that an earlier, killed try of the step left
+    (their TTL would get them later). Running ones are left alone: they end by their deadline."""
+    from kubernetes import client
+
+    batch = client.BatchV1Api(api)
+    selector = f"app.kubernetes.io/component=sandbox,{RUN_LABEL}={_slug(run_id, 63)}"
+    try:
+        jobs = kube.call(api, "list", RESOURCE, namespace, batch.list_namespaced_job, namespace,
+                         label_selector=selector).items
+    except kube.KubeError as error:
+        logger.warning("could not list leftover sandbox Jobs: %s", error)
+        return
+    for found in jobs:
+        conditions = (found.status.conditions if found.status else None) or []
+        if any(c.type in ("Complete", "Failed") and c.status == "True" for c in conditions):
+            name = found.metadata.name
+            kube.delete_quietly(lambda name=name: kube.call(api, "delete", RESOURCE, namespace,
+                                                            batch.delete_namespaced_job, name, namespace,
+                                                            propagation_policy="Background"),
+                                f"leftover Job {namespace}/{name}")
+
+
+def execute_on_cluster(
+    samples: list[SampleSet],
+    config: ExecuteConfig,
+    run_id: str,
+    *,
+    api: Any = None,
+    store: Store | None = None,
+    cancel: threading.Event | None = None,
+) -> list[ExecutionRecord]:
+    """Run every code of each problem against every test in gVisor pods of Indexed Jobs (see the
+    module docstring); one ExecutionRecord per problem, in input order.
+
+    Args:
+        config: the execute settings; `config.job` shapes the Job.
+        run_id: names the run's prefix in the store (`runs/<run-id>/execute/shards/`) and the Jobs.
+        api: a kubernetes ApiClient; None = `kube.api_client()` (in-cluster, else kubeconfig).
+        store: the store at `config.job.store_uri`; None = open it (S3 settings from the environment).
+        cancel: an Event that stops the run; None = SIGTERM/SIGINT do.
+
+    Raises ShardsFailedError, JobTimeoutError, JobCancelledError, KubeError, StorageError.
+    """
+    job = config.job
+    if not job.store_uri.startswith("s3://"):
+        raise ValueError(f"execute.job.store_uri must be an s3:// URI the pods can reach, got {job.store_uri!r}")
+    store = store if store is not None else open_store(job.store_uri)
+    prefix = f"{run_prefix(run_id, 'execute')}/shards"
+    shards = make_shards(samples, config, job.shards)
+    results: dict[str, list[ExecutionRecord]] = {}
+    for shard in shards:
+        found = _read_result(store, prefix, shard, samples)
+        if found is not None:
+            results[shard.id] = found
+        elif not store.exists(shard_key(prefix, shard.id, INPUT)):
+            store.put_bytes(shard_key(prefix, shard.id, INPUT), shard.data)
+    if results:
+        logger.info("execute: %d of %d shards already have results; not run again", len(results), len(shards))
+    api = api if api is not None else kube.api_client() if len(results) < len(shards) else None
+    attempt = 0
+    with kube.cancel_on_signals() as signalled:
+        stop = cancel or signalled
+        while len(results) < len(shards) and attempt < job.max_attempts:
+            attempt += 1
+            pending = [s for s in shards if s.id not in results]
+            ids = [s.id for s in pending]
+            name = job_name(run_id, ids, job)
+            logger.info("execute: attempt %d/%d, Job %s over %d shard(s)", attempt, job.max_attempts, name, len(ids))
+            _run_job(api, build_sandbox_job(name, run_id, ids, config, job), job, stop)
+            for shard in pending:
+                found = _read_result(store, prefix, shard, samples)
+                if found is not None:
+                    results[shard.id] = found
+    if api is not None:
+        _delete_finished_leftovers(api, job.namespace, run_id)
+    missing = [s for s in shards if s.id not in results]
+    if missing:
+        names = ", ".join(f"{s.id} (problems {s.start}-{s.stop - 1})" for s in missing)
+        raise ShardsFailedError(f"{len(missing)} of {len(shards)} shards have no result after {attempt} Job(s): "
+                                f"{names}; see the pod log lines above")
+    return [record for shard in shards for record in results[shard.id]]

@@ -1,0 +1,501 @@
+"""The execute stage's Indexed Job (components/execute/sandbox_job.py and shard_worker.py).
+
+No cluster runs here, so the coordinator talks to FakeKubernetesApi, a FAKE Kubernetes API server
+on loopback (tests/fake_kubernetes.py), through the real `kubernetes` client. `PlayedJobController`
+below plays the Job controller and the kubelet: for each index of a created Job it "starts a pod"
+by running the pod's three containers as real processes — the container's command and args from
+the Job, its environment with the Secret's values resolved (so the sandbox container runs with
+exactly the environment the Job gives it: no credentials), its emptyDirs as folders — against the
+real S3 server on loopback (SeaweedFS, tests/s3_server.py). The one substitution: `--sandbox pod`
+(gVisor provided by the RuntimeClass) runs as `--sandbox unsafe-none`, since these pods are not
+gVisor pods and the codes are the tests' own; `pod` mode's gVisor check is used on purpose to make
+a shard fail. The generated Job is validated offline with kubernetes-validate (Kubernetes 1.30).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from codedpo.components.common import kube
+from codedpo.components.common.config import ExecuteConfig, RunConfig, SandboxJobConfig
+from codedpo.components.common.storage import open_store
+from codedpo.components.execute import sandbox_job
+from codedpo.components.execute.executor import execute_samples
+from codedpo.components.execute.sandbox_job import (
+    build_sandbox_job,
+    execute_on_cluster,
+    make_shards,
+    parse_indexes,
+    split_samples,
+)
+
+from conftest import SMALL_LIMITS, build_sample
+from fake_kubernetes import FakeKubernetesApi
+from s3_server import S3Server, s3_server_fixture  # noqa: F401 - the s3_server fixture
+
+NS = "codedpo"
+
+
+@pytest.fixture()
+def caplog(caplog, monkeypatch):
+    """caplog that also sees the `codedpo` loggers after a stage ran `enable_stage_logging()`
+    earlier in the session (it turns their propagation to the root logger off)."""
+    monkeypatch.setattr(logging.getLogger("codedpo"), "propagate", True)
+    return caplog
+K8S_VERSION = "1.30"
+
+
+def _samples(count: int = 5) -> list:
+    samples = []
+    for n in range(count):
+        codes = [f"def f(x):\n    return x + {n}\n", "def f(x):\n    return x\n"]
+        tests = [f"assert f(1) == {1 + n}\n", f"assert f(0) == {n}\n"]
+        samples.append(build_sample(f"p{n}", codes, tests))
+    return samples
+
+
+def _config(store_uri: str = "s3://bucket/prefix", **job: Any) -> ExecuteConfig:
+    values = {"namespace": NS, "store_uri": store_uri, "shards": 3, "parallelism": 2, "poll_s": 0.1, "timeout_s": 60,
+              "image": "registry.example/codedpo-sandbox:0.1", **job}
+    return ExecuteConfig(**SMALL_LIMITS, workers=2, launcher="kubernetes-job", job=SandboxJobConfig(**values))
+
+
+# --- the Job, offline -------------------------------------------------------------------------------
+
+
+def _job() -> dict[str, Any]:
+    config = _config()
+    ids = [s.id for s in make_shards(_samples(), config, 3)]
+    return build_sandbox_job(sandbox_job.job_name("r1", ids, config.job), "r1", ids, config, config.job)
+
+
+def test_job_validates_against_the_kubernetes_schema(monkeypatch):
+    import kubernetes_validate
+
+    kubernetes_validate.validate(_job(), K8S_VERSION, strict=True)
+    for key, value in zip(kube.POD_ENV, ("step-pod", "1234-abcd", NS)):
+        monkeypatch.setenv(key, value)
+    stamped = kube.stamp(_job())  # what is sent: with the spec hash and the owner reference
+    assert stamped["metadata"]["ownerReferences"][0]["name"] == "step-pod"
+    kubernetes_validate.validate(stamped, K8S_VERSION, strict=True)
+
+
+def test_job_pods_meet_the_security_properties():
+    job = _job()
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == 3 and spec["parallelism"] == 2
+    assert spec["backoffLimitPerIndex"] == 1
+    pod = spec["template"]["spec"]
+    assert spec["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "sandbox"
+    assert pod["runtimeClassName"] == "gvisor"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == "codedpo-sandbox"
+    assert pod["restartPolicy"] == "Never"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert not pod.get("shareProcessNamespace")
+    containers = {c["name"]: c for c in pod["initContainers"] + pod["containers"]}
+    assert set(containers) == {"fetch", "sandbox", "upload"}
+    for container in containers.values():
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert context["runAsNonRoot"] is True and context["seccompProfile"] == {"type": "RuntimeDefault"}
+        limits = container["resources"]["limits"]
+        assert limits["cpu"] and limits["memory"]
+        assert "envFrom" not in container
+    untrusted = containers["sandbox"]
+    assert untrusted["resources"]["requests"] == untrusted["resources"]["limits"] == {"cpu": "2000m",
+                                                                                       "memory": "2048Mi"}
+    names = {e["name"] for e in untrusted["env"]}
+    assert not names & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "CODEDPO_S3_ENDPOINT"}
+    assert not any("valueFrom" in e for e in untrusted["env"])  # nothing from Secrets at all
+    assert "--sandbox" in untrusted["args"] and untrusted["args"][untrusted["args"].index("--sandbox") + 1] == "pod"
+    pod_config = json.loads(untrusted["args"][untrusted["args"].index("--execute-json") + 1])
+    assert pod_config["workers"] == 2 and pod_config["cache_dir"] == ""
+    for mover in ("fetch", "upload"):
+        refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in containers[mover]["env"]
+                if "secretKeyRef" in e.get("valueFrom", {})}
+        assert refs["AWS_SECRET_ACCESS_KEY"] == "codedpo-s3"
+    assert {m["mountPath"] for m in untrusted["volumeMounts"]} == {"/work", "/tmp"}
+    assert all("emptyDir" in v for v in pod["volumes"])
+
+
+def test_pod_workers_follow_the_cpu_limit_not_the_nodes_cpus():
+    config = _config(cpu_cores=3.5).model_copy(update={"workers": 0})
+    assert sandbox_job.pod_execute_config(config).workers == 4
+
+
+def test_job_name_is_short_and_deterministic():
+    run, job = "A very long run name with CAPS and spaces " * 3, SandboxJobConfig()
+    name = sandbox_job.job_name(run, ["a", "b"], job)
+    assert len(name) <= 50 and name == sandbox_job.job_name(run, ["a", "b"], SandboxJobConfig())
+    assert name != sandbox_job.job_name(run, ["a"], job)
+    assert name != sandbox_job.job_name(run, ["a", "b"], SandboxJobConfig(image="other:1"))
+
+
+@pytest.mark.parametrize("count,shards", [(1, 4), (5, 3), (7, 7), (10, 2), (3, 1)])
+def test_split_covers_every_problem_once_in_order(count, shards):
+    ranges = split_samples(_samples(count), shards)
+    assert len(ranges) == min(count, shards)
+    assert ranges[0][0] == 0 and ranges[-1][1] == count
+    assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(ranges, ranges[1:]))
+
+
+def test_parse_indexes():
+    assert parse_indexes("0-2,5,7-8") == {0, 1, 2, 5, 7, 8}
+    assert parse_indexes(None) == parse_indexes("") == set()
+
+
+def test_store_uri_must_be_s3():
+    config = _config(store_uri="runs/local")
+    with pytest.raises(ValueError, match="execute.job.store_uri must be an s3:// URI"):
+        execute_on_cluster(_samples(), config, "r1", api=object())
+
+
+# --- the coordinator against the fake API and a real S3 server ------------------------------------
+
+
+class PlayedJobController:
+    """Plays the Job controller and kubelet for FakeKubernetesApi (see the module docstring).
+
+    `sabotage[(attempt, index)]`: "not-gvisor" (the sandbox container keeps `--sandbox pod`, whose
+    gVisor check fails, so the shard fails) or "lost" (the pod disappears after its init container;
+    the Job controller counts that index failed, as Kubernetes does for a deleted pod)."""
+
+    def __init__(self, fake: FakeKubernetesApi, secrets: dict[str, dict[str, str]], root: Path,
+                 sabotage: dict[tuple[int, int], str] | None = None) -> None:
+        self.fake, self.secrets, self.root = fake, secrets, root
+        self.sabotage = sabotage or {}
+        self.jobs: list[dict[str, Any]] = []
+        self.container_envs: dict[str, dict[str, str]] = {}
+        fake.on_create("jobs", self._run_job)
+
+    def _env(self, container: dict[str, Any], index: int, workdir: Path) -> dict[str, str]:
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
+        for item in container.get("env", []):
+            if "value" in item:
+                env[item["name"]] = item["value"].replace("/tmp", str(workdir / "tmp"))
+            elif "secretKeyRef" in item["valueFrom"]:
+                ref = item["valueFrom"]["secretKeyRef"]
+                if ref["key"] in self.secrets[ref["name"]]:
+                    env[item["name"]] = self.secrets[ref["name"]][ref["key"]]
+                elif not ref.get("optional"):
+                    raise AssertionError(f"secret key {ref} missing")
+            else:
+                path = item["valueFrom"]["fieldRef"]["fieldPath"]
+                assert path == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+                env[item["name"]] = str(index)
+        return env
+
+    def _start(self, container: dict[str, Any], index: int, workdir: Path, sandbox_mode: str) -> subprocess.Popen:
+        args = [str(workdir / "work") if a == "/work" else a for a in container["args"]]
+        if "--sandbox" in args:
+            args[args.index("--sandbox") + 1] = sandbox_mode
+        assert container["command"][:1] == ["python"]
+        env = self._env(container, index, workdir)
+        self.container_envs[container["name"]] = env
+        return subprocess.Popen([sys.executable, *container["command"][1:], *args], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def _run_job(self, job: dict[str, Any]) -> None:
+        self.jobs.append(job)
+        attempt, name = len(self.jobs), job["metadata"]["name"]
+        template = job["spec"]["template"]
+        completed, failed = set(), set()
+        for index in range(job["spec"]["completions"]):
+            pod = f"{name}-{index}-{uuid.uuid4().hex[:5]}"
+            labels = {**template["metadata"]["labels"], "batch.kubernetes.io/job-name": name,
+                      "batch.kubernetes.io/job-completion-index": str(index)}
+            containers = tuple(c["name"] for c in template["spec"]["initContainers"] + template["spec"]["containers"])
+            self.fake.add_pod(NS, pod, labels, containers=containers, owner=("jobs", name),
+                              annotations={"batch.kubernetes.io/job-completion-index": str(index)})
+            workdir = self.root / pod
+            (workdir / "work").mkdir(parents=True)
+            (workdir / "tmp").mkdir()
+            trouble = self.sabotage.get((attempt, index))
+            ok = self._run_pod(template["spec"], pod, index, workdir, trouble)
+            (completed if ok else failed).add(index)
+            self.fake.set_status("jobs", NS, name, succeeded=len(completed), failed=len(failed),
+                                 completedIndexes=",".join(map(str, sorted(completed))),
+                                 failedIndexes=",".join(map(str, sorted(failed))))
+        if failed:
+            self.fake.add_condition("jobs", NS, name, "Failed", "FailedIndexes", "Job has failed indexes")
+        else:
+            self.fake.add_condition("jobs", NS, name, "Complete", "CompletionsReached", "")
+
+    def _run_pod(self, spec: dict[str, Any], pod: str, index: int, workdir: Path, trouble: str | None) -> bool:
+        (fetch,) = spec["initContainers"]
+        process = self._start(fetch, index, workdir, "")
+        output, _ = process.communicate(timeout=60)
+        self.fake.append_log(NS, pod, *output.splitlines(), container="fetch")
+        if process.returncode != 0:
+            self.fake.set_pod_phase(NS, pod, "Failed")
+            return False
+        if trouble == "lost":
+            self.fake.lose_pod(NS, pod)
+            return False
+        mode = "pod" if trouble == "not-gvisor" else "unsafe-none"
+        processes = {c["name"]: self._start(c, index, workdir, mode) for c in spec["containers"]}
+        codes = []
+        for container, process in processes.items():
+            output, _ = process.communicate(timeout=120)
+            self.fake.append_log(NS, pod, *output.splitlines(), container=container)
+            codes.append(process.returncode)
+        ok = all(code == 0 for code in codes)
+        self.fake.set_pod_phase(NS, pod, "Succeeded" if ok else "Failed")
+        return ok
+
+
+@pytest.fixture()
+def cluster(s3_server: S3Server, tmp_path: Path):
+    """(fake API, ApiClient, store URI, store, secrets) with a fresh prefix in the test bucket."""
+    uri = f"s3://{s3_server.bucket}/launchers-{uuid.uuid4().hex[:8]}"
+    secrets = {"codedpo-s3": {"AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+                              "CODEDPO_S3_ENDPOINT": f"http://{s3_server.endpoint}", "AWS_REGION": "us-east-1"}}
+    with FakeKubernetesApi() as fake:
+        api = kube.api_client(host=fake.url)
+        yield fake, api, uri, open_store(uri, settings=s3_server.settings()), secrets
+        api.close()
+
+
+def _statuses(records) -> list:
+    return [(r.problem_id, [[o.status.value for o in row] for row in r.outcomes]) for r in records]
+
+
+@pytest.mark.slow
+def test_all_shards_succeed_and_match_inline_execution(cluster, tmp_path, small_config):
+    fake, api, uri, store, secrets = cluster
+    controller = PlayedJobController(fake, secrets, tmp_path)
+    samples = _samples(5)
+    config = _config(uri)
+    labels = {"app.kubernetes.io/component": "sandbox", "codedpo.io/run": "r1"}
+    for name, condition in (("left-finished", "Complete"), ("left-running", None)):  # from a killed earlier try
+        fake.objects["jobs"][(NS, name)] = {"apiVersion": "batch/v1", "kind": "Job",
+                                            "metadata": {"name": name, "namespace": NS, "labels": labels},
+                                            "spec": {"template": {"spec": {"containers": []}}},
+                                            "status": {"conditions": [{"type": condition, "status": "True"}]
+                                                       if condition else []}}
+    records = execute_on_cluster(samples, config, "r1", api=api, store=store)
+    inline = execute_samples(samples, small_config(sandbox="unsafe-none"))
+    assert _statuses(records) == _statuses(inline)
+    assert _statuses(records)[1] == ("p1", [["passed", "passed"], ["failed", "failed"]])
+    assert len(controller.jobs) == 1 and controller.jobs[0]["spec"]["completions"] == 3
+    assert fake.deletions == [("jobs", controller.jobs[0]["metadata"]["name"], "Background"),
+                              ("jobs", "left-finished", "Background")]
+    assert list(fake.objects["jobs"]) == [(NS, "left-running")]
+    assert fake.objects["pods"] == {}  # cleaned up with the Job
+    # The untrusted container ran with no credentials in its environment.
+    assert not {k for k in controller.container_envs["sandbox"] if k.startswith(("AWS_", "CODEDPO_S3"))}
+    assert "AWS_SECRET_ACCESS_KEY" in controller.container_envs["upload"]
+    # A second run over the same inputs finds every result and creates no Job.
+    again = execute_on_cluster(samples, config, "r1", api=api, store=store)
+    assert _statuses(again) == _statuses(records) and len(controller.jobs) == 1
+
+
+@pytest.mark.slow
+def test_a_failed_shard_and_a_lost_pod_are_rerun_alone(cluster, tmp_path, caplog):
+    fake, api, uri, store, secrets = cluster
+    controller = PlayedJobController(fake, secrets, tmp_path, sabotage={(1, 0): "not-gvisor", (1, 2): "lost"})
+    samples = _samples(5)
+    config = _config(uri)
+    shards = make_shards(samples, config, 3)
+    with caplog.at_level(logging.INFO, logger="codedpo"):
+        records = execute_on_cluster(samples, config, "r-rerun", api=api, store=store)
+    assert [r.problem_id for r in records] == [s.problem_id for s in samples]
+    assert all(o.status.value in ("passed", "failed") for r in records for row in r.outcomes for o in row)
+    first, second = controller.jobs
+    assert second["spec"]["completions"] == 2
+    fetch_args = second["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    assert fetch_args[fetch_args.index("--shards") + 1] == f"{shards[0].id},{shards[2].id}"  # not shard 1
+    assert [d[0:2] for d in fake.deletions] == [("jobs", first["metadata"]["name"]),
+                                                ("jobs", second["metadata"]["name"])]
+    text = caplog.text
+    assert "FailedIndexes" in text
+    assert "this kernel is not gVisor" in text  # the sandbox's reason, through the upload container's log
+    assert "index 2: no failed pod left to read (lost?)" in text
+
+
+@pytest.mark.slow
+def test_a_shard_failing_every_attempt_is_named(cluster, tmp_path):
+    fake, api, uri, store, secrets = cluster
+    PlayedJobController(fake, secrets, tmp_path, sabotage={(1, 0): "not-gvisor", (2, 0): "not-gvisor"})
+    samples = _samples(2)
+    config = _config(uri, shards=1, max_attempts=2)
+    shards = make_shards(samples, config, 1)
+    expected = f"1 of 1 shards have no result after 2 Job.*{shards[0].id}"
+    with pytest.raises(sandbox_job.ShardsFailedError, match=expected):
+        execute_on_cluster(samples, config, "r-bad", api=api, store=store)
+
+
+def test_api_error_is_one_clear_line_and_creates_nothing(cluster):
+    fake, api, uri, store, _secrets = cluster
+    fake.fail("POST", "/jobs$", 403, message='jobs.batch is forbidden: User "system:serviceaccount:x:y" cannot create')
+    with pytest.raises(kube.KubeError) as info:
+        execute_on_cluster(_samples(2), _config(uri, shards=1), "r-api", api=api, store=store)
+    text = str(info.value)
+    assert "\n" not in text
+    assert "create jobs.batch in namespace codedpo: forbidden (403)" in text
+    assert "apiGroups: ['batch'], resources: ['jobs'], verbs: ['create']" in text
+    assert fake.objects["jobs"] == {}
+
+
+def test_timeout_deletes_the_running_job(cluster):
+    fake, api, uri, store, _secrets = cluster  # no controller: the Job never ends
+    with pytest.raises(kube.JobTimeoutError):
+        execute_on_cluster(_samples(2), _config(uri, shards=1, timeout_s=0.5), "r-slow", api=api, store=store)
+    assert [(d[0], d[2]) for d in fake.deletions] == [("jobs", "Foreground")]
+
+
+def test_cancel_deletes_the_running_job(cluster):
+    fake, api, uri, store, _secrets = cluster
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    with pytest.raises(kube.JobCancelledError):
+        execute_on_cluster(_samples(2), _config(uri, shards=1), "r-cancel", api=api, store=store, cancel=cancel)
+    assert [(d[0], d[2]) for d in fake.deletions] == [("jobs", "Foreground")]
+
+
+def test_retried_step_adopts_the_running_job(cluster):
+    """A retry of the step (same inputs) meets 409 for its Job name and follows that Job."""
+    fake, api, uri, store, _secrets = cluster
+    samples, config = _samples(2), _config(uri, shards=1)
+    ids = [s.id for s in make_shards(samples, config, 1)]
+    name = sandbox_job.job_name("r-retry", ids, config.job)
+    first = kube.stamp(build_sandbox_job(name, "r-retry", ids, config, config.job))
+    fake.objects["jobs"][(NS, name)] = {**first, "status": {}}  # what the first try created
+    cancel = threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    with pytest.raises(kube.JobCancelledError):
+        execute_on_cluster(samples, config, "r-retry", api=api, store=store, cancel=cancel)
+    assert [r[0] for r in fake.requests if r[1].endswith("/jobs")] == ["POST"]  # one create, then follow
+    assert any(r[0] == "GET" and r[1].endswith(f"/jobs/{name}") for r in fake.requests)
+
+
+def test_run_config_accepts_the_job_section():
+    config = RunConfig.model_validate({"execute": {"launcher": "kubernetes-job", "job": {"store_uri": "s3://b/p"}}})
+    assert config.execute.job.runtime_class == "gvisor" and config.execute.launcher == "kubernetes-job"
+    with pytest.raises(ValueError):
+        RunConfig.model_validate({"execute": {"job": {"runtime_klass": "x"}}})
+
+
+@pytest.mark.slow
+def test_execute_step_launches_the_job_with_kubeconfig_and_env(cluster, tmp_path, monkeypatch):
+    """The KFP execute component with `execute.launcher: kubernetes-job`, as a plain function: it
+    finds the (fake) API server through a kubeconfig and the store through the S3 environment."""
+    import yaml
+    from codedpo.components.common import jsonl
+    from codedpo.components.common.records import ExecutionRecord
+    from codedpo.pipelines import steps
+    from kfp.dsl import Dataset
+
+    fake, _api, uri, _store, secrets = cluster
+    PlayedJobController(fake, secrets, tmp_path / "pods")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": fake.url}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u", "namespace": NS}}],
+        "users": [{"name": "u", "user": {"token": "fake-token"}}],
+    }))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    for key, value in secrets["codedpo-s3"].items():
+        monkeypatch.setenv(key, value)
+    samples_path, out_path = tmp_path / "samples.jsonl", tmp_path / "executions.jsonl"
+    jsonl.write_records(samples_path, _samples(2))
+    run_config = RunConfig.model_validate({"run_name": "step", "execute": _config(uri, shards=1).model_dump()})
+    steps.execute.python_func(run_config=run_config.model_dump(mode="json"),
+                              samples=Dataset(name="s", uri=str(samples_path)),
+                              executions=Dataset(name="e", uri=str(out_path)))
+    records = jsonl.read_records(out_path, ExecutionRecord)
+    assert [r.problem_id for r in records] == ["p0", "p1"]
+    assert any(r[0] == "POST" and r[1] == f"/apis/batch/v1/namespaces/{NS}/jobs" for r in fake.requests)
+
+
+@pytest.mark.sandbox
+def test_sandbox_container_command_runs_in_gvisor_as_the_pods_user():
+    """The Job's `sandbox` container, run for real under gVisor (`runsc do`) as uid 10001 with only
+    the environment the Job gives it: `--sandbox pod` finds gVisor's kernel, the harness runs
+    without root (no per-candidate uids), and the outcomes are those of the inline executor."""
+    config = _config()
+    samples = _samples(3)
+    shards = make_shards(samples, config, 1)
+    job = build_sandbox_job("codedpo-exec-t", "r1", [shards[0].id], config, config.job)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["name"] == "sandbox"
+    # Not under tmp_path: its parents are private to root, and the pod's user must reach the folder.
+    with tempfile.TemporaryDirectory(prefix="codedpo-pod-") as folder:
+        records = _run_sandbox_container(container, shards[0].data, Path(folder))
+    assert _statuses(records) == [(f"p{n}", [["passed", "passed"], ["failed" if n else "passed"] * 2])
+                                  for n in range(3)]
+
+
+def _run_sandbox_container(container: dict[str, Any], data: bytes, workdir: Path) -> list:
+    """Run the container's command in `runsc do` as the pod's user; returns the result records."""
+    (workdir / "tmp").mkdir(parents=True)
+    (workdir / "input.jsonl").write_bytes(data)
+    workdir.chmod(0o777)
+    (workdir / "tmp").chmod(0o777)
+    args = [str(workdir) if a == "/work" else a for a in container["args"]]
+    env = {e["name"]: e["value"].replace("/tmp", str(workdir / "tmp")) for e in container["env"]}
+    env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+    # runsc's overlay keeps the sandbox's writes from the host: print the result from inside.
+    script = (
+        "import os, subprocess, sys\n"
+        f"os.setgid({sandbox_job.POD_UID}); os.setuid({sandbox_job.POD_UID})\n"
+        f"command = [sys.executable, '-m', {sandbox_job.WORKER_MODULE!r}, *{args!r}]\n"
+        f"code = subprocess.run(command, env={env!r}).returncode\n"
+        f"sys.stdout.write(open({str(workdir / 'result.jsonl')!r}).read() if code == 0 else 'FAILED')\n"
+    )
+    done = subprocess.run(["runsc", "--platform=ptrace", "--network=none", "do", sys.executable, "-c", script],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "FAILED" not in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    from codedpo.components.common.records import ExecutionRecord
+
+    return [ExecutionRecord.model_validate_json(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+# --- the shard worker's failure paths (in-process; each one fails its index with one line) -------
+
+
+def test_worker_fetch_needs_the_completion_index(tmp_path, monkeypatch, capsys):
+    from codedpo.components.execute import shard_worker
+
+    monkeypatch.delenv("JOB_COMPLETION_INDEX", raising=False)
+    argv = ["fetch", "--store", "s3://b/p", "--prefix", "runs/r/execute/shards", "--dir", str(tmp_path),
+            "--shards", "a"]
+    assert shard_worker.main(argv) == 1
+    assert "JOB_COMPLETION_INDEX is not set to a completion index" in capsys.readouterr().err
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "3")
+    assert shard_worker.main(argv) == 1
+    assert "completion index 3 is outside the 1 shards of this Job" in capsys.readouterr().err
+
+
+def test_worker_upload_reports_the_sandbox_failure_or_a_missing_result(tmp_path, capsys):
+    from codedpo.components.execute import shard_worker
+
+    argv = ["upload", "--store", "s3://b/p", "--prefix", "x", "--dir", str(tmp_path), "--wait-timeout-s", "0.2"]
+    assert shard_worker.main(argv) == 1
+    assert "no result from the sandbox container within 0.2 s" in capsys.readouterr().err
+    (tmp_path / "failed").write_text("SandboxUnavailable: this kernel is not gVisor")
+    assert shard_worker.main(argv) == 1
+    assert "the sandbox container failed: SandboxUnavailable: this kernel is not gVisor" in capsys.readouterr().err
+
+
+def test_worker_run_writes_the_failed_marker_on_bad_input(tmp_path, capsys):
+    from codedpo.components.execute import shard_worker
+
+    (tmp_path / "input.jsonl").write_text('{"not": "a sample set"}\n')
+    assert shard_worker.main(["run", "--dir", str(tmp_path), "--sandbox", "unsafe-none", "--execute-json", "{}"]) == 1
+    assert "input.jsonl:1" in (tmp_path / "failed").read_text()
+    assert not (tmp_path / "done").exists()
