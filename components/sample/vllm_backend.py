@@ -13,6 +13,8 @@ has no GPU and vLLM's wheel cannot be carried to one. The calls it makes:
   Chat prompts (lists of messages): `LLM.chat(conversations, sampling_params, use_tqdm=False,
   add_generation_prompt=True)`, which applies the model's chat template. One call holds one
   kind; `generate` here sends each kind in its own engine call and merges in input order.
+  (Checked against vLLM's `vllm/entrypoints/llm.py`: `chat` takes a list of conversations and,
+  like `generate`, one `SamplingParams` for all prompts or a list paired with them.)
 - `vllm.SamplingParams(n=, temperature=, top_p=, max_tokens=, seed=, stop=)`, one per prompt,
   seeded `derive_seed(seed, i)` like the openai backend. `max_tokens` is always passed:
   vLLM's default of 16 tokens would cut off every answer.
