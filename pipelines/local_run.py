@@ -31,16 +31,18 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import re
 import shutil
 import sys
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
+from unittest import mock
 
 from codedpo.components.common.config import ConfigError, RunConfig, dump_config
 from codedpo.components.common.logs import PROGRESS_MARK
@@ -163,14 +165,17 @@ def _last_exception(lines: list[str]) -> tuple[str, str]:
     starts = [i for i, line in enumerate(lines) if line.strip() == "Traceback (most recent call last):"]
     if not starts:
         return "", ""
+    # The traceback's own indentation (kfp.local may indent a task's output) is removed from
+    # every line after it, so the exception line is the first one that is not indented further.
+    indent = lines[starts[-1]][: lines[starts[-1]].index("Traceback")]
     for i in range(starts[-1] + 1, len(lines)):
-        line = lines[i].removeprefix("    ")  # kfp.local indents the subprocess's output
+        line = lines[i].removeprefix(indent)
         if line and not line[0].isspace():
             match = _EXCEPTION_LINE.match(line)
             if match is None:
                 return "", line
             # A multi-line message (ConfigError lists one field a line) continues to the end.
-            rest = [more.removeprefix("    ").rstrip() for more in lines[i + 1 :]]
+            rest = [more.removeprefix(indent).rstrip() for more in lines[i + 1 :]]
             message = "\n".join([match.group(2) or "", *rest]).strip()
             return match.group(1).rsplit(".", 1)[-1], message
     return "", ""
@@ -244,6 +249,38 @@ class _LogWatcher(io.TextIOBase):
         return self._steps[task].display_name if task in self._steps else task
 
 
+@contextlib.contextmanager
+def _one_task_logger() -> Iterator[None]:
+    """Replace kfp.local's per-task logger set-up for the duration of a run.
+
+    For every task, kfp 2.17's `logging_utils.local_logger_context` clears the root logger's
+    handlers, adds its own, and on exit puts back the ones it found. The shards of a
+    `ParallelFor` run in threads, so those swaps interleave: a task that logs "finished with
+    status SUCCESS" while another task sits between `handlers.clear()` and `addHandler` loses the
+    line, and the run would show a step that never ended. Its `indented_print` swaps
+    `builtins.print` the same way, and interleaved swaps can leave print indented twice for
+    good. Here every task shares one handler on the current stdout (the run's log watcher),
+    installed once with the same format, and the subprocess output is printed as is.
+    """
+    from kfp.local import logging_utils
+
+    root = logging.getLogger()
+    saved_level, saved_handlers = root.level, root.handlers[:]
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging_utils.MillisecondFormatter(fmt="%(asctime)s - %(levelname)s - %(message)s", datefmt="%H:%M:%S.%f"))
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    try:
+        with (
+            mock.patch.object(logging_utils, "local_logger_context", contextlib.nullcontext),
+            mock.patch.object(logging_utils, "indented_print", contextlib.nullcontext),
+        ):
+            yield
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+
+
 def _pipeline_steps(pipeline: Any) -> dict[str, _Step]:
     """The pipeline's steps by local task name (kfp.local names a task after its component),
     those inside a `ParallelFor` (a sub-DAG component) included."""
@@ -313,7 +350,7 @@ def run_local(
         if config.sampling.backend == "replay":
             arguments["samples_path"] = config.samples.path
         try:
-            with contextlib.redirect_stdout(watcher):
+            with contextlib.redirect_stdout(watcher), _one_task_logger():
                 run = pipeline(**arguments)
         except RuntimeError:
             if watcher.failure is None:
