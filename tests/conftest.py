@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from codedpo.components.common.config import ExecuteConfig
 from codedpo.components.common.records import Candidate, SampleSet, content_id
+
+if TYPE_CHECKING:
+    from openai_server import OpenAIServer
 
 
 def runsc_unusable_reason() -> str | None:
@@ -73,3 +77,21 @@ def small_config() -> Callable[..., ExecuteConfig]:
         return ExecuteConfig(**values)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["OpenAIServer"]:
+    """Our loopback OpenAI-compatible server (`openai_server.py`, not `vllm serve`), serving a
+    tiny random Llama (`tiny_model.py`) under the name 'tiny-llama'."""
+    import torch
+
+    from codedpo.components.sample.backends import HfBackend
+    from openai_server import OpenAIServer
+    from tiny_model import save_tiny_model
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    torch.manual_seed(0)
+    save_tiny_model(folder, ["def add(a, b):\n    return a + b\n"] * 4, chat_template=True)
+    server = OpenAIServer(HfBackend(str(folder), batch_size=1, device="cpu")).start()
+    yield server
+    server.stop()

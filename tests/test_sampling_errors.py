@@ -8,7 +8,6 @@ the real `transformers` tiny model (not `vllm serve`), so a wrong model name mee
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ from typer.testing import CliRunner
 
 from codedpo.pipelines.cli import app
 from openai_server import OpenAIServer
-from tiny_model import save_tiny_model
 
 runner = CliRunner()
 
@@ -27,21 +25,6 @@ def seeds(tmp_path: Path) -> Path:
     folder.mkdir()
     (folder / "util.py").write_text("def double(x):\n    y = x * 2\n    return y\n")
     return folder
-
-
-@pytest.fixture(scope="module")
-def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenAIServer]:
-    """Our loopback OpenAI-compatible server, serving a tiny Llama under the name 'tiny-llama'."""
-    import torch
-
-    from codedpo.components.sample.backends import HfBackend
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    torch.manual_seed(0)
-    save_tiny_model(folder, ["def add(a, b):\n    return a + b\n"] * 4, chat_template=True)
-    server = OpenAIServer(HfBackend(str(folder), batch_size=1, device="cpu")).start()
-    yield server
-    server.stop()
 
 
 def _run(tmp_path: Path, *sets: str) -> tuple[int, list[str]]:
