@@ -181,3 +181,9 @@ def test_pipeline_from_seeds_compiles_to_sharded_sampling_stages(tmp_path: Path)
     assert root["merge-samples"]["inputs"]["artifacts"]["shards"]["taskOutputArtifact"]["producerTask"] in loops
     assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"run_config"}
     assert root["execute"]["dependentTasks"] == ["merge-samples"]
+
+
+def test_the_from_seeds_example_configuration_is_valid() -> None:
+    config = load_config(REPO / "examples" / "from-seeds" / "run.yaml")
+    assert config.sampling.backend == "openai" and config.sampling.temperature == 1.5
+    assert (config.samples.num_codes, config.samples.num_tests) == (15, 15)
