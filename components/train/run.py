@@ -12,10 +12,8 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 from codedpo.components.common.config import RunConfig
 from codedpo.components.train.config import TrainConfig
@@ -30,8 +28,8 @@ def torchrun_command(config: TrainConfig, pairs_uri: str) -> list[str]:
     """The torchrun command line for `config` on this machine (one node, `nproc_per_node` ranks)."""
     from codedpo.components.train.pytorchjob import TRAINER_MODULE, trainer_args
 
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
-    return [torchrun, "--standalone", f"--nproc-per-node={config.nproc_per_node}", "-m", TRAINER_MODULE,
+    # `python -m torch.distributed.run` is torchrun, run by this interpreter (whose environment has codedpo).
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={config.nproc_per_node}", "-m", TRAINER_MODULE,
             *trainer_args(config, pairs_uri, config.model or "")]
 
 

@@ -130,7 +130,8 @@ def train(config: TrainConfig, pairs: Path | str, model_path: str | None = None)
     backend = _ddp_backend()
     # Joins the torchrun process group now (the same settings TrainingArguments will use), so that
     # the download below can run once per machine.
-    state = PartialState(backend=backend) if backend else PartialState()
+    cpu = not torch.cuda.is_available()
+    state = PartialState(cpu=cpu, backend=backend) if backend else PartialState(cpu=cpu)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:  # many causal LMs ship without one; TRL pads batches
         tokenizer.pad_token = tokenizer.eos_token
@@ -268,7 +269,7 @@ class _DebugRecorder:
         for name, tensor in sorted(model.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().float().cpu().numpy().tobytes())
-        record = {"rank": self.rank, "world_size": trainer.args.world_size, "weights_sha256": digest.hexdigest(),
+        record = {"rank": self.rank, "world_size": trainer.args.world_size, "wrapped": type(trainer.model_wrapped).__name__, "weights_sha256": digest.hexdigest(),
                   "samples": self.samples, "published": published, "global_step": trainer.state.global_step}
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / f"rank{self.rank}.json").write_text(json.dumps(record), encoding="utf-8")
@@ -315,6 +316,8 @@ def _make_trainer(
     pin_memory: bool,
 ) -> Any:
     """TRL's trainer for `config.method`, with the arguments every method shares set once."""
+    import torch
+
     common: dict[str, Any] = dict(
         output_dir=str(checkpoint_dir),
         learning_rate=config.learning_rate,
@@ -336,6 +339,9 @@ def _make_trainer(
         dataloader_num_workers=0,
         dataloader_pin_memory=pin_memory,
         ddp_backend=_ddp_backend(),
+        use_cpu=not torch.cuda.is_available(),  # on CPU accelerate runs DDP (MULTI_CPU) only when told so
+        # Keep the PartialState train() set up (it joined the process group for the downloads).
+        accelerator_config={"use_configured_state": True},
     )
     peft_config = _lora_config(config)
     extra: dict[str, Any] = {"peft_config": peft_config} if peft_config is not None else {}
