@@ -24,7 +24,7 @@ from codedpo.components.common.storage import open_store
 from codedpo.components.train import checkpoints
 from codedpo.components.train.trainer import read_metrics
 
-MAX_STEPS = 20
+MAX_STEPS = 10
 PLANTED_STEP = 1000  # beyond max_steps: resuming from it would end the run at once with global_step 1000
 
 

@@ -44,6 +44,7 @@ def fetch_pairs(uri: str, scratch: Path) -> Path:
             return target
     store = open_store(uri)
     if store.exists(MANIFEST_NAME):
+        target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         with temporary.open("w", encoding="utf-8") as out:
             for line in store.read_sharded(""):
