@@ -125,12 +125,16 @@ def train(config: TrainConfig, pairs: Path | str, model_path: str | None = None)
 
     import torch
     from accelerate import PartialState
+    from accelerate.state import AcceleratorState
     from transformers import AutoTokenizer
 
     backend = _ddp_backend()
     # Joins the torchrun process group now (the same settings TrainingArguments will use), so that
     # the download below can run once per machine.
     cpu = not torch.cuda.is_available()
+    # Start from a clean accelerate state, as TrainingArguments does by default: an earlier trainer in
+    # this process (another run, a plain TRL script) may have left one with other settings.
+    AcceleratorState._reset_state(reset_partial_state=True)
     state = PartialState(cpu=cpu, backend=backend) if backend else PartialState(cpu=cpu)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:  # many causal LMs ship without one; TRL pads batches
