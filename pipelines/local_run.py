@@ -339,6 +339,8 @@ def run_local(
     if config.train.model:
         # The conditional train step's artifact is no pipeline output (see pipeline.py); kfp.local
         # keeps it beside the other tasks' folders: <pipeline root>/<run>/<task>/<output>.
+        # (Empty when `train.output` sent everything to another place, e.g. s3://.)
         model_dir = Path(run.outputs["pairs"].path).parents[1] / TRAIN_TASK / "model"
-        shutil.copytree(model_dir, run_dir / MODEL_DIR)
+        if model_dir.is_dir():
+            shutil.copytree(model_dir, run_dir / MODEL_DIR)
     return run_dir
