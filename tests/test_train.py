@@ -1,5 +1,5 @@
 """The train stage (components/train/): TRL DPO on a real pairs file through the command-line entry
-point, the KTO and SFT switches, LoRA, precomputed reference log-probs, pairs from S3, config
+point, the KTO and SFT switches, LoRA, precomputed reference log-probs (DPO and KTO), pairs from S3, config
 validation (the trainer's and RunConfig's `train` section) and the empty-pairs refusal.
 
 The pairs come from the engine (tests/train_data.py: the quickstart samples through execute ->
@@ -165,6 +165,8 @@ def test_kto_and_sft_switches_train_with_a_chat_template(tmp_path, engine_pairs,
 @pytest.mark.slow
 @pytest.mark.parametrize("merge", [False, True])
 def test_lora_trains_adapters_and_saves_adapter_or_merged_model(tmp_path, engine_pairs, merge):
+    """LoRA, saved as the adapter alone or merged; the adapter run also precomputes the DPO
+    reference log-probs (TRL's precompute_ref_log_probs; the reference is the adapter-less base)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -172,9 +174,11 @@ def test_lora_trains_adapters_and_saves_adapter_or_merged_model(tmp_path, engine
     from codedpo.components.train import LoraSettings
 
     model_path = tiny_model(tmp_path / "tiny", engine_pairs)
-    config = fast_config(tmp_path, lora=LoraSettings(r=4, alpha=8, merge=merge))
+    config = fast_config(tmp_path, lora=LoraSettings(r=4, alpha=8, merge=merge), precompute_ref_log_probs=not merge)
     result = train(config, engine_pairs, model_path)
     assert result.global_step == 3
+    records = [r for r in read_metrics(result.metrics_path) if "rewards/margins" in r]
+    assert len(records) == 3 and all(math.isfinite(r["loss"]) for r in records)
     base = AutoModelForCausalLM.from_pretrained(model_path)
     if merge:
         assert not (result.checkpoint_dir / "adapter_config.json").exists()
@@ -187,15 +191,6 @@ def test_lora_trains_adapters_and_saves_adapter_or_merged_model(tmp_path, engine
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
         assert not torch.allclose(trained(ids).logits, base(ids).logits)
-
-
-@pytest.mark.slow
-def test_dpo_with_precomputed_reference_log_probs(tmp_path, engine_pairs):
-    model_path = tiny_model(tmp_path / "tiny", engine_pairs)
-    result = train(fast_config(tmp_path, precompute_ref_log_probs=True), engine_pairs, model_path)
-    assert result.global_step == 3
-    records = [r for r in read_metrics(result.metrics_path) if "rewards/margins" in r]
-    assert len(records) == 3 and all(math.isfinite(r["loss"]) for r in records)
 
 
 def test_run_config_has_a_train_section_off_by_default():

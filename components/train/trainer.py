@@ -128,13 +128,12 @@ def train(config: TrainConfig, pairs: Path | str, model_path: str | None = None)
     from accelerate.state import AcceleratorState
     from transformers import AutoTokenizer
 
-    backend = _ddp_backend()
-    # Joins the torchrun process group now (the same settings TrainingArguments will use), so that
-    # the download below can run once per machine.
-    cpu = not torch.cuda.is_available()
-    # Start from a clean accelerate state, as TrainingArguments does by default: an earlier trainer in
-    # this process (another run, a plain TRL script) may have left one with other settings.
+    # Set up accelerate's process state now (joining the torchrun process group with the settings
+    # TrainingArguments gets too), so that the download below runs once per machine. Reset first,
+    # as TrainingArguments does by default: an earlier trainer in this process (another run, a
+    # plain TRL script) may have left a state with other settings.
     AcceleratorState._reset_state(reset_partial_state=True)
+    backend, cpu = _ddp_backend(), not torch.cuda.is_available()
     state = PartialState(cpu=cpu, backend=backend) if backend else PartialState(cpu=cpu)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:  # many causal LMs ship without one; TRL pads batches
@@ -188,8 +187,6 @@ def _publish_outputs(store: Store, result: TrainResult) -> list[str]:
     """Main process only: final/, metrics, plot, then result.json last (its presence = run done)."""
     from codedpo.components.train.locations import publish_folder
 
-    if Path(store.where("")).resolve() == result.metrics_path.parent.resolve():
-        log.info("output is the working folder: checksumming the outputs in place")
     keys = publish_folder(store, FINAL, result.checkpoint_dir)
     for path in (result.metrics_path, result.plot_path):
         if path is not None and path.is_file():
