@@ -148,7 +148,9 @@ def test_kto_and_sft_switches_train_with_a_chat_template(tmp_path, engine_pairs,
     from safetensors.torch import load_file
 
     model_path = tiny_model(tmp_path / "tiny", engine_pairs, chat_template=True)
-    config = fast_config(tmp_path, method=method, precompute_ref_log_probs=precompute)
+    # SFT also runs with activation checkpointing on (the paper default; the other tests turn it off).
+    config = fast_config(tmp_path, method=method, precompute_ref_log_probs=precompute,
+                         activation_checkpointing=method == "sft")
     result = train(config, engine_pairs, model_path)
 
     pairs = len(load_pairs_dataset(engine_pairs))
