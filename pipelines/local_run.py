@@ -11,6 +11,7 @@ person reads:
     <output_dir>/<run_name>/
         samples.jsonl  executions.jsonl  scores.jsonl  timings.jsonl  pairs.jsonl
         report.md  report.html  metrics.json  config.yaml  pipeline.log
+        model/          (only with `train.model` set: the train step's Model artifact folder)
 
 KFP's own console output (every task's executor input, the steps' prints, tracebacks) goes to
 `pipeline.log`; callers get a `StepEvent` as each step starts and ends (or is retried) instead.
@@ -63,6 +64,8 @@ RUN_FILES = {
 # counts, discards by reason, tokens per second, and one summary per shard.
 SUMMARY_FILES = {"tasks": "tasks_summary.json", "samples": "sampling_summary.json"}
 METRICS_FILE = "metrics.json"
+MODEL_DIR = "model"  # the train step's artifact (final/, checkpoints/, metrics.jsonl, plot)
+TRAIN_TASK = "train"  # kfp.local names the task after its component
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "pipeline.log"
 PIPELINE_ROOT = "pipeline-root"  # under output_dir, shared by all runs
@@ -334,6 +337,7 @@ def run_local(
     run_dir.mkdir(parents=True, exist_ok=True)
     for stale in [*RUN_FILES.values(), *SUMMARY_FILES.values(), METRICS_FILE, CONFIG_FILE]:  # a failed run leaves no old results
         (run_dir / stale).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / MODEL_DIR, ignore_errors=True)
     log_path = run_dir / LOG_FILE
 
     kfp.local.init(
@@ -346,7 +350,8 @@ def run_local(
             warnings.filterwarnings("ignore", message=message)
         pipeline = pipeline_for(config)
         watcher = _LogWatcher(log, _pipeline_steps(pipeline), on_step)
-        arguments: dict[str, Any] = {"run_config": run_config_parameter(config)}
+        arguments: dict[str, Any] = {"run_config": run_config_parameter(config),
+                                     "train_model": config.train.model or ""}
         if config.sampling.backend == "replay":
             arguments["samples_path"] = config.samples.path
         try:
@@ -368,4 +373,11 @@ def run_local(
     metrics = dict(sorted(run.outputs["metrics"].metadata.items()))
     (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     (run_dir / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")
+    if config.train.model:
+        # The conditional train step's artifact is no pipeline output (see pipeline.py); kfp.local
+        # keeps it beside the other tasks' folders: <pipeline root>/<run>/<task>/<output>.
+        # (Empty when `train.output` sent everything to another place, e.g. s3://.)
+        model_dir = Path(run.outputs["pairs"].path).parents[1] / TRAIN_TASK / "model"
+        if model_dir.is_dir():
+            shutil.copytree(model_dir, run_dir / MODEL_DIR)
     return run_dir

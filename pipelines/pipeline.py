@@ -8,6 +8,11 @@ Two shapes, chosen by `sampling.backend` when the pipeline is built (`pipeline_f
   samples -> execute -> score -> time -> pairs -> report.
 - `codedpo-replay` (backend replay): import samples -> execute -> ... -> report.
 
+Both end with pairs -> train when the `train_model` parameter is set (`dsl.If(train_model != "")`;
+local runs pass `run_config.train.model`): the train step (`steps.train`) trains that model on the
+pairs. Its `Model` artifact is not a pipeline output (an artifact of a conditional task needs a
+`dsl.OneOf`, see below); `local_run` copies it into the run folder.
+
 They are two pipelines rather than one with a `dsl.If`: the branches would have to meet in a
 `dsl.OneOf` of artifacts, which KFP's local runner does not resolve (kfp 2.17: "Expected 1
 artifact in ArtifactSelectorSpec"), and a run never switches shape half-way anyway.
@@ -92,8 +97,9 @@ class GeneratePipelineOutputs(NamedTuple):
     metrics: Metrics
 
 
-def _from_samples(run_config: dict, samples: Dataset, cluster: ClusterConfig | None) -> dict:
-    """execute -> score -> time -> pairs -> report, from a samples artifact; the outputs by name."""
+def _from_samples(run_config: dict, samples: Dataset, cluster: ClusterConfig | None, train_model: str = "") -> dict:
+    """execute -> score -> time -> pairs -> report (-> train when `train_model` is set), from a
+    samples artifact; the outputs by name."""
     executed = steps.execute(run_config=run_config, samples=samples)
     executed.set_display_name("execute (sandbox)")
     executed.set_retry(num_retries=SANDBOX_STEP_RETRIES)
@@ -129,6 +135,13 @@ def _from_samples(run_config: dict, samples: Dataset, cluster: ClusterConfig | N
     )
     reported.set_display_name("report")
     apply_cluster_settings(reported, "report", cluster)
+
+    # pairs -> train, only when a model is given (a pipeline parameter: a condition cannot read
+    # inside the run_config dict).
+    with dsl.If(train_model != "", name="train-if-model"):
+        trained = steps.train(train_model=train_model, run_config=run_config, pairs=paired.outputs["pairs"])
+        trained.set_display_name("train")
+        apply_cluster_settings(trained, "train", cluster)
     return {
         "samples": samples,
         "executions": executed.outputs["executions"],
@@ -146,12 +159,14 @@ def build_replay_pipeline(cluster: ClusterConfig | None = None):
     (`None`: none, for the local runner)."""
 
     @dsl.pipeline(name=REPLAY_PIPELINE_NAME, description=REPLAY_PIPELINE_DESCRIPTION)
-    def replay_pipeline(samples_path: str, run_config: dict = DEFAULT_RUN_CONFIG) -> PipelineOutputs:
-        """import samples -> execute -> score -> time -> pairs -> report."""
+    def replay_pipeline(
+        samples_path: str, run_config: dict = DEFAULT_RUN_CONFIG, train_model: str = ""
+    ) -> PipelineOutputs:
+        """import samples -> execute -> score -> time -> pairs -> report (-> train)."""
         imported = steps.import_samples(samples_path=samples_path, run_config=run_config)
         imported.set_display_name("import samples")
         apply_cluster_settings(imported, "import", cluster)
-        return PipelineOutputs(**_from_samples(run_config, imported.outputs["samples"], cluster))
+        return PipelineOutputs(**_from_samples(run_config, imported.outputs["samples"], cluster, train_model))
 
     return replay_pipeline
 
@@ -161,8 +176,8 @@ def build_generate_pipeline(cluster: ClusterConfig | None = None):
     (`None`: none, for the local runner)."""
 
     @dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)
-    def generate_pipeline(run_config: dict = DEFAULT_RUN_CONFIG) -> GeneratePipelineOutputs:
-        """seeds -> tasks (sharded) -> codes and tests (sharded) -> execute -> ... -> report."""
+    def generate_pipeline(run_config: dict = DEFAULT_RUN_CONFIG, train_model: str = "") -> GeneratePipelineOutputs:
+        """seeds -> tasks (sharded) -> codes and tests (sharded) -> execute -> ... -> report (-> train)."""
         seeds = steps.collect_seeds(run_config=run_config)
         seeds.set_display_name("collect seeds")
         apply_cluster_settings(seeds, "seeds", cluster)
@@ -197,7 +212,7 @@ def build_generate_pipeline(cluster: ClusterConfig | None = None):
         return GeneratePipelineOutputs(
             seeds=seeds.outputs["seeds"],
             tasks=tasks.outputs["tasks"],
-            **_from_samples(run_config, merged.outputs["samples"], cluster),
+            **_from_samples(run_config, merged.outputs["samples"], cluster, train_model),
         )
 
     return generate_pipeline

@@ -23,12 +23,15 @@ annotations to type the inputs and outputs).
 from typing import List
 
 from kfp import dsl
-from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Output
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
 # The image the CPU stages run on, built from images/light/Dockerfile (codedpo installed).
 # A placeholder name: push it to your registry and change it here (or re-tag) before compiling
 # for a cluster. The local runner ignores it and uses the current Python environment.
 BASE_IMAGE = "codedpo-light:latest"
+# The image of the train step: codedpo with its `train` extra (torch, transformers, TRL, peft).
+# Also a placeholder name, like BASE_IMAGE.
+TRAIN_IMAGE = "codedpo-train:latest"
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -397,3 +400,37 @@ def report(
         }
         print("published", runs.publish_files(config.store, config.run_name, "report", files))
     print(f"report written, {len(result.metrics)} metrics logged")
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def train(train_model: str, run_config: dict, pairs: Input[Dataset], model: Output[Model], metrics: Output[Metrics]):
+    """Train `train_model` on the pairs (`train/`: `run_training`, launcher `train.launcher`).
+
+    The `model` artifact folder receives what the run publishes (final/, checkpoints/,
+    metrics.jsonl, training_curves.png, result.json), unless `train.output` names another place
+    (an s3:// URI, so that a restarted step resumes from its checkpoints): then the artifact
+    records that URI in its metadata. The working folder is a temporary one.
+    """
+    from codedpo.components.common.logs import enable_stage_logging
+
+    enable_stage_logging()
+    import shutil
+    import tempfile
+
+    from codedpo.components.common import config as run_config_module
+    from codedpo.components.train.run import run_training
+
+    config = run_config_module.validate_config(run_config, source="run_config")
+    config.train.model = train_model
+    output = config.train.output or model.path
+    scratch = tempfile.mkdtemp(prefix="codedpo-train-")
+    try:
+        config.train.output_dir = scratch
+        result = run_training(config, pairs.path, output)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    model.metadata.update({"base_model": train_model, "output": output, "method": config.train.method,
+                           "global_step": result.global_step, "resumed_from_step": result.resumed_from_step})
+    for name, value in sorted(result.final_metrics.items()):
+        metrics.log_metric(name.replace("/", "_"), value)
+    print(f"trained {train_model} for {result.global_step} steps on {result.num_rows} rows; published to {output}")

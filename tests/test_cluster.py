@@ -61,7 +61,8 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Compiled:
     result = runner.invoke(app, ["compile", "--output", str(output), "--cluster", str(EXAMPLE)])
     assert result.exit_code == 0, result.output
     loaded = components.load_component_from_file(str(output))  # the KFP SDK reads it back
-    assert loaded.name == "codedpo-replay" and set(loaded.component_spec.inputs) == {"samples_path", "run_config"}
+    assert loaded.name == "codedpo-replay"
+    assert set(loaded.component_spec.inputs) == {"samples_path", "run_config", "train_model"}
     return Compiled(output)
 
 
@@ -228,7 +229,8 @@ def test_the_compiled_documents_parse_as_the_backend_protos(compiled: Compiled) 
     from kfp.pipeline_spec import pipeline_spec_pb2
 
     json_format.ParseDict(compiled.spec, pipeline_spec_pb2.PipelineSpec())
-    assert set(compiled.platform) == {compiled.executor_label(task) for task in TASK_STEPS}
+    # TASK_STEPS plus the train step (under `dsl.If(train_model != "")`, settings applied alike).
+    assert set(compiled.platform) == {compiled.executor_label(task) for task in TASK_STEPS} | {"exec-train"}
     for executor, config in compiled.platform.items():
         parsed = json_format.ParseDict(config, kubernetes_executor_config_pb2.KubernetesExecutorConfig())
         assert parsed.node_selector.labels["codedpo.dev/pool"] == "cpu", executor

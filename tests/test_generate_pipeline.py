@@ -179,7 +179,7 @@ def test_pipeline_from_seeds_compiles_to_sharded_sampling_stages(tmp_path: Path)
     for task in loops.values():
         assert task["parameterIterator"]["items"]["inputParameter"].startswith("pipelinechannel--plan-shards")
     assert root["merge-samples"]["inputs"]["artifacts"]["shards"]["taskOutputArtifact"]["producerTask"] in loops
-    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"run_config"}
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"run_config", "train_model"}  # train: optional
     assert root["execute"]["dependentTasks"] == ["merge-samples"]
 
 

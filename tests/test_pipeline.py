@@ -51,7 +51,10 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_pipeline_compiles_to_six_named_steps(compiled: Path) -> None:
     spec = next(yaml.safe_load_all(compiled.read_text()))  # 2nd document: the Kubernetes platform spec
     tasks = spec["root"]["dag"]["tasks"]
+    condition = tasks.pop("condition-1")  # the train step, inside `dsl.If(train_model != "")`
     assert {name: task["taskInfo"]["name"] for name, task in tasks.items()} == STEP_DISPLAY_NAMES
+    assert condition["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--train_model'] != ''"
+    assert set(spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]) == {"train"}
     assert tasks["execute"]["dependentTasks"] == ["import-samples"]
     assert set(tasks["report"]["dependentTasks"]) == set(STEP_DISPLAY_NAMES) - {"report"}
     # The sandbox steps retry; the deterministic ones do not.
@@ -72,14 +75,14 @@ def test_components_never_pip_install(compiled: Path) -> None:
     spec = next(yaml.safe_load_all(compiled.read_text()))  # 2nd document: the Kubernetes platform spec
     for name, executor in spec["deploymentSpec"]["executors"].items():
         container = executor["container"]
-        assert container["image"] == steps.BASE_IMAGE, name
+        assert container["image"] == steps.BASE_IMAGE, name  # the train step too: cluster.py puts it on light
         assert "pip install" not in " ".join(container["command"] + container.get("args", [])), name
 
 
 def test_compiled_pipeline_loads_back(compiled: Path) -> None:
     loaded = components.load_component_from_file(str(compiled))
     assert loaded.name == "codedpo-replay"
-    assert set(loaded.component_spec.inputs) == {"samples_path", "run_config"}
+    assert set(loaded.component_spec.inputs) == {"samples_path", "run_config", "train_model"}
 
 
 def test_run_config_survives_the_kfp_parameter_round_trip() -> None:

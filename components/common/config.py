@@ -14,6 +14,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+# The train section's model lives with the trainer; that module imports only pydantic (no torch).
+from codedpo.components.train.config import TrainConfig
+
 SandboxKind = Literal["runsc", "pod", "unsafe-none"]
 RankerName = Literal["self_validation", "pass_count", "all_tests", "random", "codet"]
 SamplesFormat = Literal["codedpo", "codet"]
@@ -258,7 +261,7 @@ class PairsConfig(_Section):
 
 
 class RunConfig(_Section):
-    """One run: samples in, pairs out."""
+    """One run: samples in, pairs out (and a trained model when `train.model` is set)."""
 
     run_name: str = Field("quickstart", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run folder name.")
     output_dir: str = Field("runs", description="Local folder that holds run folders and the pipeline root.")
@@ -274,6 +277,7 @@ class RunConfig(_Section):
     execute: ExecuteConfig = Field(default_factory=ExecuteConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     pairs: PairsConfig = Field(default_factory=PairsConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
     @model_validator(mode="after")
     def _generating_needs_seeds(self) -> "RunConfig":

@@ -1,7 +1,28 @@
 """The train stage: preference pairs in, a trained Hugging Face checkpoint out (TRL DPO; KTO and SFT
-ablations). `train(config, pairs_path, model_path)` is the plain-Python entry point."""
+ablations). `train(config, pairs, model)` trains in this process (one rank of a torchrun job when
+started by torchrun); `run_training(config, pairs_uri, output_uri)` is what the pipeline calls.
 
-from codedpo.components.train.config import TrainConfig, validate_train_config
-from codedpo.components.train.trainer import EmptyPairsError, TrainResult, train
+Only the configuration is imported eagerly: components/common/config.py imports TrainConfig, and
+the trainer (torch, TRL) must not load with it.
+"""
 
-__all__ = ["EmptyPairsError", "TrainConfig", "TrainResult", "train", "validate_train_config"]
+from typing import Any
+
+from codedpo.components.train.config import LoraSettings, TrainConfig, validate_train_config
+
+_LAZY = {
+    "EmptyPairsError": "codedpo.components.train.trainer",
+    "TrainResult": "codedpo.components.train.trainer",
+    "train": "codedpo.components.train.trainer",
+    "run_training": "codedpo.components.train.run",
+}
+
+__all__ = ["LoraSettings", "TrainConfig", "validate_train_config", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,8 +8,16 @@ of the steps, 1024-token sequences, activation checkpointing on.
 TRL 1.16 has no `rpo_alpha` field any more: the RPO loss is `loss_type=["sigmoid", "sft"]` with
 `loss_weights=[1.0, rpo_alpha]`, i.e. DPO loss + rpo_alpha x mean token NLL of the chosen
 completion (the RPO paper's form, which TRL's old `rpo_alpha` computed). `rpo_alpha` here maps to
-that. LoRA is not offered: `peft` is not installed in this project's environment, so a switch
-could not be tested; add it with peft.
+that. LoRA is optional (`lora`, through `peft`, installed by the `train` extra).
+
+Where things go: `output_dir` is the local working folder (Hugging Face writes its checkpoints
+there first); `output` is where the run publishes them, a local folder or an `s3://` URI read and
+written through components/common/storage.py (None = `output_dir` itself). A restarted run resumes
+from the latest complete checkpoint found under `output` (see checkpoints.py).
+
+This module imports only pydantic (components/common/config.py imports it for RunConfig's `train`
+section, and must stay cheap and free of torch); `ConfigError` is imported inside the function
+that raises it, so there is no import cycle.
 
 A bad value raises `ConfigError` (from `validate_train_config`) or pydantic's ValidationError
 (from the constructor); both name the field.
@@ -21,9 +29,26 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from codedpo.components.common.config import ConfigError, describe_validation_error
-
 TrainMethod = Literal["dpo", "kto", "sft"]
+Launcher = Literal["inline", "torchrun", "pytorchjob"]
+
+
+class LoraSettings(BaseModel):
+    """Low-rank adapters (peft's LoraConfig) instead of full fine-tuning."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    r: int = Field(16, ge=1, description="Rank of the adapter matrices.")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (the update is scaled by alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: str | list[str] = Field(
+        "all-linear", description="Modules that get adapters: peft's 'all-linear' or a list of module names."
+    )
+    merge: bool = Field(
+        False,
+        description="Save final/ as a full model with the adapters merged in (True) or as the adapter "
+        "alone (False; load it with peft on top of the base model).",
+    )
 
 
 class TrainConfig(BaseModel):
@@ -31,12 +56,30 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    model: str | None = Field(
+        None,
+        description="Model to train: a checkpoint folder or a Hugging Face hub id. None = no training "
+        "step in the pipeline.",
+    )
+    output: str | None = Field(
+        None,
+        description="Where checkpoints/, final/, metrics.jsonl and the plot are published: a local folder "
+        "or s3://bucket/prefix. None = output_dir.",
+    )
+    launcher: Launcher = Field(
+        "inline",
+        description="How the pipeline runs the trainer: 'inline' (in the step's process), 'torchrun' "
+        "(nproc_per_node processes on the step's machine), 'pytorchjob' (a Kubeflow PyTorchJob).",
+    )
+    nproc_per_node: int = Field(1, ge=1, le=64, description="Processes (devices) per machine for 'torchrun'.")
     method: TrainMethod = Field(
         "dpo",
         description="'dpo': TRL DPOTrainer on the pairs (the paper). Ablations: 'kto' (KTOTrainer, each pair "
         "unrolled into a desirable and an undesirable row), 'sft' (SFTTrainer on prompt + chosen).",
     )
-    output_dir: str = Field("runs/train", description="Folder for checkpoints, final/, metrics and the plot.")
+    output_dir: str = Field(
+        "runs/train", description="Local working folder: checkpoints are written here before they are published."
+    )
     learning_rate: float = Field(5e-6, gt=0, le=1, description="Peak learning rate (paper: 5e-6).")
     lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = Field(
         "linear", description="Learning-rate schedule after the warm-up (paper: linear)."
@@ -62,6 +105,9 @@ class TrainConfig(BaseModel):
     )
     seed: int = Field(0, description="Seed of weights init helpers, data order and dropout.")
     save_steps: int = Field(500, ge=1, description="Optimizer steps between intermediate checkpoints.")
+    save_total_limit: int = Field(
+        2, ge=1, description="Checkpoints kept (locally and under `output`); older ones are deleted."
+    )
     logging_steps: int = Field(10, ge=1, description="Optimizer steps between logged metrics.")
     activation_checkpointing: bool = Field(
         True, description="Recompute activations in the backward pass: less memory, about 20% slower."
@@ -71,6 +117,7 @@ class TrainConfig(BaseModel):
         description="'dpo'/'kto': compute the reference model's log-probs once before training, so the "
         "reference model is not kept in memory during training.",
     )
+    lora: LoraSettings | None = Field(None, description="Train LoRA adapters (peft) instead of all weights.")
 
     @model_validator(mode="after")
     def _kto_needs_pairs_in_batch(self) -> "TrainConfig":
@@ -86,6 +133,8 @@ class TrainConfig(BaseModel):
 
 def validate_train_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
     """Validate a plain dict into a TrainConfig, or raise ConfigError naming each bad field."""
+    from codedpo.components.common.config import ConfigError, describe_validation_error
+
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as error:
