@@ -100,7 +100,7 @@ def test_job_pods_meet_the_security_properties():
     assert pod["automountServiceAccountToken"] is False
     assert pod["serviceAccountName"] == "codedpo-sandbox"
     assert pod["restartPolicy"] == "Never"
-    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["fsGroup"] == 10001
     assert not pod.get("shareProcessNamespace")
     containers = {c["name"]: c for c in pod["initContainers"] + pod["containers"]}
     assert set(containers) == {"fetch", "sandbox", "upload"}
@@ -108,8 +108,14 @@ def test_job_pods_meet_the_security_properties():
         context = container["securityContext"]
         assert context["readOnlyRootFilesystem"] is True
         assert context["allowPrivilegeEscalation"] is False
-        assert context["capabilities"] == {"drop": ["ALL"]}
-        assert context["runAsNonRoot"] is True and context["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+        if container["name"] == "sandbox":  # gVisor's root, with only the harness's capabilities
+            assert context["runAsUser"] == 0 and context["runAsNonRoot"] is False
+            assert context["capabilities"] == {"drop": ["ALL"],
+                                               "add": ["CHOWN", "DAC_OVERRIDE", "KILL", "SETGID", "SETUID"]}
+        else:  # the data movers hold the credentials: non-root, no capability
+            assert context["runAsUser"] == 10001 and context["runAsNonRoot"] is True
+            assert context["capabilities"] == {"drop": ["ALL"]}
         limits = container["resources"]["limits"]
         assert limits["cpu"] and limits["memory"]
         assert "envFrom" not in container
@@ -128,6 +134,27 @@ def test_job_pods_meet_the_security_properties():
         assert refs["AWS_SECRET_ACCESS_KEY"] == "codedpo-s3"
     assert {m["mountPath"] for m in untrusted["volumeMounts"]} == {"/work", "/tmp"}
     assert all("emptyDir" in v for v in pod["volumes"])
+
+
+# Pod Security Standards, `baseline`: the only capabilities a container may add.
+BASELINE_CAPABILITIES = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
+                         "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+
+
+def test_job_pods_fit_the_namespaces_pod_security_level():
+    """The codedpo namespace enforces `baseline` (manifests/base/namespace.yaml); the sandbox
+    container's root and added capabilities fit it, and would not fit `restricted`."""
+    import yaml
+
+    namespace = yaml.safe_load((Path(__file__).parents[1] / "manifests/base/namespace.yaml").read_text())
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"
+    pod = _job()["spec"]["template"]["spec"]
+    for container in pod["initContainers"] + pod["containers"]:
+        context = container["securityContext"]
+        assert set(context["capabilities"].get("add", [])) <= BASELINE_CAPABILITIES
+        assert not context.get("privileged") and "procMount" not in context
+    assert not any("hostPath" in v for v in pod["volumes"])
+    assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
 
 
 def test_pod_workers_follow_the_cpu_limit_not_the_nodes_cpus():
@@ -422,47 +449,140 @@ def test_execute_step_launches_the_job_with_kubeconfig_and_env(cluster, tmp_path
     assert any(r[0] == "POST" and r[1] == f"/apis/batch/v1/namespaces/{NS}/jobs" for r in fake.requests)
 
 
-@pytest.mark.sandbox
-def test_sandbox_container_command_runs_in_gvisor_as_the_pods_user():
-    """The Job's `sandbox` container, run for real under gVisor (`runsc do`) as uid 10001 with only
-    the environment the Job gives it: `--sandbox pod` finds gVisor's kernel, the harness runs
-    without root (no per-candidate uids), and the outcomes are those of the inline executor."""
-    config = _config()
-    samples = _samples(3)
+# Hostile codes for the sandbox container test. Each would succeed if the candidates shared the
+# harness's uid (as they did when the container ran as uid 10001): the harness's processes and the
+# pipes behind its /proc/<pid>/fd entries would be theirs to use. (Reading another process's
+# /proc/<pid>/environ is not among them: gVisor allows it across uids, see docs/design-notes.md,
+# which is why the sandbox container's environment holds nothing secret.)
+FORGE_EVERYTHING = """import json, os
+def f(x):
+    lines = "".join(json.dumps({"job": job, "test": test, "status": "passed", "reason": "ok", "detail": "",
+                                "duration_s": 0.0}) + "\\n" for job in range(40) for test in range(3))
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        for fd in range(64):
+            try:
+                with open("/proc/%s/fd/%d" % (pid, fd), "w") as handle:
+                    handle.write(lines)
+            except OSError:
+                pass
+    return x - 1
+"""
+KILL_THE_HARNESS = """import os, signal
+def f(x):
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+    return x - 1
+"""
+WHOAMI = """import os
+def f(x):
+    effective = [line.split()[1] for line in open("/proc/self/status") if line.startswith("CapEff")][0]
+    raise type("R_uid%d_caps%s" % (os.getuid(), effective), (Exception,), {})()
+"""
+CORRECT = "def f(x):\n    return x + 1\n"
+
+
+def _hostile_samples() -> list:
+    tests = ["assert f(1) == 2\n", "assert f(2) == 3\n"]
+    return [
+        build_sample("forge", [FORGE_EVERYTHING, "def f(x):\n    return x\n", CORRECT], tests),
+        build_sample("kill", [KILL_THE_HARNESS, CORRECT], tests),
+        build_sample("whoami", [WHOAMI], ["assert f(1) == 2\n"]),
+    ]
+
+
+def _sandbox_container(samples: list) -> tuple[dict[str, Any], bytes]:
+    config = _config().model_copy(update={"workers": 1})  # one slot: each correct code follows the hostile ones
     shards = make_shards(samples, config, 1)
     job = build_sandbox_job("codedpo-exec-t", "r1", [shards[0].id], config, config.job)
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["name"] == "sandbox"
-    # Not under tmp_path: its parents are private to root, and the pod's user must reach the folder.
+    return container, shards[0].data
+
+
+@pytest.mark.sandbox
+def test_sandbox_container_runs_in_gvisor_as_root_with_only_its_capabilities():
+    """The Job's `sandbox` container, run for real under gVisor (`runsc do`) the way the pod runs
+    it: root, exactly the container's added capabilities (setpriv: bounding set, no inheritable
+    ones, no_new_privs), only the environment the Job gives it. `--sandbox pod` finds gVisor's
+    kernel, the harness runs each code under its slot's uid with no capability, codes that try to
+    kill the harness or forge passes through its pipes are failures, the correct codes after them
+    pass, and the uploader's user (10001) can read the result."""
+    samples = [*_samples(2), *_hostile_samples()]
+    container, data = _sandbox_container(samples)
     with tempfile.TemporaryDirectory(prefix="codedpo-pod-") as folder:
-        records = _run_sandbox_container(container, shards[0].data, Path(folder))
-    assert _statuses(records) == [(f"p{n}", [["passed", "passed"], ["failed" if n else "passed"] * 2])
-                                  for n in range(3)]
+        code, output = _run_sandbox_container(container, data, Path(folder))
+    assert code == 0, output[-3000:]
+    from codedpo.components.common.records import ExecutionRecord
+
+    records = {r.problem_id: r for r in (ExecutionRecord.model_validate_json(line)
+                                         for line in output.splitlines() if line.startswith("{"))}
+    assert _statuses([records["p0"], records["p1"]]) == [("p0", [["passed", "passed"], ["passed", "passed"]]),
+                                                         ("p1", [["passed", "passed"], ["failed", "failed"]])]
+    statuses = {name: _statuses([records[name]])[0][1] for name in ("forge", "kill")}
+    assert statuses == {"forge": [["failed", "failed"], ["failed", "failed"], ["passed", "passed"]],
+                        "kill": [["failed", "failed"], ["passed", "passed"]]}
+    assert not [o for r in records.values() for row in r.outcomes for o in row if o.status.value == "sandbox_error"]
+    (whoami,) = records["whoami"].outcomes[0]
+    assert whoami.detail == "R_uid20000_caps0000000000000000", whoami
 
 
-def _run_sandbox_container(container: dict[str, Any], data: bytes, workdir: Path) -> list:
-    """Run the container's command in `runsc do` as the pod's user; returns the result records."""
-    (workdir / "tmp").mkdir(parents=True)
+@pytest.mark.sandbox
+def test_sandbox_container_without_its_capabilities_fails_with_the_reason():
+    container, data = _sandbox_container(_samples(1))
+    capabilities = container["securityContext"]["capabilities"]["add"]
+    container["securityContext"]["capabilities"]["add"] = [c for c in capabilities if c != "SETUID"]
+    with tempfile.TemporaryDirectory(prefix="codedpo-pod-") as folder:
+        code, output = _run_sandbox_container(container, data, Path(folder))
+    assert code == 1 and "FAILED: SandboxUnavailable: --sandbox pod runs as root but lacks the capabilities SETUID" in output
+
+
+def _run_sandbox_container(container: dict[str, Any], data: bytes, workdir: Path) -> tuple[int, str]:
+    """Run the container's command in `runsc do` as its user with its capabilities, its `/work`
+    and `/tmp` laid out as the kubelet makes the pod's emptyDirs (fsGroup 10001, setgid, mode
+    2777) and `input.jsonl` written by the fetch container's user; then, as the uploader's user,
+    print the result (or FAILED: the failed marker). Returns (exit status, output)."""
+    import os
+    import shutil
+
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.fail("setpriv (util-linux) is missing: it gives the command the container's capabilities")
+    context = container["securityContext"]
+    mover = sandbox_job.POD_UID
+    for folder in (workdir, workdir / "tmp"):
+        folder.mkdir(exist_ok=True)
+        os.chown(folder, 0, mover)
+        folder.chmod(0o2777)
     (workdir / "input.jsonl").write_bytes(data)
-    workdir.chmod(0o777)
-    (workdir / "tmp").chmod(0o777)
+    os.chown(workdir / "input.jsonl", mover, mover)
+    (workdir / "shard").write_text("s")
     args = [str(workdir) if a == "/work" else a for a in container["args"]]
     env = {e["name"]: e["value"].replace("/tmp", str(workdir / "tmp")) for e in container["env"]}
     env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+    bounding = ",".join(["-all", *(f"+{c.lower()}" for c in context["capabilities"].get("add", []))])
+    command = [setpriv, f"--reuid={context['runAsUser']}", f"--regid={context['runAsGroup']}", "--clear-groups",
+               f"--bounding-set={bounding}", "--inh-caps=-all", "--no-new-privs",
+               sys.executable, "-m", sandbox_job.WORKER_MODULE, *args]
     # runsc's overlay keeps the sandbox's writes from the host: print the result from inside.
     script = (
         "import os, subprocess, sys\n"
-        f"os.setgid({sandbox_job.POD_UID}); os.setuid({sandbox_job.POD_UID})\n"
-        f"command = [sys.executable, '-m', {sandbox_job.WORKER_MODULE!r}, *{args!r}]\n"
-        f"code = subprocess.run(command, env={env!r}).returncode\n"
-        f"sys.stdout.write(open({str(workdir / 'result.jsonl')!r}).read() if code == 0 else 'FAILED')\n"
+        f"code = subprocess.run({command!r}, env={env!r}).returncode\n"
+        f"os.setgroups([{mover}]); os.setgid({mover}); os.setuid({mover})\n"
+        f"work = {str(workdir)!r}\n"
+        "done = os.path.exists(work + '/done')\n"
+        "sys.stdout.write(open(work + ('/result.jsonl' if done else '/failed')).read() if done else\n"
+        "                 'FAILED: ' + open(work + '/failed').read())\n"
+        "sys.exit(code)\n"
     )
     done = subprocess.run(["runsc", "--platform=ptrace", "--network=none", "do", sys.executable, "-c", script],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and "FAILED" not in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
-    from codedpo.components.common.records import ExecutionRecord
-
-    return [ExecutionRecord.model_validate_json(line) for line in done.stdout.splitlines() if line.startswith("{")]
+                          check=False, capture_output=True, text=True, timeout=300)
+    return done.returncode, done.stdout + done.stderr[-3000:]
 
 
 # --- the shard worker's failure paths (in-process; each one fails its index with one line) -------

@@ -6,7 +6,9 @@ Three modes (`ExecuteConfig.sandbox`):
   `runsc --platform=ptrace --network=none do python -I -m codedpo.components.execute.harness`. The sandbox sees the host
   file system through a copy-on-write overlay (writes never reach the host) and has no network.
 * `pod`: we are already inside a pod whose RuntimeClass is gVisor (handler `runsc`) and whose
-  NetworkPolicy denies egress; nesting runsc there is neither possible nor needed.
+  NetworkPolicy denies egress; nesting runsc there is neither possible nor needed. As root (the
+  Job's sandbox container) it also needs the harness's few capabilities (REQUIRED_CAPABILITIES),
+  and says which are missing rather than failing every code.
 * `unsafe-none`: NO isolation. The harness still applies its limits, but candidates run as this
   user on this machine. Only for trusted code (debugging, the benchmark's baseline); it logs a
   loud warning every time.
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import IO
 
 from codedpo.components.common.config import ExecuteConfig
+from codedpo.components.execute.harness.processes import missing_capabilities
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +92,12 @@ def harness_command(config: ExecuteConfig) -> list[str]:
         return [runsc, f"--platform={config.runsc_platform}", "--network=none", "do", *python]
     if config.sandbox == "pod" and not running_under_gvisor():
         raise SandboxUnavailable(NOT_GVISOR_HINT)
+    if config.sandbox == "pod" and os.geteuid() == 0 and missing_capabilities():
+        raise SandboxUnavailable(
+            f"--sandbox pod runs as root but lacks the capabilities {', '.join(missing_capabilities())}, "
+            "which the harness needs to run each worker slot's codes under their own uid: add them to "
+            "the container's securityContext (components/execute/sandbox_job.py), or run it as a non-root user."
+        )
     if config.sandbox == "unsafe-none":
         logger.warning(UNSAFE_WARNING)
     return python

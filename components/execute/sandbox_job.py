@@ -48,13 +48,23 @@ stays off), so the sandbox container cannot read the others' environment. It sha
 network, which is why the pods carry the label `app.kubernetes.io/component: sandbox`: the
 NetworkPolicy in manifests/ selects it and denies all egress except the object store, and without
 credentials the object store is of no use to the untrusted code.
-Every container runs as uid 10001, the sandbox image's user (runAsNonRoot), with a read-only root
-file system, no privilege escalation, all capabilities dropped and the RuntimeDefault seccomp
-profile; /tmp and /work are emptyDirs with size limits; the sandbox container has CPU and memory
-requests equal to limits. (The manifests' NetworkPolicy also admits cluster DNS; see there.)
-Known limit: without root the harness does not give each candidate its own uid (it needs
-CAP_SETUID), so candidates of one shard can see each other's files; gVisor and the pod are the
-isolation boundary, and a shard's results can only be disturbed by that shard's own candidates.
+Users and capabilities. The data movers (`fetch`, `upload`, which hold the credentials) run as
+uid 10001, the sandbox image's user (runAsNonRoot), with all capabilities dropped. The `sandbox`
+container runs as root with all capabilities dropped but the harness's five
+(SANDBOX_CAPABILITIES: SETUID, SETGID, CHOWN, DAC_OVERRIDE, KILL; harness/processes.py says what
+each is for). Why root: the harness runs each worker slot's codes under uids of their own
+(20000+n, 20500+n), so a candidate cannot signal or trace the harness, read its /proc entries or
+its pipes, or write outside its throw-away folder, and thus cannot forge a pass for itself or a
+sibling; switching uids needs CAP_SETUID. Why that is acceptable here: the container's root is
+gVisor's root, a user of gVisor's own kernel (the Sentry), not of the node's; the RuntimeClass
+is required (`--sandbox pod` refuses to run unless the kernel is gVisor), the root file system
+is read-only, privilege escalation is off (no_new_privs), the five capabilities are all in Pod
+Security's `baseline` profile, and the candidates themselves run as the slot uids with no
+capability at all. Every container has a read-only root file system, no privilege escalation
+and the RuntimeDefault seccomp profile; /tmp and /work are emptyDirs with size limits (the pod's
+fsGroup 10001 owns them, so what the sandbox writes as root in /work, mode 0644, is readable by
+the uploader); the sandbox container has CPU and memory requests equal to limits. (The
+manifests' NetworkPolicy also admits cluster DNS; see there.)
 
 Needs Kubernetes 1.29 or later: `backoffLimitPerIndex` is beta and on by default from 1.29 (GA in
 1.33), and pods carry the `batch.kubernetes.io/job-completion-index` label from 1.28. The Job is
@@ -86,6 +96,7 @@ from codedpo.components.common.config import ExecuteConfig, SandboxJobConfig
 from codedpo.components.common.records import ExecutionRecord, SampleSet
 from codedpo.components.common.storage import Store, StorageError, open_store, run_prefix
 from codedpo.components.execute.executor import harness_limits, harness_version
+from codedpo.components.execute.harness.processes import REQUIRED_CAPABILITIES
 from codedpo.components.execute.shard_worker import INPUT, RESULT, shard_key
 
 logger = logging.getLogger(__name__)
@@ -98,7 +109,8 @@ INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 WORKER_MODULE = "codedpo.components.execute.shard_worker"
 WORK_DIR, TMP_DIR = "/work", "/tmp"
-POD_UID = 10001  # the sandbox image's user (images/sandbox/Dockerfile)
+POD_UID = 10001  # the sandbox image's user (images/sandbox/Dockerfile): the data movers run as it
+SANDBOX_CAPABILITIES = sorted(REQUIRED_CAPABILITIES)  # all the root sandbox container keeps (see above)
 DATA_MOVER_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}}
 
 
@@ -193,19 +205,26 @@ def _s3_env(job: SandboxJobConfig) -> list[dict[str, Any]]:
     return env
 
 
-def _security_context() -> dict[str, Any]:
-    return {"runAsNonRoot": True, "runAsUser": POD_UID, "runAsGroup": POD_UID, "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"}}
+def _security_context(root: bool = False) -> dict[str, Any]:
+    """Non-root with no capability (the data movers), or gVisor's root with only the harness's
+    capabilities (the sandbox container; see the module docstring for why)."""
+    if root:
+        user = {"runAsNonRoot": False, "runAsUser": 0, "runAsGroup": 0}
+        capabilities = {"drop": ["ALL"], "add": list(SANDBOX_CAPABILITIES)}
+    else:
+        user = {"runAsNonRoot": True, "runAsUser": POD_UID, "runAsGroup": POD_UID}
+        capabilities = {"drop": ["ALL"]}
+    return {**user, "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+            "capabilities": capabilities, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def _container(name: str, job: SandboxJobConfig, args: list[str], env: list[dict[str, Any]],
-               resources: dict[str, Any], mounts: list[dict[str, Any]]) -> dict[str, Any]:
+               resources: dict[str, Any], mounts: list[dict[str, Any]], root: bool = False) -> dict[str, Any]:
     base_env = [{"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}, {"name": "HOME", "value": TMP_DIR},
                 {"name": "TMPDIR", "value": TMP_DIR}]
     return {"name": name, "image": job.image, "imagePullPolicy": "IfNotPresent",
             "command": ["python", "-m", WORKER_MODULE], "args": args, "env": base_env + env,
-            "resources": resources, "volumeMounts": mounts, "securityContext": _security_context()}
+            "resources": resources, "volumeMounts": mounts, "securityContext": _security_context(root)}
 
 
 def build_sandbox_job(name: str, run_id: str, shard_ids: list[str], config: ExecuteConfig,
@@ -231,7 +250,7 @@ def build_sandbox_job(name: str, run_id: str, shard_ids: list[str], config: Exec
     fetch = _container("fetch", job, ["fetch", *store_args, "--shards", ",".join(shard_ids)],
                        [index_env, *_s3_env(job)], DATA_MOVER_RESOURCES, [work, tmp])
     sandbox = _container("sandbox", job, ["run", "--dir", WORK_DIR, "--sandbox", "pod", "--execute-json", execute_json],
-                         [], sandbox_resources, [work, tmp])
+                         [], sandbox_resources, [work, tmp], root=True)
     uploader = _container("upload", job, ["upload", *store_args, "--wait-timeout-s", str(math.ceil(job.timeout_s))],
                           _s3_env(job), DATA_MOVER_RESOURCES, [{**work, "readOnly": True}, tmp])
     pod_spec = {
@@ -240,6 +259,7 @@ def build_sandbox_job(name: str, run_id: str, shard_ids: list[str], config: Exec
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "restartPolicy": "Never",
+        # The movers' defaults (the sandbox container overrides the user); fsGroup owns the emptyDirs.
         "securityContext": {"runAsNonRoot": True, "runAsUser": POD_UID, "runAsGroup": POD_UID, "fsGroup": POD_UID,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "initContainers": [fetch],

@@ -65,9 +65,9 @@ def run_batch(limits, problems, jobs, out_fd):
                           ("slot-%d-isolated" % slot, _UID_BASE + _ISOLATED_UID_OFFSET + slot)):
             workdir = os.path.join(root, name)
             os.makedirs(workdir, exist_ok=True)
+            os.chmod(workdir, 0o700)  # before the chown: root needs no CAP_FOWNER for its own dir
             if limits["privileged"]:
                 os.chown(workdir, uid, uid)
-            os.chmod(workdir, 0o700)
             workdirs.append(workdir)
         pid = os.fork()
         if pid == 0:
@@ -145,6 +145,10 @@ def main():
     limits = header["limits"]
     limits["privileged"] = os.geteuid() == 0 and not limits.get("no_uid_switch", False)
     if limits["privileged"]:
+        missing = processes.missing_capabilities()
+        if missing:
+            raise SystemExit("harness: running as root without the capabilities %s (see "
+                             "processes.REQUIRED_CAPABILITIES)" % ", ".join(missing))
         _open_interpreter_paths()
     problems, jobs = {}, []
     for line in sys.stdin:

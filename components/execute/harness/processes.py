@@ -13,6 +13,27 @@ _SIGKILL = signal.SIGKILL
 _prctl = None  # libc's prctl, loaded once in main (see _die_with_parent)
 _PR_SET_PDEATHSIG = 1
 
+# What a privileged (root) harness needs, as capability names and bit numbers. Measured under gVisor
+# with a reduced bounding set (docs/design-notes.md "Launchers"); a pod adds exactly these
+# (components/execute/sandbox_job.py):
+# - SETUID, SETGID: a child becomes its slot's uid (setgroups, setgid, setuid);
+# - CHOWN: each slot's work directory is given to the slot's uid;
+# - DAC_OVERRIDE: the dispatcher empties a slot's directory after each code, whatever modes the
+#   candidate left on its files, and the executor removes the whole batch folder afterwards;
+# - KILL: the dispatcher kills a child of another uid at once (a timeout, a flood on its pipe).
+REQUIRED_CAPABILITIES = {"CHOWN": 0, "DAC_OVERRIDE": 1, "KILL": 5, "SETGID": 6, "SETUID": 7}
+
+
+def missing_capabilities():
+    """Names of the REQUIRED_CAPABILITIES this process does not hold (effective set). A root
+    harness without them would fail every child's setup, code after code; say so up front."""
+    try:
+        with open("/proc/self/status") as handle:
+            effective = next(int(line.split()[1], 16) for line in handle if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):  # not Linux: no capabilities to check
+        return []
+    return sorted(name for name, bit in REQUIRED_CAPABILITIES.items() if not effective >> bit & 1)
+
 
 def _die_with_parent(parent_pid):
     """Ask the kernel to SIGKILL this process when its parent dies (call it again after a uid
