@@ -515,3 +515,29 @@ def test_harness_writing_garbage_gives_sandbox_errors(make_sample, small_config,
     assert "not JSON" in record.outcomes[0][0].detail
     assert stats.sandbox_errors == 2
     assert _rows_in(tmp_path / "cache") == 0
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        {"job": 99, "test": 0, "status": "passed", "reason": "", "detail": "", "duration_s": 0.0},
+        {"job": 0, "test": 0, "status": "nonsense", "reason": "", "detail": "", "duration_s": 0.0},
+        {"job": 0, "test": 0},
+    ],
+    ids=["unknown-job", "bad-status", "missing-fields"],
+)
+def test_a_malformed_result_line_never_counts_as_a_pass(forged, make_sample, small_config, monkeypatch) -> None:
+    """Whatever the harness's stdout carries, the executor neither crashes nor takes a pass it
+    did not send: a line for an execution it never asked for is ignored, a malformed one ends the
+    batch as a sandbox error. (A stand-in process plays the harness: the real one, behind the
+    per-slot uids, cannot be made to write such lines.)"""
+    script = f"import json, sys; sys.stdin.read(); print(json.dumps({forged!r})); print(json.dumps({{'end': True}}))"
+
+    def fake_harness(config, workdir, stderr_file):
+        return subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=stderr_file, text=True)
+
+    monkeypatch.setattr("codedpo.components.execute.executor.start_harness", fake_harness)
+    sample = make_sample("p", ["def f():\n    return 1\n"], ["assert f() == 1"])
+    [record] = execute_samples([sample], small_config(sandbox="unsafe-none"))
+    assert [[outcome.status for outcome in row] for row in record.outcomes] == [[Status.sandbox_error]]

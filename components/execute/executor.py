@@ -182,14 +182,18 @@ def _run_batch(
                     process.kill()
                     break
                 if "test" in message:
-                    job = batch[message["job"]]
-                    test_index = message["test"]
-                    if (message["job"], test_index) not in remaining:
+                    key = (message.get("job"), message.get("test"))
+                    if key not in remaining:  # a repeat, or an execution this batch never sent
                         continue
-                    remaining.discard((message["job"], test_index))
-                    outcome = Outcome(status=message["status"], reason=message["reason"],
-                                      detail=message["detail"], duration_s=message["duration_s"])
-                    on_outcome(job, test_index, outcome, message.get("times_s"))
+                    try:
+                        outcome = Outcome(status=message["status"], reason=message["reason"],
+                                          detail=message["detail"], duration_s=message["duration_s"])
+                    except (KeyError, ValueError):  # pydantic's ValidationError is a ValueError
+                        failure = f"the harness wrote a malformed result: {line[:200]!r}"
+                        process.kill()
+                        break
+                    remaining.discard(key)
+                    on_outcome(batch[key[0]], key[1], outcome, message.get("times_s"))
                 elif message.get("end"):
                     ended = True
                     if message.get("dispatcher_failures"):
