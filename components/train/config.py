@@ -118,6 +118,15 @@ class TrainConfig(BaseModel):
         "reference model is not kept in memory during training.",
     )
     lora: LoraSettings | None = Field(None, description="Train LoRA adapters (peft) instead of all weights.")
+    job: dict[str, Any] | None = Field(
+        None,
+        description="launcher 'pytorchjob': the job's cluster shape, the fields of PyTorchJobSpec "
+        "(components/train/pytorchjob.py) but `name`, which is derived from the run: image, namespace, "
+        "workers, nproc_per_node, gpus_per_pod, cpu/memory, node_selector, tolerations, s3, ...",
+    )
+    job_timeout_s: float = Field(
+        7 * 24 * 3600.0, gt=0, description="launcher 'pytorchjob': how long the step follows the job before deleting it."
+    )
 
     @model_validator(mode="after")
     def _kto_needs_pairs_in_batch(self) -> "TrainConfig":
@@ -128,6 +137,18 @@ class TrainConfig(BaseModel):
                              "examples within a batch)")
         if self.method == "sft" and self.precompute_ref_log_probs:
             raise ValueError("precompute_ref_log_probs needs a reference model: use it with 'dpo' or 'kto'")
+        if self.launcher == "pytorchjob":
+            # The job's pods see neither the step's files nor its folder: they read and publish
+            # through object storage, and need an image to run.
+            if self.output is not None and not self.output.startswith("s3://"):
+                raise ValueError(f"launcher 'pytorchjob' publishes through object storage: output must be an "
+                                 f"s3:// URI (got {self.output!r})")
+            if not self.job or not self.job.get("image"):
+                raise ValueError("launcher 'pytorchjob' needs job.image (the trainer image) and the job's shape "
+                                 "under train.job")
+            from codedpo.components.train.pytorchjob import validate_pytorchjob_spec
+
+            validate_pytorchjob_spec({**self.job, "name": "codedpo-train"}, source="train.job")
         return self
 
 

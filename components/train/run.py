@@ -6,18 +6,29 @@
 - "torchrun": `torchrun --standalone --nproc-per-node N -m codedpo.components.train ...` on this
   machine, as a subprocess (its output streams into this process's log); the result is read back
   from `result.json` under the output.
-- "pytorchjob": a Kubeflow PyTorchJob on the cluster, created and followed by the launcher
-  component (components/train/pytorchjob.py builds the job); not run from here.
+- "pytorchjob": a Kubeflow PyTorchJob on the cluster (`train.job` gives its shape): the pairs go
+  to `<output>/input/` in object storage, `launcher.launch_training` creates the job, streams the
+  master's log, fails with the job's reason or deletes it on timeout / cancel, and the result is
+  read back from `result.json` under the output. The job's name is a hash of the configuration
+  and the pairs, so a retried step adopts the job its first attempt created.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 from codedpo.components.common.config import RunConfig
 from codedpo.components.train.config import TrainConfig
 from codedpo.components.train.trainer import RESULT_FILE, TrainResult
+
+
+# Where the step hands the pairs to a PyTorchJob, under the run's output.
+PAIRS_INPUT_PREFIX = "input"
 
 
 class TrainingFailedError(RuntimeError):
@@ -50,7 +61,30 @@ def run_training(config: RunConfig | TrainConfig, pairs_uri: str, output_uri: st
         if completed.returncode != 0:
             raise TrainingFailedError(f"torchrun exited with status {completed.returncode} (see the log above)")
         return TrainResult.from_json(open_store(output_uri).get_bytes(RESULT_FILE).decode("utf-8"))
-    raise NotImplementedError(
-        "train.launcher 'pytorchjob' runs on a Kubeflow cluster through the PyTorchJob launcher component, "
-        "not in this process; use 'inline' or 'torchrun' for a local run"
-    )
+    return _run_pytorchjob(train_config, pairs_uri, output_uri)
+
+
+def pytorchjob_name(config: TrainConfig, pairs_sha256: str) -> str:
+    """A stable job name for this configuration and these pairs (DNS-1035, 28 characters)."""
+    text = json.dumps(config.model_dump(mode="json"), sort_keys=True) + pairs_sha256
+    return "codedpo-train-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:14]
+
+
+def _run_pytorchjob(config: TrainConfig, pairs_uri: str, output_uri: str, *, api: Any = None) -> TrainResult:
+    from codedpo.components.common.storage import open_store
+    from codedpo.components.train.launcher import launch_training
+    from codedpo.components.train.pytorchjob import validate_pytorchjob_spec
+
+    if not output_uri.startswith("s3://"):
+        raise ValueError(f"train.launcher 'pytorchjob': the output must be an s3:// URI the job can reach, got {output_uri!r}")
+    store = open_store(output_uri)
+    if pairs_uri.startswith("s3://"):
+        pairs_sha256 = hashlib.sha256(pairs_uri.encode("utf-8")).hexdigest()
+    else:  # the step's local artifact: hand it to the job through the store
+        data = Path(pairs_uri).read_bytes()
+        pairs_sha256 = hashlib.sha256(data).hexdigest()
+        store.put_bytes(f"{PAIRS_INPUT_PREFIX}/pairs.jsonl", data)
+        pairs_uri = f"{output_uri.rstrip('/')}/{PAIRS_INPUT_PREFIX}"
+    spec = validate_pytorchjob_spec({**(config.job or {}), "name": pytorchjob_name(config, pairs_sha256)}, source="train.job")
+    launch_training(spec, config, pairs_uri=pairs_uri, model_path=config.model or "", timeout_s=config.job_timeout_s, api=api)
+    return TrainResult.from_json(store.get_bytes(RESULT_FILE).decode("utf-8"))
