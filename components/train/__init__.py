@@ -17,7 +17,7 @@ _LAZY = {
     "run_training": "codedpo.components.train.run",
 }
 
-__all__ = ["LoraSettings", "TrainConfig", "validate_train_config", *_LAZY]
+__all__ = ["EmptyPairsError", "LoraSettings", "TrainConfig", "TrainResult", "run_training", "train", "validate_train_config"]
 
 
 def __getattr__(name: str) -> Any:
