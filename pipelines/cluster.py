@@ -46,7 +46,7 @@ from codedpo.pipelines.images import REGISTRY_ENV, TAG_ENV, image_refs, image_re
 StepName = Literal[
     "seeds", "plan", "tasks", "sample", "merge", "import", "execute", "score", "time", "pairs", "report", "train"
 ]
-ImageName = Literal["light", "sampler"]
+ImageName = Literal["light", "sampler", "trainer"]
 
 # The image each step's own container runs. execute/time and train only coordinate on a cluster:
 # the sandbox Job's and the PyTorchJob's images are part of the run configuration.
@@ -62,7 +62,7 @@ STEP_IMAGES: dict[str, ImageName] = {
     "time": "light",
     "pairs": "light",
     "report": "light",
-    "train": "light",
+    "train": "trainer",  # inline / torchrun train in the step's pod; pytorchjob only launches
 }
 SHM_VOLUME = "dshm"
 

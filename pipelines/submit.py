@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import secrets
 import tempfile
 import time
 import warnings
@@ -217,7 +218,9 @@ def submit_run(
         digest = hashlib.sha256(package.read_bytes()).hexdigest()[:10]
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
         name, description = pipeline_name(config)
-        version_name = f"{name}-{stamp}-{digest}"
+        # The time and the content say which version it is; the random part keeps two
+        # submissions of the same YAML within one second apart (a version name is unique).
+        version_name = f"{name}-{stamp}-{digest}-{secrets.token_hex(3)}"
         pipeline_id, version_id = _upload(client, host, package, name, description, version_name, namespace)
     with _api(host, f"find or create experiment {experiment!r}"):
         found = client.create_experiment(name=experiment, namespace=namespace)

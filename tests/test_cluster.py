@@ -247,6 +247,10 @@ def test_images_from_the_registry_environment(tmp_path: Path, monkeypatch: pytes
     output = tmp_path / "env.yaml"
     assert runner.invoke(app, ["compile", "--output", str(output)]).exit_code == 0
     assert Compiled(output).container("score")["image"] == "ghcr.io/acme/codedpo-light:1.2.3"
+    # The train step trains in its own pod (launcher inline / torchrun): it needs the trainer image.
+    assert Compiled(output).spec["deploymentSpec"]["executors"]["exec-train"]["container"]["image"] == (
+        "ghcr.io/acme/codedpo-trainer:1.2.3"
+    )
 
     monkeypatch.delenv("CODEDPO_IMAGE_TAG")
     assert ClusterConfig().images.ref("sampler") == f"ghcr.io/acme/codedpo-sampler:{default_tag()}"
