@@ -253,6 +253,16 @@ def load_cluster_config(path: str | Path | None) -> ClusterConfig:
         raise ConfigError(describe_validation_error(error, f"invalid cluster configuration ({path})")) from None
 
 
+# The steps that may create workloads on the cluster (the sandbox Job, the PyTorchJob), and the
+# downward-API variables through which they learn their own pod.
+LAUNCHING_STEPS = frozenset({"execute", "train"})
+POD_FIELD_ENV = {
+    "CODEDPO_POD_NAME": "metadata.name",
+    "CODEDPO_POD_UID": "metadata.uid",
+    "CODEDPO_POD_NAMESPACE": "metadata.namespace",
+}
+
+
 def apply_cluster_settings(task: Any, step: StepName, cluster: ClusterConfig | None) -> Any:
     """Apply `cluster`'s settings for `step` to a `PipelineTask` (no-op when `cluster` is None);
     returns the task. Called by `build_pipeline` once per step, after the step's own settings."""
@@ -301,6 +311,13 @@ def apply_cluster_settings(task: Any, step: StepName, cluster: ClusterConfig | N
         kubernetes.set_image_pull_secrets(task, cluster.image_pull_secrets)
     if settings.timeout_s:
         kubernetes.set_timeout(task, settings.timeout_s)
+
+    if step in LAUNCHING_STEPS:
+        # The launchers give the workload they create an ownerReference to this pod, so a
+        # cancelled step's Job / PyTorchJob is garbage-collected even when no SIGTERM reaches the
+        # step's process (components/common/kube.py).
+        for env_name, field_path in POD_FIELD_ENV.items():
+            kubernetes.use_field_path_as_env(task, env_name=env_name, field_path=field_path)
 
     if settings.retries is not None:
         backoff = f"{settings.retry_backoff_s}s" if settings.retry_backoff_s is not None else None

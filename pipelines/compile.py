@@ -28,16 +28,20 @@ def compile_pipeline(
 ) -> Path:
     """Write the compiled pipeline to `output` (parent folders are created); returns the path.
     The pipeline's shape follows `config.sampling.backend` (from seeds, or replay); without a
-    configuration it is the replay pipeline, the quickstart's. `cluster` defaults to
-    `ClusterConfig()`."""
+    configuration it is the replay pipeline, the quickstart's. The configuration is the default
+    of the `run_config` parameter. `cluster` defaults to `ClusterConfig()`."""
     from kfp import compiler  # imported here so that `codedpo config` starts without kfp
 
     from codedpo.components.common.config import RunConfig
-    from codedpo.pipelines.pipeline import pipeline_for
+    from codedpo.pipelines.pipeline import build_generate_pipeline, build_replay_pipeline, run_config_parameter
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    pipeline = pipeline_for(config or RunConfig(), cluster if cluster is not None else ClusterConfig())
+    config = config or RunConfig()
+    build = build_replay_pipeline if config.sampling.backend == "replay" else build_generate_pipeline
+    # The configuration is also the `run_config` parameter's default: the KFP UI shows it, and a
+    # run started there without edits runs what was compiled.
+    pipeline = build(cluster if cluster is not None else ClusterConfig(), run_config_parameter(config))
     compiler.Compiler().compile(pipeline_func=pipeline, package_path=str(output))
     return output
 

@@ -154,13 +154,15 @@ def _from_samples(run_config: dict, samples: Dataset, cluster: ClusterConfig | N
     }
 
 
-def build_replay_pipeline(cluster: ClusterConfig | None = None):
+def build_replay_pipeline(cluster: ClusterConfig | None = None, run_config_default: dict | None = None):
     """The replay pipeline (a KFP `GraphComponent`) with `cluster`'s settings on every step
-    (`None`: none, for the local runner)."""
+    (`None`: none, for the local runner); `run_config_default` (a `run_config_parameter`) is the
+    `run_config` parameter's default, `RunConfig()`'s when None."""
+    default = DEFAULT_RUN_CONFIG if run_config_default is None else run_config_default
 
     @dsl.pipeline(name=REPLAY_PIPELINE_NAME, description=REPLAY_PIPELINE_DESCRIPTION)
     def replay_pipeline(
-        samples_path: str, run_config: dict = DEFAULT_RUN_CONFIG, train_model: str = ""
+        samples_path: str, run_config: dict = default, train_model: str = ""
     ) -> PipelineOutputs:
         """import samples -> execute -> score -> time -> pairs -> report (-> train)."""
         imported = steps.import_samples(samples_path=samples_path, run_config=run_config)
@@ -171,12 +173,13 @@ def build_replay_pipeline(cluster: ClusterConfig | None = None):
     return replay_pipeline
 
 
-def build_generate_pipeline(cluster: ClusterConfig | None = None):
+def build_generate_pipeline(cluster: ClusterConfig | None = None, run_config_default: dict | None = None):
     """The pipeline from seeds (a KFP `GraphComponent`) with `cluster`'s settings on every step
-    (`None`: none, for the local runner)."""
+    (`None`: none, for the local runner); `run_config_default` as for `build_replay_pipeline`."""
+    default = DEFAULT_RUN_CONFIG if run_config_default is None else run_config_default
 
     @dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)
-    def generate_pipeline(run_config: dict = DEFAULT_RUN_CONFIG, train_model: str = "") -> GeneratePipelineOutputs:
+    def generate_pipeline(run_config: dict = default, train_model: str = "") -> GeneratePipelineOutputs:
         """seeds -> tasks (sharded) -> codes and tests (sharded) -> execute -> ... -> report (-> train)."""
         seeds = steps.collect_seeds(run_config=run_config)
         seeds.set_display_name("collect seeds")

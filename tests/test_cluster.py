@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from codedpo.components.common.config import ConfigError
 from codedpo.pipelines.cli import app
 from codedpo.pipelines.cluster import ClusterConfig, apply_cluster_settings, load_cluster_config
+from codedpo.pipelines.compile import compile_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "cluster.yaml"
@@ -273,3 +274,27 @@ def test_default_model_steps_get_a_gpu_and_no_volume_that_may_not_exist(tmp_path
         assert not settings.model_cache and settings.secrets == ["s3", "hf-token"]
     assert cluster.model_cache is None and cluster.secrets["hf-token"].optional
     assert cluster.step("score").accelerator_type is None and cluster.step("score").secrets == ["s3"]
+
+
+def test_the_execute_step_on_a_cluster_launches_sandbox_jobs(tmp_path: Path) -> None:
+    """Compiled with `execute.launcher: kubernetes-job`, the execute step carries what its sandbox
+    Job needs: the configuration (the `run_config` default) names the launcher and the Job's
+    RuntimeClass, its pod gets the store's Secret and its own name / uid / namespace (for the Job's
+    ownerReference), and the run goes under the launcher's service account (tests/test_submit.py)."""
+    from codedpo.components.common.config import load_config
+
+    config = load_config(None, {"execute.launcher": "kubernetes-job", "execute.job.store_uri": "s3://codedpo",
+                                "execute.job.image": "registry.example/codedpo-sandbox:1"})
+    output = compile_pipeline(tmp_path / "job.yaml", config, ClusterConfig())
+    compiled = Compiled(output)
+    default = compiled.spec["root"]["inputDefinitions"]["parameters"]["run_config"]["defaultValue"]
+    assert default["execute"]["launcher"] == "kubernetes-job"
+    assert default["execute"]["job"]["runtime_class"] == "gvisor"
+    platform = compiled.platform[compiled.executor_label("execute")]
+    assert {s["secretName"] for s in platform["secretAsEnv"]} == {"codedpo-s3"}
+    assert {f["name"]: f["fieldPath"] for f in platform["fieldPathAsEnv"]} == {
+        "CODEDPO_POD_NAME": "metadata.name",
+        "CODEDPO_POD_UID": "metadata.uid",
+        "CODEDPO_POD_NAMESPACE": "metadata.namespace",
+    }
+    assert "fieldPathAsEnv" not in compiled.platform[compiled.executor_label("score")]
