@@ -217,10 +217,11 @@ def test_run_configuration_does_not_import_torch():
     assert out.strip() == "[]"
 
 
-def test_run_training_needs_a_model_and_leaves_pytorchjob_to_its_launcher(tmp_path, engine_pairs):
+def test_run_training_needs_a_model_and_a_pytorchjob_needs_object_storage(tmp_path, engine_pairs):
     from codedpo.components.train import run_training
 
     with pytest.raises(ValueError, match="train.model"):
         run_training(RunConfig(), str(engine_pairs), str(tmp_path / "out"))
-    with pytest.raises(NotImplementedError, match="pytorchjob"):
-        run_training(TrainConfig(model="m", launcher="pytorchjob"), str(engine_pairs), str(tmp_path / "out"))
+    job = TrainConfig(model="m", launcher="pytorchjob", job={"image": "registry.example/codedpo-trainer:1"})
+    with pytest.raises(ValueError, match="must be an s3:// URI"):  # the job's pods cannot see this folder
+        run_training(job, str(engine_pairs), str(tmp_path / "out"))
