@@ -31,14 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel
-
 from codedpo.components.common import jsonl
+from pydantic import BaseModel
 
 log = logging.getLogger(__name__)
 
 ItemT = TypeVar("ItemT")
 RecordT = TypeVar("RecordT", bound=BaseModel)
+ModelT = TypeVar("ModelT")
 
 
 def shard_slice(count: int, shards: int, index: int) -> range:
@@ -159,3 +159,44 @@ def run_in_chunks(
         wall_seconds=round(time.perf_counter() - start, 3),
     )
     return ShardResult(records=records, summary=summary)
+
+
+def run_shard(
+    items: Sequence[ItemT],
+    shard_index: int,
+    shards: int,
+    work: Callable[[ModelT, list[ItemT]], tuple[list[RecordT], dict[str, Any]]],
+    make_model: Callable[[], ModelT],
+    *,
+    stage: str,
+    record_type: type[RecordT],
+    item_id: Callable[[ItemT], str],
+    settings: dict[str, Any],
+    cache_dir: str,
+    chunk_size: int,
+    describe: Callable[[dict[str, Any]], str],
+) -> ShardResult[RecordT]:
+    """Shard `shard_index` of `shards` of a model stage: its slice of `items` (all the stage's
+    items, in order) in chunks through `work(model, chunk)`, cached under `cache_dir` (none when
+    empty) by `settings`. The model is made on the first chunk that needs it, so a shard whose
+    chunks are all cached never loads one. The summary gets `shard` and `shards`."""
+    positions = shard_slice(len(items), shards, shard_index)
+    cache = ChunkCache(Path(cache_dir), settings_key(settings), record_type) if cache_dir else None
+    model: list[ModelT] = []  # made once, on first need
+
+    def chunk_work(chunk: list[ItemT]) -> tuple[list[RecordT], dict[str, Any]]:
+        if not model:
+            model.append(make_model())
+        return work(model[0], chunk)
+
+    result = run_in_chunks(
+        [items[i] for i in positions],
+        chunk_work,
+        item_id=item_id,
+        chunk_size=chunk_size,
+        cache=cache,
+        describe=describe,
+        label=f"{stage} shard {shard_index + 1}/{shards}",
+    )
+    result.summary.update(shard=shard_index, shards=shards)
+    return result

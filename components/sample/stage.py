@@ -15,15 +15,20 @@ every `SampleSet.sampling`, so a run reproduces with the same seed, shards and c
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from codedpo.components.common.config import RunConfig
 from codedpo.components.common.records import SampleSet
-from codedpo.components.common.shards import ChunkCache, ShardResult, run_in_chunks, settings_key, shard_slice
+from codedpo.components.common.shards import ShardResult, run_shard
 from codedpo.components.sample.backends import Backend, SamplingParams, derive_seed
-from codedpo.components.sample.generate import SamplingReport, Task, sample_codes_and_tests
+from codedpo.components.sample.generate import (
+    SamplingReport,
+    Task,
+    sample_codes_and_tests,
+)
 from codedpo.components.sample.prompts import PromptTemplates
 
 log = logging.getLogger(__name__)
@@ -75,22 +80,8 @@ def sample_shard(
     """Sample shard `shard_index` of `tasks` (all the stage's tasks, in order): see the module
     docstring. The summary is the merged `SamplingReport.to_dict()` of its chunks plus the
     shard's counts."""
-    positions = shard_slice(len(tasks), config.sampling.shards, shard_index)
-    shard_tasks = [tasks[i] for i in positions]
-    settings = output_settings(config, templates)
-    cache = (
-        ChunkCache(config.sampling.cache_dir, settings_key(settings), SampleSet)
-        if config.sampling.cache_dir
-        else None
-    )
-    backend: Backend | None = None
-
-    def work(chunk: list[Task]) -> tuple[list[SampleSet], dict[str, Any]]:
-        nonlocal backend
-        if backend is None:
-            backend = make_backend()
-        params = sampling_params(config)
-        params = SamplingParams(**{**params.to_dict(), "seed": derive_seed(config.sampling.seed, chunk[0].problem_id)})
+    def work(backend: Backend, chunk: list[Task]) -> tuple[list[SampleSet], dict[str, Any]]:
+        params = dataclasses.replace(sampling_params(config), seed=derive_seed(config.sampling.seed, chunk[0].problem_id))
         samples, report = sample_codes_and_tests(
             chunk,
             backend,
@@ -102,16 +93,21 @@ def sample_shard(
         )
         return samples, _report_dict(report)
 
-    result = run_in_chunks(
-        shard_tasks,
+    result = run_shard(
+        tasks,
+        shard_index,
+        config.sampling.shards,
         work,
+        make_backend,
+        stage="sample",
+        record_type=SampleSet,
         item_id=lambda task: task.problem_id,
+        settings=output_settings(config, templates),
+        cache_dir=config.sampling.cache_dir,
         chunk_size=config.sampling.chunk_size,
-        cache=cache,
         describe=describe_progress,
-        label=f"sample shard {shard_index + 1}/{config.sampling.shards}",
     )
-    result.summary.update(shard=shard_index, shards=config.sampling.shards, problems=len(result.records))
+    result.summary["problems"] = len(result.records)
     return result
 
 

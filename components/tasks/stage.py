@@ -17,14 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from codedpo.components.common.config import RunConfig
-from codedpo.components.common.shards import (
-    ChunkCache,
-    ShardResult,
-    merge_reports,
-    run_in_chunks,
-    settings_key,
-    shard_slice,
-)
+from codedpo.components.common.shards import ShardResult, merge_reports, run_shard
 from codedpo.components.sample.backends import Backend, derive_seed
 from codedpo.components.seeds.records import Seed
 from codedpo.components.tasks.decontaminate import load_benchmarks
@@ -57,35 +50,28 @@ def write_tasks_shard(
     seeds: Sequence[Seed], config: RunConfig, shard_index: int, make_backend: Callable[[], Backend]
 ) -> ShardResult[TaskRecord]:
     """Write the tasks of shard `shard_index` of `seeds` (all the stage's seeds, in order)."""
-    positions = shard_slice(len(seeds), config.sampling.shards, shard_index)
-    shard_seeds = [seeds[i] for i in positions]
-    cache = (
-        ChunkCache(config.sampling.cache_dir, settings_key(output_settings(config)), TaskRecord)
-        if config.sampling.cache_dir
-        else None
-    )
-    backend: Backend | None = None
-    benchmarks = None
+    benchmarks = load_benchmarks(config.tasks.decontaminate) if seeds else []
 
-    def work(chunk: list[Seed]) -> tuple[list[TaskRecord], dict[str, Any]]:
-        nonlocal backend, benchmarks
-        if backend is None:
-            backend = make_backend()
-            benchmarks = load_benchmarks(config.tasks.decontaminate)
+    def work(backend: Backend, chunk: list[Seed]) -> tuple[list[TaskRecord], dict[str, Any]]:
         seed = derive_seed(config.sampling.seed, "tasks", chunk[0].id)
         tasks, report = write_tasks(chunk, backend, config.tasks, config.sampling.style, seed, benchmarks=benchmarks)
         return tasks, report.to_dict()
 
-    result = run_in_chunks(
-        shard_seeds,
+    result = run_shard(
+        seeds,
+        shard_index,
+        config.sampling.shards,
         work,
+        make_backend,
+        stage="tasks",
+        record_type=TaskRecord,
         item_id=lambda seed: seed.id,
+        settings=output_settings(config),
+        cache_dir=config.sampling.cache_dir,
         chunk_size=config.sampling.chunk_size,
-        cache=cache,
         describe=describe_progress,
-        label=f"tasks shard {shard_index + 1}/{config.sampling.shards}",
     )
-    result.summary.update(shard=shard_index, shards=config.sampling.shards, tasks=len(result.records))
+    result.summary["tasks"] = len(result.records)
     return result
 
 
