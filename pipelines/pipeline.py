@@ -82,19 +82,10 @@ class PipelineOutputs(NamedTuple):
     metrics: Metrics
 
 
-class GeneratePipelineOutputs(NamedTuple):
-    """The artifacts of a run from seeds: the replay outputs plus the seeds and the tasks."""
-
-    seeds: Dataset
-    tasks: Dataset
-    samples: Dataset
-    executions: Dataset
-    scores: Dataset
-    timings: Dataset
-    pairs: Dataset
-    report_markdown: Markdown
-    report_html: HTML
-    metrics: Metrics
+# The artifacts of a run from seeds: the seeds and the tasks, then the replay outputs.
+GeneratePipelineOutputs = NamedTuple(
+    "GeneratePipelineOutputs", [("seeds", Dataset), ("tasks", Dataset), *PipelineOutputs.__annotations__.items()]
+)
 
 
 def _from_samples(run_config: dict, samples: Dataset, cluster: ClusterConfig | None, train_model: str = "") -> dict:

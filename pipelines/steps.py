@@ -53,10 +53,9 @@ def import_samples(samples_path: str, run_config: dict, samples: Output[Dataset]
     result = replay.import_samples(config.samples)
     written = jsonl.write_records(samples.path, result.samples)
     samples.metadata.update({"problems": written, "skipped": len(result.skipped)})
-    if config.store:  # also publish to the run's artifact store: runs/<run_name>/samples/
-        from codedpo.components.common.storage import runs
+    from codedpo.components.common.storage.runs import publish_stage
 
-        print("published", runs.publish_jsonl(config.store, config.run_name, "samples", samples.path))
+    publish_stage(config.store, config.run_name, "samples", samples.path)
     print(f"{samples_path}: {result.summary()}")
 
 
@@ -74,10 +73,9 @@ def collect_seeds(run_config: dict, seeds: Output[Dataset]):
     report = collect(config.seeds)
     written = jsonl.write_records(seeds.path, report.seeds)
     seeds.metadata.update({"seeds": written, "found": report.found, "files": report.files})
-    if config.store:  # also publish to the run's artifact store: runs/<run_name>/seeds/
-        from codedpo.components.common.storage import runs
+    from codedpo.components.common.storage.runs import publish_stage
 
-        print("published", runs.publish_jsonl(config.store, config.run_name, "seeds", seeds.path))
+    publish_stage(config.store, config.run_name, "seeds", seeds.path)
     print(f"{config.seeds.path}: {report.summary()}; {written} seeds used")
 
 
@@ -140,10 +138,9 @@ def merge_tasks(run_config: dict, shards: Input[List[Dataset]], tasks: Output[Da
     written = jsonl.write_records(tasks.path, kept)
     report["shard_summaries"] = [result.summary for result in results]
     tasks.metadata.update({"tasks": written, "summary_json": json.dumps(report, sort_keys=True)})
-    if config.store:  # also publish to the run's artifact store: runs/<run_name>/tasks/
-        from codedpo.components.common.storage import runs
+    from codedpo.components.common.storage.runs import publish_stage
 
-        print("published", runs.publish_jsonl(config.store, config.run_name, "tasks", tasks.path))
+    publish_stage(config.store, config.run_name, "tasks", tasks.path)
     print(f"{written} tasks from {len(results)} shards ({report['duplicates']} repeats dropped)")
 
 
@@ -198,10 +195,9 @@ def merge_samples(run_config: dict, shards: Input[List[Dataset]], samples: Outpu
     report = merge_reports(summaries)
     report["shard_summaries"] = summaries
     samples.metadata.update({"problems": written, "summary_json": json.dumps(report, sort_keys=True)})
-    if config.store:  # also publish to the run's artifact store: runs/<run_name>/samples/
-        from codedpo.components.common.storage import runs
+    from codedpo.components.common.storage.runs import publish_stage
 
-        print("published", runs.publish_jsonl(config.store, config.run_name, "samples", samples.path))
+    publish_stage(config.store, config.run_name, "samples", samples.path)
     print(f"{written} problems sampled in {len(shards)} shards")
 
 
@@ -233,10 +229,9 @@ def execute(run_config: dict, samples: Input[Dataset], executions: Output[Datase
     records = executor.execute_samples(sample_sets, config.execute, stats=stats)
     written = jsonl.write_records(executions.path, records)
     executions.metadata.update({"problems": written, "sandbox": config.execute.sandbox})
-    if config.store:  # also publish to the run's artifact store: runs/<run_name>/executions/
-        from codedpo.components.common.storage import runs
+    from codedpo.components.common.storage.runs import publish_stage
 
-        print("published", runs.publish_jsonl(config.store, config.run_name, "executions", executions.path))
+    publish_stage(config.store, config.run_name, "executions", executions.path)
     print(
         f"{written} problems: {stats.executions_total} executions, {stats.executions_cached} from the cache, "
         f"{stats.sandbox_errors} sandbox errors, {stats.sandboxes_started} sandboxes, {stats.seconds:.1f} s"
@@ -258,10 +253,9 @@ def score(run_config: dict, executions: Input[Dataset], scores: Output[Dataset])
     records = jsonl.read_records(executions.path, ExecutionRecord)
     written = jsonl.write_records(scores.path, score_executions(records, config.score))
     scores.metadata.update({"problems": written, "ranker": config.score.ranker})
-    if config.store:  # also publish to the run's artifact store: runs/<run_name>/scores/
-        from codedpo.components.common.storage import runs
+    from codedpo.components.common.storage.runs import publish_stage
 
-        print("published", runs.publish_jsonl(config.store, config.run_name, "scores", scores.path))
+    publish_stage(config.store, config.run_name, "scores", scores.path)
     print(f"scored {written} problems with {config.score.ranker}")
 
 
@@ -297,10 +291,9 @@ def time_codes(
         )
     written = jsonl.write_records(timings.path, records)
     timings.metadata.update({"codes": written, "repeats": config.pairs.timing_repeats})
-    if config.store:  # also publish to the run's artifact store: runs/<run_name>/timings/
-        from codedpo.components.common.storage import runs
+    from codedpo.components.common.storage.runs import publish_stage
 
-        print("published", runs.publish_jsonl(config.store, config.run_name, "timings", timings.path))
+    publish_stage(config.store, config.run_name, "timings", timings.path)
     print(f"timed {written} codes, {config.pairs.timing_repeats} repeats each")
 
 
@@ -333,10 +326,9 @@ def pairs(
     # The skip counts travel to the report step as the artifact's metadata (a small summary
     # that the KFP UI also shows), not as a second file.
     pairs.metadata.update({**counts, "skipped": result.skipped})
-    if config.store:  # also publish to the run's artifact store: runs/<run_name>/pairs/
-        from codedpo.components.common.storage import runs
+    from codedpo.components.common.storage.runs import publish_stage
 
-        print("published", runs.publish_jsonl(config.store, config.run_name, "pairs", pairs.path))
+    publish_stage(config.store, config.run_name, "pairs", pairs.path)
     print(f"built {counts['correctness']} correctness and {counts['efficiency']} efficiency pairs")
 
 

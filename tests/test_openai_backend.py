@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 from codedpo.components.sample.backends import BackendError, SamplingParams, derive_seed
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+import torch  # the test extra installs it: a broken install must fail, not skip
 
 from codedpo.components.sample.backends import HfBackend
 from codedpo.components.sample.openai_backend import (

@@ -33,8 +33,7 @@ from codedpo.components.sample.prompts import (
 )
 from codedpo.components.seeds.benchmarks import BenchmarkTask
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+import torch  # the test extra installs it: a broken install must fail, not skip
 
 from codedpo.components.sample.backends import HfBackend
 from tiny_model import save_tiny_model

@@ -32,8 +32,7 @@ def test_replay_is_not_a_backend():
 
 
 def test_hf_backend_from_the_config(tmp_path):
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("transformers")
+    import torch
     from tiny_model import save_tiny_model
 
     torch.manual_seed(0)
@@ -47,7 +46,6 @@ def test_hf_backend_from_the_config(tmp_path):
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("model", ["no-such-org/no-such-model", "./checkpoints/missing"])
 def test_hf_model_that_is_not_here_is_one_line_without_trying_the_hub(model):
-    pytest.importorskip("transformers")
     with pytest.raises(BackendError) as error:
         make_backend(SamplingConfig(backend="hf", model=model, device="cpu"))
     message = one_line(error)

@@ -132,7 +132,7 @@ def test_job_pods_meet_the_security_properties():
         refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in containers[mover]["env"]
                 if "secretKeyRef" in e.get("valueFrom", {})}
         assert refs["AWS_SECRET_ACCESS_KEY"] == "codedpo-s3"
-    assert {m["mountPath"] for m in untrusted["volumeMounts"]} == {"/work", "/tmp"}
+    assert {m["mountPath"] for m in untrusted["volumeMounts"]} == {sandbox_job.WORK_DIR, sandbox_job.TMP_DIR}
     assert all("emptyDir" in v for v in pod["volumes"])
 
 
@@ -225,7 +225,7 @@ class PlayedJobController:
         return env
 
     def _start(self, container: dict[str, Any], index: int, workdir: Path, sandbox_mode: str) -> subprocess.Popen:
-        args = [str(workdir / "work") if a == "/work" else a for a in container["args"]]
+        args = [str(workdir / "work") if a == sandbox_job.WORK_DIR else a for a in container["args"]]
         if "--sandbox" in args:
             args[args.index("--sandbox") + 1] = sandbox_mode
         assert container["command"][:1] == ["python"]
@@ -543,8 +543,8 @@ def test_sandbox_container_without_its_capabilities_fails_with_the_reason():
 
 
 def _run_sandbox_container(container: dict[str, Any], data: bytes, workdir: Path) -> tuple[int, str]:
-    """Run the container's command in `runsc do` as its user with its capabilities, its `/work`
-    and `/tmp` laid out as the kubelet makes the pod's emptyDirs (fsGroup 10001, setgid, mode
+    """Run the container's command in `runsc do` as its user with its capabilities, its work
+    and tmp folders laid out as the kubelet makes the pod's emptyDirs (fsGroup 10001, setgid, mode
     2777) and `input.jsonl` written by the fetch container's user; then, as the uploader's user,
     print the result (or FAILED: the failed marker). Returns (exit status, output)."""
     import os
@@ -562,7 +562,7 @@ def _run_sandbox_container(container: dict[str, Any], data: bytes, workdir: Path
     (workdir / "input.jsonl").write_bytes(data)
     os.chown(workdir / "input.jsonl", mover, mover)
     (workdir / "shard").write_text("s")
-    args = [str(workdir) if a == "/work" else a for a in container["args"]]
+    args = [str(workdir) if a == sandbox_job.WORK_DIR else a for a in container["args"]]
     env = {e["name"]: e["value"].replace("/tmp", str(workdir / "tmp")) for e in container["env"]}
     env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
     bounding = ",".join(["-all", *(f"+{c.lower()}" for c in context["capabilities"].get("add", []))])

@@ -315,8 +315,7 @@ def test_no_seeds_is_an_empty_report():
 
 @pytest.fixture(scope="module")
 def tiny_backend(tmp_path_factory):
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("transformers")
+    import torch
     from codedpo.components.sample.backends import HfBackend
     from tiny_model import save_tiny_model
 

@@ -17,8 +17,6 @@ from codedpo.components.common.records import PairRecord
 from codedpo.components.pairs import write_pairs
 from tiny_model import save_tiny_model
 
-pytest.importorskip("trl")
-pytest.importorskip("torch")
 
 PAIRS = [
     PairRecord(

@@ -21,36 +21,49 @@ CHAT_TEMPLATE = (
 )
 
 
-def save_tiny_model(folder: Path, texts: Iterable[str], *, chat_template: bool = False, vocab_size: int = 400) -> Any:
-    """Save a tiny random Llama and a BPE tokenizer trained on `texts` into `folder`; returns the tokenizer."""
+SPECIAL_TOKENS = ["<pad>", "<eos>", "<|user|>", "<|assistant|>"]
+
+
+def _train_tokenizer(texts: Iterable[str], vocab_size: int, special: list[str]) -> Any:
+    """A byte-level BPE tokenizer trained on `texts`, with `<pad>` and `<eos>` set."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    special = ["<pad>", "<eos>", "<|user|>", "<|assistant|>"]
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     bpe.train_from_iterator(list(texts), trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", eos_token="<eos>")
-    if chat_template:
-        tokenizer.chat_template = CHAT_TEMPLATE
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", eos_token="<eos>")
+
+
+def _llama(tokenizer: Any, *, hidden: int, heads: int, max_positions: int) -> Any:
+    """A random 2-layer Llama sized for `tokenizer`."""
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_positions,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
     )
-    LlamaForCausalLM(config).save_pretrained(folder)
+    return LlamaForCausalLM(config)
+
+
+def save_tiny_model(folder: Path, texts: Iterable[str], *, chat_template: bool = False, vocab_size: int = 400) -> Any:
+    """Save a tiny random Llama and a BPE tokenizer trained on `texts` into `folder`; returns the tokenizer."""
+    tokenizer = _train_tokenizer(texts, vocab_size, SPECIAL_TOKENS)
+    if chat_template:
+        tokenizer.chat_template = CHAT_TEMPLATE
+    _llama(tokenizer, hidden=32, heads=2, max_positions=512).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return tokenizer
 
@@ -73,23 +86,12 @@ def train_tiny_coder(
     backends, without downloading one; what it says is whatever the test taught it.
     """
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     torch.manual_seed(seed)
     texts = [answer for _, answer in conversations]
     for prompt, _ in conversations:
         texts.extend([prompt] if isinstance(prompt, str) else [m["content"] for m in prompt])
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=2000,
-        special_tokens=["<pad>", "<eos>", "<|user|>", "<|assistant|>", "<|system|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    bpe.train_from_iterator(texts, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", eos_token="<eos>")
+    tokenizer = _train_tokenizer(texts, 2000, [*SPECIAL_TOKENS, "<|system|>"])
     tokenizer.chat_template = CHAT_TEMPLATE
 
     rows = []
@@ -101,19 +103,7 @@ def train_tiny_coder(
         answer_ids = tokenizer(answer + "<eos>", add_special_tokens=False)["input_ids"]
         rows.append((prompt_ids, answer_ids))
     longest = max(len(p) + len(a) for p, a in rows)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=max(1024, longest + 256),
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-    )
-    model = LlamaForCausalLM(config)
+    model = _llama(tokenizer, hidden=64, heads=4, max_positions=max(1024, longest + 256))
     input_ids = torch.full((len(rows), longest), tokenizer.pad_token_id)
     labels = torch.full((len(rows), longest), -100)
     attention = torch.zeros((len(rows), longest), dtype=torch.long)

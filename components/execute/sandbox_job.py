@@ -33,13 +33,14 @@ creates itself.
 
 **The pod** (what `build_sandbox_job` writes; the commands are in shard_worker.py). The untrusted
 code must get no credentials, so moving data and running code happen in different containers of
-one pod that share only an emptyDir `/work`:
+one pod that share only an emptyDir (mounted at `WORK_DIR` in each container):
 - init container `fetch`: holds the S3 credentials (env from the Secret via secretKeyRef) and
-  downloads the shard to /work; it ends before any untrusted code starts;
+  downloads the shard into the shared folder; it ends before any untrusted code starts;
 - container `sandbox`: NO credentials in its environment, no service-account token
   (automountServiceAccountToken false, on a dedicated service account without permissions,
   enableServiceLinks false); it runs the harness with `--sandbox pod` (which refuses to run
-  unless the kernel is gVisor) and writes /work/result.jsonl and a done/failed marker;
+  unless the kernel is gVisor) and writes `result.jsonl` and a done/failed marker into the
+  shared folder;
 - container `upload`: holds the S3 credentials, waits for the marker, uploads the result (or
   exits 1 with the sandbox's reason). It is a plain second container, not a native sidecar: a
   sidecar is stopped when the main container ends, which could cut an upload short.
@@ -61,8 +62,8 @@ is required (`--sandbox pod` refuses to run unless the kernel is gVisor), the ro
 is read-only, privilege escalation is off (no_new_privs), the five capabilities are all in Pod
 Security's `baseline` profile, and the candidates themselves run as the slot uids with no
 capability at all. Every container has a read-only root file system, no privilege escalation
-and the RuntimeDefault seccomp profile; /tmp and /work are emptyDirs with size limits (the pod's
-fsGroup 10001 owns them, so what the sandbox writes as root in /work, mode 0644, is readable by
+and the RuntimeDefault seccomp profile; `TMP_DIR` and `WORK_DIR` are emptyDirs with size limits (the pod's
+fsGroup 10001 owns them, so what the sandbox writes as root in `WORK_DIR`, mode 0644, is readable by
 the uploader); the sandbox container has CPU and memory requests equal to limits. (The
 manifests' NetworkPolicy also admits cluster DNS; see there.)
 
@@ -108,6 +109,7 @@ JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 WORKER_MODULE = "codedpo.components.execute.shard_worker"
+# Mount paths inside the pod's containers (emptyDirs), not paths of any machine.
 WORK_DIR, TMP_DIR = "/work", "/tmp"
 POD_UID = 10001  # the sandbox image's user (images/sandbox/Dockerfile): the data movers run as it
 SANDBOX_CAPABILITIES = sorted(REQUIRED_CAPABILITIES)  # all the root sandbox container keeps (see above)

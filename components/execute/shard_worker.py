@@ -2,10 +2,10 @@
 pod (components/execute/sandbox_job.py builds the pod and says why it is split this way).
 
     python -m codedpo.components.execute.shard_worker fetch  --store s3://b/p --prefix runs/r1/execute/shards \\
-        --shards id0,id1,... --dir /work            # init container: has the S3 credentials
-    python -m codedpo.components.execute.shard_worker run    --dir /work --sandbox pod --execute-json '{...}'
+        --shards id0,id1,... --dir DIR            # init container: has the S3 credentials
+    python -m codedpo.components.execute.shard_worker run    --dir DIR --sandbox pod --execute-json '{...}'
                                                     # sandbox container: NO credentials, no token
-    python -m codedpo.components.execute.shard_worker upload --store s3://b/p --prefix ... --dir /work \\
+    python -m codedpo.components.execute.shard_worker upload --store s3://b/p --prefix ... --dir DIR \\
         --wait-timeout-s 3600                       # uploader container: has the S3 credentials
 
 `fetch` picks its shard by the completion index (env JOB_COMPLETION_INDEX, set by Kubernetes in

@@ -42,6 +42,13 @@ def publish_jsonl(
     return f"{store.where(prefix)}/ ({manifest.lines} records, {len(manifest.shards)} shards)"
 
 
+def publish_stage(store_uri: str | None, run_id: str, stage: str, path: str | os.PathLike[str]) -> None:
+    """What each pipeline step does with its JSONL output: publish it (`publish_jsonl`) when the
+    run has an artifact store (`RunConfig.store`) and print where; nothing without one."""
+    if store_uri:
+        print("published", publish_jsonl(store_uri, run_id, stage, path))
+
+
 def publish_files(store_uri: str, run_id: str, stage: str, files: Mapping[str, str | os.PathLike[str] | bytes]) -> str:
     """Publish named files (a path, or the bytes themselves) under `runs/<run_id>/<stage>/`;
     returns the stage's full location."""

@@ -122,8 +122,8 @@ def _grant_to_others(path, bits):
 
 def _open_interpreter_paths():
     """Let the unprivileged slot uids reach the interpreter's files: Python may live under a
-    private home (pyenv in /root), and a candidate importing a module not already loaded would
-    get ModuleNotFoundError."""
+    private home (a version manager's install in root's home folder), and a candidate importing
+    a module not already loaded would get ModuleNotFoundError."""
     import site
     for root in {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages()}:
         _grant_to_others(root, 0o005)
