@@ -224,6 +224,21 @@ class ExecuteConfig(_Section):
     max_processes: int = Field(8, ge=1, description="Processes (threads count too) a candidate may hold at once.")
     output_limit_kb: int = Field(1024, ge=1, description="Bytes a candidate may write (stdout, stderr, files).")
     workers: int = Field(0, ge=0, description="Concurrent candidate processes; 0 = one per CPU.")
+    scratch_mib: int = Field(
+        64, ge=1, le=4096,
+        description="Size of each candidate's private tmpfs (its working folder, /tmp and /dev/shm) in the "
+        "local sandbox; writes beyond it fail with ENOSPC.",
+    )
+    sandbox_memory_mib: int | None = Field(
+        None, ge=0,
+        description="Memory cap (MiB) on each local sandbox as a whole (a cgroup made by runsc); unset: every "
+        "worker at memory_mb + scratch_mib plus 1024 for gVisor; 0: no cap (where cgroups are not writable).",
+    )
+    sandbox_packages: list[str] = Field(
+        default_factory=lambda: ["numpy"],
+        description="Installed packages candidates may import in the local sandbox (its root holds only the "
+        "interpreter, its standard library, the harness and these); missing ones are left out.",
+    )
     problems_per_sandbox: int = Field(
         64, ge=1, description="Problems sent to one sandbox (a sandbox costs about a second to start)."
     )

@@ -3,9 +3,13 @@
     execute_samples(samples, config) -> one ExecutionRecord (code x test outcome matrix) per problem
 
 Work already in the outcome cache is not run again; the rest goes to the harness in batches of
-`config.problems_per_sandbox` problems, one sandbox per batch, and every outcome is cached as it
-streams back, so a run killed half-way resumes where it stopped. A batch whose sandbox fails
-yields `sandbox_error` outcomes (never cached) instead of losing the other batches.
+`config.problems_per_sandbox` problems, one sandbox per batch. A batch's outcomes are taken (and
+cached) only once its sandbox ended cleanly and every line it wrote was consistent: one result
+per execution sent, each from the worker slot that ran that code, nothing for executions never
+sent. Anything else (a dispatcher that died, a sandbox killed, a line out of place) makes every
+execution of the batch a `sandbox_error` (never cached), so a sandbox that was subverted cannot
+put verdicts into the cache; the other batches go on. A run killed half-way resumes after its
+last finished batch.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from pathlib import Path
 from codedpo.components.common.config import ExecuteConfig
 from codedpo.components.common.records import ExecutionRecord, Outcome, Reason, SampleSet, Status
 from codedpo.components.execute.cache import OutcomeCache, limits_fingerprint, outcome_key
-from codedpo.components.execute.sandbox import HARNESS_DIR, start_harness
+from codedpo.components.execute.bundle import SCRATCH_ROOT
+from codedpo.components.execute.sandbox import HARNESS_DIR, start_harness, stop_harness
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +74,10 @@ def harness_limits(config: ExecuteConfig) -> dict:
         "max_processes": config.max_processes,
         "workers": config.workers,
         "no_uid_switch": config.sandbox == "unsafe-none",
+        # Private namespaces and tmpfs per child need gVisor's SYS_ADMIN: the local bundle grants
+        # it, a pod does not (its children get fresh folders made by root, emptied by their uid).
+        "private_scratch": config.sandbox == "runsc",
+        "scratch_bytes": config.scratch_mib << 20,
     }
 
 
@@ -76,6 +85,7 @@ def _fingerprint(config: ExecuteConfig) -> str:
     limits = harness_limits(config)
     limits.pop("workers")  # how many run at once does not change an outcome
     limits["harness"] = harness_version()
+    limits["packages"] = sorted(config.sandbox_packages) if config.sandbox == "runsc" else None
     return limits_fingerprint(limits)
 
 
@@ -152,64 +162,106 @@ def _run_batch(
             "code": sample.codes[job.code_index].text, "entry_point": sample.entry_point,
             "tests": job.test_indices, "test_ids": job.test_indices, "repeats": repeats,
         }))
-    remaining = {(number, t) for number, job in enumerate(batch) for t in job.test_indices}
+    expected = {(number, t) for number, job in enumerate(batch) for t in job.test_indices}
     with tempfile.TemporaryDirectory(prefix="codedpo-exec-") as workdir, \
             tempfile.TemporaryFile("w+") as stderr_file:
-        # The candidates' work directories live under this batch's own folder (inside runsc it
-        # is seen through the overlay), so concurrent runs never clean each other's files. The
-        # slot uids may pass through it (x), not list it.
+        # The batch's own folder: runsc's bundle and state, or (pod, unsafe-none) the children's
+        # work folders, so concurrent runs never touch each other's files. The slot uids may
+        # pass through it (x), not list it.
         os.chmod(workdir, 0o711)
-        header = json.dumps({"protocol": PROTOCOL_VERSION, "limits": dict(limits, work_root=f"{workdir}/work")})
-        failure = ""
+        work_root = SCRATCH_ROOT if config.sandbox == "runsc" else f"{workdir}/work"
+        header = json.dumps({"protocol": PROTOCOL_VERSION, "limits": dict(limits, work_root=work_root)})
+        process = None
         try:
-            process = start_harness(config, Path(workdir), stderr_file)
-        except OSError as error:
-            process, failure = None, f"could not start the sandbox: {error}"
-        if process is not None:
-            # The harness reads all of its input before it writes anything, so writing stdin
-            # fully, then reading stdout, cannot deadlock.
             try:
-                process.stdin.write("\n".join([header, *lines]) + "\n")
-                process.stdin.close()
-            except BrokenPipeError:
-                pass
-            ended = False
-            for line in process.stdout:
-                try:
-                    message = json.loads(line)
-                except json.JSONDecodeError:
-                    failure = f"the harness wrote a line that is not JSON: {line[:200]!r}"
-                    process.kill()
-                    break
-                if "test" in message:
-                    key = (message.get("job"), message.get("test"))
-                    if key not in remaining:  # a repeat, or an execution this batch never sent
-                        continue
-                    try:
-                        outcome = Outcome(status=message["status"], reason=message["reason"],
-                                          detail=message["detail"], duration_s=message["duration_s"])
-                    except (KeyError, ValueError):  # pydantic's ValidationError is a ValueError
-                        failure = f"the harness wrote a malformed result: {line[:200]!r}"
-                        process.kill()
-                        break
-                    remaining.discard(key)
-                    on_outcome(batch[key[0]], key[1], outcome, message.get("times_s"))
-                elif message.get("end"):
-                    ended = True
-                    if message.get("dispatcher_failures"):
-                        failure = f"{message['dispatcher_failures']} harness dispatcher(s) failed"
-            code = process.wait()
-            stderr_file.seek(0)
-            stderr_text = stderr_file.read()
-            if not ended or code != 0:
-                failure = failure or f"sandbox exited with status {code} before finishing"
-            if failure:
-                failure = f"{failure}: {stderr_text.strip()[-500:]}"
-        if failure and remaining:
-            logger.error("execute: %s (%d executions marked sandbox_error)", failure, len(remaining))
-        for number, test_index in sorted(remaining):
-            on_outcome(batch[number], test_index, _sandbox_error(failure or "no result"), None)
-        return len(remaining)
+                process = start_harness(config, Path(workdir), stderr_file)
+            except OSError as error:
+                outcomes, failure = {}, f"could not start the sandbox: {error}"
+            else:
+                outcomes, failure = _collect(process, [header, *lines], batch, expected)
+        finally:
+            stop_harness(config, process, Path(workdir))
+        stderr_file.seek(0)
+        stderr_text = stderr_file.read().strip()[-500:]
+    if failure and stderr_text:
+        failure = f"{failure}: {stderr_text}"
+    errors = sum(1 for outcome, _ in outcomes.values() if outcome.status == Status.sandbox_error)
+    if errors and not failure:
+        logger.warning("execute: %d executions could not be run (sandbox_error): %s", errors, stderr_text)
+    if failure:
+        logger.error("execute: %s (%d executions marked sandbox_error)", failure, len(expected))
+        for number, test_index in sorted(expected):
+            on_outcome(batch[number], test_index, _sandbox_error(failure), None)
+        return len(expected)
+    for (number, test_index), (outcome, times) in sorted(outcomes.items()):
+        on_outcome(batch[number], test_index, outcome, times)
+    return errors
+
+
+def _collect(
+    process, input_lines: list[str], batch: list[Job], expected: set[tuple[int, int]]
+) -> tuple[dict[tuple[int, int], tuple[Outcome, list[float] | None]], str]:
+    """Read one harness's results: (outcomes by (job, test), failure). A non-empty failure means
+    the batch's outcomes must not be used (see the module docstring)."""
+    # The harness reads all of its input before it writes anything, so writing stdin fully,
+    # then reading stdout, cannot deadlock.
+    try:
+        process.stdin.write("\n".join(input_lines) + "\n")
+        process.stdin.close()
+    except BrokenPipeError:
+        pass
+    outcomes: dict[tuple[int, int], tuple[Outcome, list[float] | None]] = {}
+    slot_of_job: dict[int, int] = {}
+    done: set[int] = set()
+    failure, ended = "", False
+    for line in process.stdout:
+        failure = _take_line(line, expected, outcomes, slot_of_job, done, batch)
+        if failure == "end":
+            failure, ended = "", True
+            message = json.loads(line)
+            if message.get("dispatcher_failures"):
+                failure = f"{message['dispatcher_failures']} harness dispatcher(s) failed"
+        if failure:
+            process.kill()
+            break
+    code = process.wait()
+    if not failure and (not ended or code != 0):
+        failure = f"sandbox exited with status {code} before finishing"
+    if not failure and (len(outcomes) != len(expected) or len(done) != len(batch)):
+        failure = f"the harness reported {len(outcomes)} of {len(expected)} executions"
+    return outcomes, failure
+
+
+def _take_line(line, expected, outcomes, slot_of_job, done, batch) -> str:
+    """Check and record one line of the harness; returns a failure text, "end", or ""."""
+    try:
+        message = json.loads(line)
+    except json.JSONDecodeError:
+        return f"the harness wrote a line that is not JSON: {line[:200]!r}"
+    if not isinstance(message, dict):
+        return f"the harness wrote a malformed line: {line[:200]!r}"
+    if message.get("end") is True:
+        return "end"
+    job, slot = message.get("job"), message.get("slot")
+    if not isinstance(job, int) or not 0 <= job < len(batch) or job in done:
+        return f"the harness wrote a line for a job it was not running: {line[:200]!r}"
+    if slot_of_job.setdefault(job, slot) != slot:
+        return f"two worker slots reported job {job}: {line[:200]!r}"
+    if message.get("done") is True:
+        if any((job, t) not in outcomes for t in batch[job].test_indices):
+            return f"job {job} ended before all its tests were reported"
+        done.add(job)
+        return ""
+    key = (job, message.get("test"))
+    if key not in expected or key in outcomes:
+        return f"the harness reported an execution it was not sent, or one twice: {line[:200]!r}"
+    try:
+        outcome = Outcome(status=message["status"], reason=message["reason"],
+                          detail=message["detail"], duration_s=message["duration_s"])
+    except (KeyError, ValueError, TypeError):  # pydantic's ValidationError is a ValueError
+        return f"the harness wrote a malformed result: {line[:200]!r}"
+    outcomes[key] = (outcome, message.get("times_s"))
+    return ""
 
 
 def execute_samples(

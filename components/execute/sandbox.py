@@ -3,8 +3,11 @@
 Three modes (`ExecuteConfig.sandbox`):
 
 * `runsc` (default): this process starts gVisor itself, one sandbox per batch of problems:
-  `runsc --platform=ptrace --network=none do python -I -m codedpo.components.execute.harness`. The sandbox sees the host
-  file system through a copy-on-write overlay (writes never reach the host) and has no network.
+  `runsc --network=none --overlay2=none run` of an OCI bundle made for the batch (bundle.py): a
+  read-only root holding only the interpreter, the system libraries, the harness and the allowed
+  packages, no network, a memory cap on the whole sandbox; each child gets private namespaces
+  and its own size-limited tmpfs (harness/processes.py). Nothing of the host's home, checkout,
+  runs or caches is inside.
 * `pod`: we are already inside a pod whose RuntimeClass is gVisor (handler `runsc`) and whose
   NetworkPolicy denies egress; nesting runsc there is neither possible nor needed. As root (the
   Job's sandbox container) it also needs the harness's few capabilities (REQUIRED_CAPABILITIES),
@@ -25,14 +28,15 @@ from pathlib import Path
 from typing import IO
 
 from codedpo.components.common.config import ExecuteConfig
+from codedpo.components.execute import bundle
 from codedpo.components.execute.harness.processes import missing_capabilities
 
 logger = logging.getLogger(__name__)
 
-# The harness is a standard-library-only package run as a module inside the sandbox (codedpo is
-# installed wherever the harness runs: here, and in the sandbox image).
-HARNESS_DIR = Path(__file__).with_name("harness")
-HARNESS_ENTRY = ["-m", "codedpo.components.execute.harness"]
+# The harness is a standard-library-only package run as a module inside the sandbox: from the
+# bundle's /opt/codedpo under runsc, from the installed codedpo in a pod or without a sandbox.
+HARNESS_DIR = bundle.HARNESS_DIR
+HARNESS_ENTRY = ["-m", bundle.HARNESS_MODULE]
 
 RUNSC_INSTALL_HINT = (
     "runsc (gVisor) is not installed or not on PATH. Install it with `sudo apt-get install runsc` "
@@ -77,9 +81,9 @@ def _minimal_environment() -> dict[str, str]:
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
 
 
-def harness_command(config: ExecuteConfig) -> list[str]:
-    """The command line that runs the harness under the configured isolation."""
-    python = [sys.executable, "-I", *HARNESS_ENTRY]
+def harness_command(config: ExecuteConfig, folder: Path | None = None) -> list[str]:
+    """The command line that runs the harness under the configured isolation (`folder`: the
+    batch's own folder, where runsc's bundle and state go)."""
     if config.sandbox == "runsc":
         runsc = shutil.which("runsc")
         if runsc is None:
@@ -89,7 +93,9 @@ def harness_command(config: ExecuteConfig) -> list[str]:
                 "runsc needs root here (it creates namespaces for the sandbox); run as root, or "
                 "run the execute stage in a gVisor pod with `--sandbox pod`."
             )
-        return [runsc, f"--platform={config.runsc_platform}", "--network=none", "do", *python]
+        folder = folder if folder is not None else Path(".")
+        return bundle.runsc_command(config, runsc, folder / "bundle", folder / "state", container_id(folder))
+    python = [sys.executable, "-I", *HARNESS_ENTRY]
     if config.sandbox == "pod" and not running_under_gvisor():
         raise SandboxUnavailable(NOT_GVISOR_HINT)
     if config.sandbox == "pod" and os.geteuid() == 0 and missing_capabilities():
@@ -103,10 +109,17 @@ def harness_command(config: ExecuteConfig) -> list[str]:
     return python
 
 
+def container_id(folder: Path) -> str:
+    return "codedpo-" + folder.name.replace("_", "-")
+
+
 def start_harness(config: ExecuteConfig, cwd: Path, stderr: IO[str]) -> subprocess.Popen:
     """Start one harness process (one sandbox) reading a batch on stdin; its own diagnostics go
-    to `stderr` (a file, so a chatty harness can never block on a full pipe)."""
-    command = harness_command(config)
+    to `stderr` (a file, so a chatty harness can never block on a full pipe). `cwd` is the
+    batch's own empty folder; call `stop_harness` with it afterwards."""
+    command = harness_command(config, cwd)
+    if config.sandbox == "runsc":
+        bundle.write_bundle(cwd / "bundle", config)
     logger.debug("starting harness: %s", " ".join(command))
     return subprocess.Popen(
         command,
@@ -118,3 +131,14 @@ def start_harness(config: ExecuteConfig, cwd: Path, stderr: IO[str]) -> subproce
         text=True,
         bufsize=1 << 16,
     )
+
+
+def stop_harness(config: ExecuteConfig, process: subprocess.Popen | None, cwd: Path) -> None:
+    """Kill the harness if it still runs, and make sure its sandbox is gone."""
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait()
+    if config.sandbox == "runsc":
+        runsc = shutil.which("runsc")
+        if runsc is not None:
+            bundle.delete_container(runsc, cwd / "state", container_id(cwd))

@@ -6,10 +6,12 @@ import gc
 import json
 import os
 import sys
+import threading
+import traceback
 
 from . import processes
 from .asserts import compile_test
-from .dispatcher import _ISOLATED_UID_OFFSET, _UID_BASE, Dispatcher, _LineWriter
+from .dispatcher import Dispatcher, _LineWriter
 from .processes import _die_with_parent
 from .recycling import recyclable
 
@@ -52,32 +54,22 @@ def _prepare_job(message, problems):
 def run_batch(limits, problems, jobs, out_fd):
     """Main: fork one dispatcher per slot, feed them job numbers, reap everything."""
     workers = max(1, min(limits["workers"] or os.cpu_count() or 1, _len(jobs) or 1))
-    root = limits.get("work_root") or "/tmp/codedpo-sandbox"
-    os.makedirs(root, exist_ok=True)
+    root = limits.get("work_root") or "/tmp/codedpo-sandbox"  # each child's folder is made here
+    os.makedirs(root, mode=0o711, exist_ok=True)
     if limits["privileged"]:
-        _grant_to_others(root, 0o001)  # the slot uids pass through to their work dirs
+        _grant_to_others(root, 0o001)  # the children's uids pass through to their folders
     feed_read, feed_write = os.pipe()
     main_pid = os.getpid()
     dispatchers = {}
     for slot in range(workers):
-        workdirs = []
-        for name, uid in (("slot-%d" % slot, _UID_BASE + slot),
-                          ("slot-%d-isolated" % slot, _UID_BASE + _ISOLATED_UID_OFFSET + slot)):
-            workdir = os.path.join(root, name)
-            os.makedirs(workdir, exist_ok=True)
-            os.chmod(workdir, 0o700)  # before the chown: root needs no CAP_FOWNER for its own dir
-            if limits["privileged"]:
-                os.chown(workdir, uid, uid)
-            workdirs.append(workdir)
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
                 _die_with_parent(main_pid)
                 os.close(feed_write)
-                Dispatcher(slot, limits, problems, jobs, _LineWriter(out_fd), workdirs).serve(feed_read)
+                Dispatcher(slot, limits, problems, jobs, _LineWriter(out_fd), root).serve(feed_read)
             except BaseException:
-                import traceback
                 traceback.print_exc()
                 code = 71
             finally:
@@ -85,8 +77,6 @@ def run_batch(limits, problems, jobs, out_fd):
         dispatchers[pid] = slot
     os.close(feed_read)
     # The feed may exceed the pipe's capacity: write it from a thread while main reaps.
-    import threading
-
     def feed():
         for number in range(_len(jobs)):
             os.write(feed_write, number.to_bytes(4, "little"))
@@ -104,8 +94,8 @@ def run_batch(limits, problems, jobs, out_fd):
 
 
 def _grant_to_others(path, bits):
-    """Add permission `bits` for "others" to `path` and each of its ancestors. Only called where
-    the file system is the sandbox's own (gVisor's copy-on-write overlay, or a pod's image)."""
+    """Add permission `bits` for "others" to `path` and each of its ancestors (the sandbox's
+    /scratch, or in a pod the executor's own batch folder and what holds it)."""
     path = os.path.abspath(path)
     while True:
         try:
@@ -120,17 +110,8 @@ def _grant_to_others(path, bits):
         path = parent
 
 
-def _open_interpreter_paths():
-    """Let the unprivileged slot uids reach the interpreter's files: Python may live under a
-    private home (a version manager's install in root's home folder), and a candidate importing
-    a module not already loaded would get ModuleNotFoundError."""
-    import site
-    for root in {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages()}:
-        _grant_to_others(root, 0o005)
-
-
 def main():
-    processes._load_prctl()
+    processes._load_libc()
     _die_with_parent(os.getppid())
     for name in _WARM_MODULES:
         try:
@@ -144,12 +125,14 @@ def main():
         raise SystemExit("harness: protocol %r, expected %d" % (header.get("protocol"), PROTOCOL_VERSION))
     limits = header["limits"]
     limits["privileged"] = os.geteuid() == 0 and not limits.get("no_uid_switch", False)
+    limits["private_scratch"] = bool(limits.get("private_scratch")) and limits["privileged"]
+    if limits.get("private_scratch") and processes._libc is None:
+        raise SystemExit("harness: private scratch needs libc's unshare and mount")
     if limits["privileged"]:
-        missing = processes.missing_capabilities()
+        missing = processes.missing_capabilities(limits["private_scratch"])
         if missing:
             raise SystemExit("harness: running as root without the capabilities %s (see "
                              "processes.REQUIRED_CAPABILITIES)" % ", ".join(missing))
-        _open_interpreter_paths()
     problems, jobs = {}, []
     for line in sys.stdin:
         message = json.loads(line)

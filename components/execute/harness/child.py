@@ -9,8 +9,10 @@ import signal
 import sys
 import time
 
+from . import details
 from .asserts import _CHECK, _COMPARE, _OPERATIONS, _AssertFailed, _trusted, _Untrusted
-from .processes import _die_with_parent, _kill_uid_processes, _os_exit, _os_killpg, _os_write, _SIGKILL
+from .processes import (_die_with_parent, _enter_private_namespaces, _kill_uid_processes, _open_output_as_uid,
+                        _os_exit, _os_killpg, _os_write, _SIGKILL)
 from .recycling import _Baseline
 
 # Captured at import, before any candidate runs: the harness's own code must not see a patched
@@ -22,22 +24,18 @@ _perf_counter_ns = time.perf_counter_ns
 
 
 def _classify(error):
-    """(status letter, detail) for an exception raised by a test or the code."""
+    """(status letter, detail) for an exception raised by a test or the code; the detail comes
+    from the harness's closed vocabulary (details.py), never from the candidate."""
     kind = _type(error)
     if kind is _AssertFailed:
         return "A", ""
     if kind is _Untrusted:
-        return "U", str(error)[:200]
+        return "U", error.args[0] if error.args else details.UNTRUSTED_TRUTH
     if isinstance(error, MemoryError):
         return "M", "MemoryError"
-    if isinstance(error, SystemExit):
-        return "X", "SystemExit(%r)" % (error.code,)
-    if isinstance(error, KeyboardInterrupt):
-        return "X", "KeyboardInterrupt"
-    try:
-        return "E", kind.__name__[:100]
-    except BaseException:  # a hostile exception type whose __name__ misbehaves
-        return "E", "<unnamed exception>"
+    if isinstance(error, (SystemExit, KeyboardInterrupt)):
+        return "X", details.exception_detail(error)
+    return "E", details.exception_detail(error)
 
 
 _MAX_CODES_PER_CHILD = 200  # a recycled child retires after this many codes (heap growth)
@@ -50,20 +48,22 @@ def _run_code(job, tests, pending, send):
     # Bound before the candidate runs: patching this module or builtins later changes nothing.
     trusted, operations, type_ = _trusted, dict(_OPERATIONS), _type
     untrusted_error, assert_failed = _Untrusted, _AssertFailed
+    untrusted_truth, untrusted_comparison, untrusted_result = (
+        details.UNTRUSTED_TRUTH, details.untrusted_comparison, details.untrusted_result)
 
     def check(value):
         if not trusted(value):
-            raise untrusted_error("assert on an object with custom truth/compare")
+            raise untrusted_error(untrusted_truth)
         if not value:
             raise assert_failed()
         counter[0] += 1
 
     def compare(op, left, right):
         if op not in ("Is", "IsNot") and not (trusted(left) and trusted(right)):
-            raise untrusted_error("%s on %s and %s" % (op, type_(left).__name__, type_(right).__name__))
+            raise untrusted_error(untrusted_comparison(op, left, right))
         result = operations[op](left, right)
         if type_(result) is not bool and not trusted(result):
-            raise untrusted_error("comparison returned %s" % type_(result).__name__)
+            raise untrusted_error(untrusted_result(result))
         return result
 
     namespace = {"__name__": "__codedpo_candidate__", "__builtins__": builtins}
@@ -101,7 +101,7 @@ def _run_code(job, tests, pending, send):
                 exec(test_code, scope)
                 elapsed = _perf_counter_ns() - started
                 if counter[0] == 0 or (straight and counter[0] != assert_count):
-                    letter, detail = "N", "%d of %d asserts ran" % (counter[0], assert_count)
+                    letter, detail = "N", details.asserts_ran(counter[0], assert_count)
             except BaseException as error:
                 elapsed = _perf_counter_ns() - started
                 letter, detail = _classify(error)
@@ -153,8 +153,13 @@ def _end_child(limits):
         _os_exit(0)
 
 
-def _enter_child(uid, workdir, limits, close_fds, parent_pid):
-    """Limits, identity and a clean environment for a freshly forked child."""
+def _enter_child(uid, workdir, output, limits, close_fds, parent_pid):
+    """Limits, identity and a clean environment for a freshly forked child.
+
+    Root (the privileged harness) never opens, creates or follows a path a candidate could have
+    changed: `workdir` is a folder root made empty for this child alone (with `private_scratch`
+    a new tmpfs, its output file `output` made there by the dispatcher); without an `output`
+    (-1) the file is opened only after the switch to the child's uid."""
     for fd in close_fds:
         try:
             os.close(fd)
@@ -162,14 +167,12 @@ def _enter_child(uid, workdir, limits, close_fds, parent_pid):
             pass
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
-    output = os.open(os.path.join(workdir, ".output"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.dup2(output, 1)
-    os.dup2(output, 2)
     os.close(null)
-    os.close(output)
     os.setsid()
     for signum in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)
+    if limits["private_scratch"]:
+        _enter_private_namespaces()
     memory = limits["memory_bytes"]
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits["output_bytes"], limits["output_bytes"]))
@@ -180,9 +183,15 @@ def _enter_child(uid, workdir, limits, close_fds, parent_pid):
         os.setgid(uid)
         os.setuid(uid)
     os.chdir(workdir)
+    if output < 0:
+        output = _open_output_as_uid(workdir)
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    os.close(output)
     os.environ.clear()
-    os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "LANG": "C.UTF-8",
-                       "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
+                       "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+                       "MKL_NUM_THREADS": "1"})
     sys.stdout = open(1, "w", closefd=False)
     sys.stderr = open(2, "w", closefd=False)
     _die_with_parent(parent_pid)  # after the uid change, which clears it

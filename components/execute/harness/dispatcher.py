@@ -7,13 +7,17 @@ import select
 import signal
 import time
 
+from . import details
 from .child import _child_main, _enter_child
-from .processes import _clean_directory, _kill_uid_processes, _os_exit
+from .processes import (_clean_directory, _kill_uid_processes, _mount_scratch, _os_exit, _remove_empty_directory,
+                        _unmount_scratch)
 
 _len = len
 _monotonic = time.monotonic
-_UID_BASE = 20000  # slot N's recycled children run as uid 20000+N ...
-_ISOLATED_UID_OFFSET = 500  # ... and its one-code (isolated) children as 20500+N
+# Slot N's children run as uids 20000 + 100*N + k: each fresh child takes the next k (0..99, in
+# turn), so a process a code left behind never shares a uid with the next code of its slot.
+_UID_BASE = 20000
+_UIDS_PER_SLOT = 100
 
 _LETTER_TO_REASON = {
     "A": ("failed", "assertion"), "E": ("failed", "exception"), "M": ("failed", "memory"),
@@ -65,15 +69,16 @@ class Dispatcher:
     second uid, which exits after that one code.
     """
 
-    def __init__(self, slot, limits, problems, jobs, out, workdirs):
+    def __init__(self, slot, limits, problems, jobs, out, work_root):
         self.slot = slot
         self.limits = limits
         self.problems = problems
         self.jobs = jobs
         self.out = out
         self.timeout_s = limits["timeout_s"]
-        self.recycled_uid, self.isolated_uid = _UID_BASE + slot, _UID_BASE + _ISOLATED_UID_OFFSET + slot
-        self.recycled_workdir, self.isolated_workdir = workdirs
+        self.work_root = work_root  # only without private scratch: per-child folders live here
+        self.children_started = 0
+        self.diagnostics_fd = os.dup(2)  # the harness's stderr (the child's fd 2 becomes its output)
         self.recycled = None  # the idle recycled child, if any
         self.feed_fd = -1
         self.pid = os.getpid()
@@ -81,7 +86,7 @@ class Dispatcher:
     # -- results --------------------------------------------------------------------------
     def emit(self, job, position, status, reason, detail="", seconds=0.0, times=None):
         record = {"job": job["job"], "test": job["test_ids"][position], "status": status,
-                  "reason": reason, "detail": detail[:300], "duration_s": seconds}
+                  "reason": reason, "detail": detail[:300], "duration_s": seconds, "slot": self.slot}
         if times is not None:
             record["times_s"] = times
         self.out.write(json.dumps(record) + "\n")
@@ -102,7 +107,7 @@ class Dispatcher:
             pending = []
         while pending:
             pending = self.run_in_child(number, job, pending)
-        self.out.write(json.dumps({"job": job["job"], "done": True}) + "\n")
+        self.out.write(json.dumps({"job": job["job"], "done": True, "slot": self.slot}) + "\n")
 
     # -- children -------------------------------------------------------------------------
     def run_in_child(self, number, job, pending):
@@ -129,11 +134,28 @@ class Dispatcher:
         child.defined = child.done = child.idle = child.killed_for_timeout = False
         child.deadline = _monotonic() + self.timeout_s
 
+    def next_identity(self):
+        """(uid, work folder, output fd or -1) of the next fresh child: the slot's next uid in
+        turn (never the idle recycled child's), and a new empty folder that root makes in its own
+        folder and gives to that uid before any candidate can see it; with private scratch, a
+        new tmpfs on it holding the output file."""
+        while True:
+            uid = _UID_BASE + _UIDS_PER_SLOT * self.slot + self.children_started % _UIDS_PER_SLOT
+            self.children_started += 1
+            if self.recycled is None or uid != self.recycled.uid:
+                break
+        workdir = os.path.join(self.work_root, "slot-%d-child-%d" % (self.slot, self.children_started))
+        os.mkdir(workdir, 0o700)  # fails if anything is there: root follows nothing
+        if self.limits["private_scratch"]:
+            return uid, workdir, _mount_scratch(workdir, uid, self.limits["scratch_bytes"])
+        if self.limits["privileged"]:
+            os.chown(workdir, uid, uid)
+        return uid, workdir, -1
+
     def fork_child(self, number, job, pending, recycle):
         read_fd, write_fd = os.pipe()
         command_read, command_write = os.pipe() if recycle else (-1, -1)
-        uid = self.recycled_uid if recycle else self.isolated_uid
-        workdir = self.recycled_workdir if recycle else self.isolated_workdir
+        uid, workdir, output = self.next_identity()
         # The child must not hold the dispatcher's ends of any pipe (nor the idle recycled
         # child's): it could then forge results or commands.
         close_fds = [read_fd, self.out.fd, self.feed_fd]
@@ -146,15 +168,21 @@ class Dispatcher:
         pid = os.fork()
         if pid == 0:
             try:
-                _enter_child(uid, workdir, self.limits, close_fds, self.pid)
-            except BaseException:
-                _os_exit(_SETUP_FAILED)
+                _enter_child(uid, workdir, output, self.limits, close_fds, self.pid)
+            except BaseException as error:  # before any candidate code: the harness's own trouble
+                try:
+                    os.write(self.diagnostics_fd, ("harness: child setup failed: %r\n" % (error,)).encode())
+                finally:
+                    _os_exit(_SETUP_FAILED)
+            os.close(self.diagnostics_fd)
             try:
                 _child_main(self.jobs, self.problems, number, pending, self.limits, write_fd,
                             command_read, token, recycle)
             finally:
                 _os_exit(70)
         os.close(write_fd)
+        if output >= 0:
+            os.close(output)
         if recycle:
             os.close(command_read)
         child = _Child()
@@ -207,7 +235,7 @@ class Dispatcher:
             if parts[2] == "ok":
                 child.defined = True
             else:
-                letter, detail = parts[2], " ".join(parts[3:])
+                letter, detail = parts[2], details.checked(" ".join(parts[3:]))
                 reason = "memory" if letter == "M" else "exit" if letter == "X" else "code_error"
                 for position in child.pending:
                     self.emit(child.job, position, "failed", reason, detail)
@@ -223,7 +251,7 @@ class Dispatcher:
                 self.emit(child.job, position, "passed", "ok", "", verdict_ns / 1e9, times)
             else:
                 status, reason = _LETTER_TO_REASON.get(letter, ("failed", "exception"))
-                self.emit(child.job, position, status, reason, detail, verdict_ns / 1e9)
+                self.emit(child.job, position, status, reason, details.checked(detail), verdict_ns / 1e9)
             child.pending.pop(0)
         elif kind == "D" and not child.pending:
             child.done = True
@@ -247,9 +275,7 @@ class Dispatcher:
             else:
                 self.emit(child.job, child.pending[0], status, reason, detail)
                 remaining = child.pending[1:]  # the other tests deserve a fresh process
-        if not child.done:
-            self.kill_leftovers(child)
-        _clean_directory(child.workdir, keep=".output", truncate=True)
+        self.reclaim(child)  # whatever the child reported: it ran candidate code
         return remaining
 
     def cause_of_death(self, child, wait_status):
@@ -271,19 +297,36 @@ class Dispatcher:
         return "failed", "exit", "exit status %d" % code
 
     def kill_leftovers(self, child):
-        """Kill every process a child left behind when it died before cleaning up."""
+        """Kill every process of the child's uid (a setsid daemon, a fork bomb's survivors)."""
+        self.reclaim(child, clean=False)
+
+    def reclaim(self, child, clean=True):
+        """After a child: kill every process of its uid and empty its folder, both done by a
+        process that has become that uid (root never walks what a candidate could change), then
+        remove the folder; a private scratch is unmounted instead of emptied."""
+        private = self.limits["private_scratch"]
+        workdir = child.workdir if clean else None
         if not self.limits["privileged"]:
             self.kill_group(child.pid)
-            return
-        killer = os.fork()
-        if killer == 0:
-            try:
-                os.setgid(child.uid)
-                os.setuid(child.uid)
-                _kill_uid_processes()
-            finally:
-                os._exit(0)
-        os.waitpid(killer, 0)
+            if workdir is not None:
+                _clean_directory(workdir)  # this uid is the candidate's anyway
+        else:
+            reclaimer = os.fork()
+            if reclaimer == 0:
+                try:
+                    os.setgroups([])
+                    os.setgid(child.uid)
+                    os.setuid(child.uid)
+                    _kill_uid_processes()
+                    if workdir is not None and not private:
+                        _clean_directory(workdir)
+                finally:
+                    os._exit(0)
+            os.waitpid(reclaimer, 0)
+        if workdir is not None:
+            if private:
+                _unmount_scratch(workdir)
+            _remove_empty_directory(workdir)
 
     def serve(self, feed_fd):
         """Take job numbers from the shared feed pipe until it is empty and closed."""

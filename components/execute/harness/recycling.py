@@ -1,6 +1,7 @@
 """Recycling: one child may serve many codes when nothing can leak from one code to the next.
 `recyclable` is the static gate; `_Baseline` puts a child back as it was after each code."""
 
+import _thread
 import ast
 import gc
 import os
@@ -153,7 +154,6 @@ class _Baseline:
 
     def restore(self, limits):
         """Put the process back as it was; returns why it cannot be reused, or None."""
-        import _thread
         if _thread._count():
             return "threads left running"
         for which, value in self.rlimits:
