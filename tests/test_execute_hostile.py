@@ -4,9 +4,10 @@ reason, and the run goes on with the other candidates unaffected.
 Every hostile case is a problem of its own whose codes are [hostile code(s)..., a correct code].
 The main cases go to ONE execute_samples call with a single worker, so one sandbox start serves
 them all and each problem's correct code runs right AFTER its hostile code(s) in the same worker
-slot. (The harness runs a slot's codes as uid 20000+n in a reused "recycled" child, or, for codes
-that touch processes, frames, signals or imports, as uid 20500+n in a child of their own.) The
-correct code ("canary") counts the live processes of its slot's two uids other than itself and
+slot. (The harness runs a slot's codes in a reused "recycled" child, or, for codes that touch
+processes, frames, signals or imports, in a child of their own; each fresh child takes the
+slot's next uid of 20000+100n .. +99.) The
+correct code ("canary") counts the live processes of its slot's uids other than itself and
 only returns the right answer when there are none, so a hostile code that leaves a process
 behind makes the canary fail.
 
@@ -60,12 +61,12 @@ SECRET_DIGEST = hashlib.sha256(SECRET.encode()).hexdigest()
 
 # The correct code of every problem: f(x) = x + 1, but wrong if a live process of its worker slot
 # other than itself exists (a leftover of an earlier candidate in the same slot). The harness runs
-# slot n's codes as uid 20000+n (a recycled child) or 20500+n (an isolated child, one per code).
+# slot n's children as uids 20000+100n .. 20000+100n+99, a new one for each fresh child.
 CANARY = '''import os
 
 def _slot_processes():
     me, uid = os.getpid(), os.getuid()
-    base = uid - 500 if uid >= 20500 else uid
+    base = 20000 + (uid - 20000) // 100 * 100
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == me:
@@ -77,7 +78,7 @@ def _slot_processes():
             continue
         state = fields.get("State", " ").split()[0]
         real_uid = int(fields.get("Uid", "0").split()[0])
-        if real_uid in (base, base + 500) and state not in ("Z", "X"):
+        if base <= real_uid < base + 100 and state not in ("Z", "X"):
             found.append(name)
     return found
 
@@ -530,7 +531,7 @@ def test_leftover_processes_die_with_the_code(hostile: HostileRun) -> None:
 
 def test_no_process_survives_on_the_host(hostile: HostileRun) -> None:
     processes = hostile.host["processes_after"]
-    assert [p for p in processes if SLOT_UID_BASE <= p[1] < SLOT_UID_BASE + 1000] == []
+    assert [p for p in processes if SLOT_UID_BASE <= p[1] < SLOT_UID_BASE + 100 * 64] == []
     assert [p for p in processes if MARK in p[3]] == []
     # Nothing this test process started (runsc, its gofer and sandbox) outlives the run.
     assert hostile.host["descendants_after"] == []
@@ -659,7 +660,7 @@ def test_correct_code_after_the_fork_bomb_passes(fork_bomb: HostileRun) -> None:
 
 def test_host_is_fine_after_the_fork_bomb(fork_bomb: HostileRun) -> None:
     processes = fork_bomb.host["processes_after"]
-    assert [p for p in processes if SLOT_UID_BASE <= p[1] < SLOT_UID_BASE + 1000] == []
+    assert [p for p in processes if SLOT_UID_BASE <= p[1] < SLOT_UID_BASE + 100 * 64] == []
     assert fork_bomb.host["descendants_after"] == []
     pid = os.fork()  # the host can still start processes
     if pid == 0:

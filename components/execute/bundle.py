@@ -5,8 +5,8 @@ read-only bind mount of the host's own files:
 
 * the interpreter (its installation prefix, or on a distribution's Python only its binary) and
   the system's shared libraries (`/usr/lib`, `/lib`, ...), which hold its standard library;
-* the harness, as the package `codedpo.components.execute.harness` under `/opt/codedpo` (empty
-  parent packages, so nothing else of codedpo is there);
+* a copy of the harness, as the package `codedpo.components.execute.harness` under
+  `/opt/codedpo` (empty parent packages, so nothing else of codedpo is there);
 * the packages candidates may import (`execute.sandbox_packages`) under `/opt/codedpo/packages`;
   the interpreter's own site-packages folders are covered by empty read-only tmpfs mounts;
 * `/proc`, and `/scratch`, where the harness mounts each child's own size-limited tmpfs on a
@@ -110,8 +110,9 @@ def sandbox_memory_bytes(config: ExecuteConfig) -> int:
     return (workers * (config.memory_mb + config.scratch_mib) + 1024) << 20
 
 
-def write_bundle(folder: Path, config: ExecuteConfig) -> Path:
-    """Write an OCI bundle (config.json + an empty rootfs of mount points) into `folder`."""
+def write_bundle(folder: Path, config: ExecuteConfig, container_id: str = "codedpo-sandbox") -> Path:
+    """Write an OCI bundle (config.json, a rootfs of mount points and the harness) into `folder`
+    for the container `container_id` (its cgroup is named after it)."""
     binary, prefix, sites = interpreter()
     rootfs = folder / "rootfs"
     rootfs.mkdir(parents=True)
@@ -142,7 +143,9 @@ def write_bundle(folder: Path, config: ExecuteConfig) -> Path:
         parent = package_root.joinpath(*HARNESS_MODULE.split(".")[:depth])
         parent.mkdir(parents=True, exist_ok=True)
         (parent / "__init__.py").write_text("")
-    mounts.append(_bind(HARNESS_DIR, harness_destination))
+    # A copy, not a bind mount: nothing of the checkout (or wherever codedpo is installed) is
+    # reachable from the sandbox. (The root is read-only: the copy cannot be changed either.)
+    shutil.copytree(HARNESS_DIR, rootfs / harness_destination.lstrip("/"))
     (package_root / "packages").mkdir()
     for name, source in package_sources(config.sandbox_packages).items():
         mounts.append(_bind(source, f"{SANDBOX_PACKAGES}/{name}"))
@@ -167,7 +170,7 @@ def write_bundle(folder: Path, config: ExecuteConfig) -> Path:
         "mounts": mounts,
         "linux": {
             "namespaces": [{"type": kind} for kind in ("pid", "mount", "ipc", "uts", "network")],
-            **({"resources": {"memory": {"limit": memory}}, "cgroupsPath": f"/codedpo-sandbox/{folder.name}"}
+            **({"resources": {"memory": {"limit": memory}}, "cgroupsPath": f"/codedpo-sandbox/{container_id}"}
                if memory else {}),
         },
     }

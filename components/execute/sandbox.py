@@ -119,7 +119,7 @@ def start_harness(config: ExecuteConfig, cwd: Path, stderr: IO[str]) -> subproce
     batch's own empty folder; call `stop_harness` with it afterwards."""
     command = harness_command(config, cwd)
     if config.sandbox == "runsc":
-        bundle.write_bundle(cwd / "bundle", config)
+        bundle.write_bundle(cwd / "bundle", config, container_id(cwd))
     logger.debug("starting harness: %s", " ".join(command))
     return subprocess.Popen(
         command,

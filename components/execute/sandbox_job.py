@@ -54,7 +54,7 @@ uid 10001, the sandbox image's user (runAsNonRoot), with all capabilities droppe
 container runs as root with all capabilities dropped but the harness's five
 (SANDBOX_CAPABILITIES: SETUID, SETGID, CHOWN, DAC_OVERRIDE, KILL; harness/processes.py says what
 each is for). Why root: the harness runs each worker slot's codes under uids of their own
-(20000+n, 20500+n), so a candidate cannot signal or trace the harness, read its /proc entries or
+(20000+100n+k, a new k for each fresh child), so a candidate cannot signal or trace the harness, read its /proc entries or
 its pipes, or write outside its throw-away folder, and thus cannot forge a pass for itself or a
 sibling; switching uids needs CAP_SETUID. Why that is acceptable here: the container's root is
 gVisor's root, a user of gVisor's own kernel (the Sentry), not of the node's; the RuntimeClass
