@@ -320,3 +320,22 @@ def test_a_clean_stand_in_batch_is_taken(make_sample, small_config, monkeypatch,
     (record,) = execute_samples([make_sample("p", [RIGHT, WRONG], T2)],
                                 small_config(sandbox="unsafe-none", cache_dir=str(tmp_path)))
     assert _rows(record) == [[P, P], [F, F]]
+
+
+def test_a_harness_change_invalidates_every_cached_outcome(make_sample, small_config, monkeypatch, tmp_path) -> None:
+    """Finding 6, the other half: outcomes cached by an older harness (a forged one included)
+    are never served after the harness changed. Mutant caught: `_fingerprint` without
+    `harness_version()`."""
+    from codedpo.components.execute import executor
+
+    config = small_config(cache_dir=str(tmp_path))
+    samples = [make_sample("p", [RIGHT, WRONG], T2)]
+    execute_samples(samples, config)
+    stats = ExecutionStats()
+    execute_samples(samples, config, stats=stats)
+    assert stats.executions_cached == 4
+    monkeypatch.setattr(executor, "harness_version", lambda: "a-newer-harness")
+    stats = ExecutionStats()
+    (record,) = execute_samples(samples, config, stats=stats)
+    assert (stats.executions_cached, stats.executions_run) == (0, 4)
+    assert _rows(record) == [[P, P], [F, F]]

@@ -479,10 +479,12 @@ def f(x):
                 pass
     return x - 1
 """
+# Right (x + 1) only as a slot uid (20000 + 100n + k) holding no capability. (Details carry no
+# candidate text, so the probe answers through its verdict.)
 WHOAMI = """import os
 def f(x):
     effective = [line.split()[1] for line in open("/proc/self/status") if line.startswith("CapEff")][0]
-    raise type("R_uid%d_caps%s" % (os.getuid(), effective), (Exception,), {})()
+    return x + 1 if 20000 <= os.getuid() < 20100 and int(effective, 16) == 0 else 0
 """
 CORRECT = "def f(x):\n    return x + 1\n"
 
@@ -529,7 +531,7 @@ def test_sandbox_container_runs_in_gvisor_as_root_with_only_its_capabilities():
                         "kill": [["failed", "failed"], ["passed", "passed"]]}
     assert not [o for r in records.values() for row in r.outcomes for o in row if o.status.value == "sandbox_error"]
     (whoami,) = records["whoami"].outcomes[0]
-    assert whoami.detail == "R_uid20000_caps0000000000000000", whoami
+    assert whoami.status.value == "passed", whoami
 
 
 @pytest.mark.sandbox
