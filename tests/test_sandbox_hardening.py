@@ -45,7 +45,7 @@ def _rows(record):
 
 @pytest.fixture(scope="module")
 def symlink_target(tmp_path_factory) -> Path:
-    # A root-owned module-like file of the host: the attack aimed at files the harness imports.
+    # A root-owned file of the host (the review's attack aimed at modules the harness imports).
     folder = tmp_path_factory.mktemp("symlink-target")
     target = folder / "module_the_harness_imports.py"
     target.write_text("ORIGINAL = True\n")
@@ -64,31 +64,43 @@ def _symlink_attack(target: str, then: str) -> str:
     )
 
 
+# A stdlib module the harness has not imported: had root opened `.output` through the symlink
+# (O_TRUNC), the module would be empty for every later import in the sandbox.
+COLORSYS_PROBE = "import colorsys\n{extra}\ndef f(x):\n    return x + 1 if hasattr(colorsys, 'rgb_to_hsv') else 0\n"
+
+
 def test_a_symlinked_output_is_never_followed_and_forges_nothing(make_sample, small_config, symlink_target, tmp_path) -> None:
-    """Finding 1: both variants, then honest and wrong codes of the same slot; nothing the
-    attacker pointed at changes, every verdict is the honest one, and the cache (re-run) too."""
-    target = str(symlink_target)
-    recyclable_variant = _symlink_attack(target, "    while True:\n        pass\n")  # killed at its deadline
-    crash_variant = _symlink_attack(target, "    os._exit(3)\n")
-    module_variant = _symlink_attack(json.__file__, "    os.abort()\n")  # a stdlib module json imports
+    """Finding 1: both variants (one passes the recycling gate, one gets a child of its own),
+    each followed in the same slot by a code of its kind that imports the module the symlink
+    pointed at; then honest and wrong codes. Nothing the attacker pointed at changes, every
+    verdict is the honest one, and the cache (re-run) holds just those."""
+    import colorsys
+
+    recyclable_variant = _symlink_attack(colorsys.__file__, "    while True:\n        pass\n")  # killed at its deadline
+    crash_variant = _symlink_attack(colorsys.__file__, "    os._exit(3)\n")
+    host_file_variant = _symlink_attack(str(symlink_target), "    os.abort()\n")
+    recyclable_probe = COLORSYS_PROBE.format(extra="")
+    isolated_probe = COLORSYS_PROBE.format(extra="import sys\nsys.modules")  # (a child of its own)
     samples = [
-        make_sample("attack", [recyclable_variant, crash_variant, module_variant, RIGHT, WRONG], T2),
+        make_sample("attack", [recyclable_variant, recyclable_probe, crash_variant, isolated_probe,
+                               host_file_variant, RIGHT, WRONG], T2),
         make_sample("neighbour", [RIGHT, WRONG, "def f(x):\n    return x * 2\n"], T2),
     ]
     config = small_config(workers=1, cache_dir=str(tmp_path / "cache"))
     from codedpo.components.execute.harness.recycling import recyclable
-    assert recyclable(recyclable_variant) and not recyclable(crash_variant.replace("os._exit", "os.kill"))
-    before = hashlib.sha256(Path(json.__file__).read_bytes()).hexdigest()
+    assert recyclable(recyclable_variant) and recyclable(recyclable_probe)
+    assert not recyclable(crash_variant) and not recyclable(isolated_probe)
+    before = hashlib.sha256(Path(colorsys.__file__).read_bytes()).hexdigest()
     stats = ExecutionStats()
     attack, neighbour = execute_samples(samples, config, stats=stats)
     assert stats.sandbox_errors == 0
     assert [(o.status, o.reason) for o in attack.outcomes[0]] == [(F, Reason.timeout)] * 2
-    assert [(o.status, o.reason) for o in attack.outcomes[1]] == [(F, Reason.exit)] * 2
-    assert [(o.status, o.reason) for o in attack.outcomes[2]] == [(F, Reason.crash)] * 2
-    assert _rows(attack)[3:] == [[P, P], [F, F]]
+    assert [(o.status, o.reason) for o in attack.outcomes[2]] == [(F, Reason.exit)] * 2
+    assert [(o.status, o.reason) for o in attack.outcomes[4]] == [(F, Reason.crash)] * 2
+    assert [_rows(attack)[i] for i in (1, 3, 5, 6)] == [[P, P], [P, P], [P, P], [F, F]]
     assert _rows(neighbour) == [[P, P], [F, F], [P, F]]
     assert symlink_target.read_text() == "ORIGINAL = True\n"
-    assert hashlib.sha256(Path(json.__file__).read_bytes()).hexdigest() == before
+    assert hashlib.sha256(Path(colorsys.__file__).read_bytes()).hexdigest() == before
     # The cache holds exactly the honest verdicts: a re-run takes all of them from it.
     stats = ExecutionStats()
     again = execute_samples(samples, config, stats=stats)
