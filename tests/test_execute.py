@@ -289,11 +289,13 @@ def test_resume_after_a_kill_runs_only_the_rest(tmp_path) -> None:
     tree: dict[int, str] = {}
     try:
         deadline = time.monotonic() + 120
-        while _rows_in(cache_dir) == 0:
+        # Kill once a batch is committed AND the next batch's sandbox runs (between two
+        # batches no runsc process exists).
+        while _rows_in(cache_dir) == 0 or not any("runsc" in a for a in tree.values()):
             assert process.poll() is None, process.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "no outcome was committed in time"
             time.sleep(0.05)
-        tree = _process_tree(process.pid)
+            tree = _process_tree(process.pid)
         os.killpg(process.pid, signal.SIGKILL)  # the whole run: python, runsc and its gofer
         process.wait(timeout=30)
     finally:

@@ -1,8 +1,9 @@
 """The outcome cache: finished executions, keyed by content hash, safe against a kill.
 
 A key covers everything an outcome depends on: the code, the test, the entry point, the limits
-and the harness version. SQLite (WAL mode) commits every few hundred outcomes, so a run killed
-half-way keeps what it finished and a re-run executes only the rest. Sandbox errors are never
+and the harness version. SQLite (WAL mode) commits every few hundred outcomes and after every
+batch the executor takes, so a run killed half-way keeps what it finished and a re-run executes
+only the rest. Sandbox errors are never
 stored: they are faults of the infrastructure, to be retried.
 """
 

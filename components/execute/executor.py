@@ -117,10 +117,12 @@ def run_jobs(
     *,
     repeats: int = 0,
     workers: int | None = None,
+    on_batch_done: Callable[[], None] | None = None,
 ) -> tuple[int, int]:
     """Send `jobs` to harnesses, one sandbox per batch of problems; call `on_outcome(job, test
-    index, outcome, repeat times)` as results stream back. Returns (sandboxes started, sandbox
-    errors). Every (job, test) gets exactly one call, a sandbox_error when the sandbox failed."""
+    index, outcome, repeat times)` for each result of a batch once the batch is over (then
+    `on_batch_done()`). Returns (sandboxes started, sandbox errors). Every (job, test) gets
+    exactly one call, a sandbox_error when the sandbox failed."""
     limits = harness_limits(config)
     if workers is not None:
         limits["workers"] = workers
@@ -137,6 +139,8 @@ def run_jobs(
         batch = [job for index in problem_order[start : start + size] for job in by_problem[index]]
         sandboxes += 1
         errors += _run_batch(samples, batch, limits, repeats, config, on_outcome)
+        if on_batch_done is not None:
+            on_batch_done()
     return sandboxes, errors
 
 
@@ -317,7 +321,8 @@ def execute_samples(
             progress.advance()
 
         if jobs:
-            sandboxes, errors = run_jobs(samples, jobs, config, record)
+            # A batch is the unit of resumption: its outcomes are committed when it ends.
+            sandboxes, errors = run_jobs(samples, jobs, config, record, on_batch_done=cache.commit)
             stats.sandboxes_started += sandboxes
             stats.sandbox_errors += errors
     finally:
