@@ -169,14 +169,17 @@ for module in list(sys.modules.values()):
     if hasattr(module, "_os_kill"):
         module._os_kill = lambda *args: None  # the harness's in-child cleanup
 def f(x):
+    spared = {os.getpid()}  # its own code: it must report cleanly
     if os.fork() == 0:
         os.setsid()
         if os.fork() == 0:
+            spared.add(os.getpid())
+            os.closerange(3, 256)  # not holding its code's report pipe: nothing waits for it
             deadline = time.monotonic() + 6
             while time.monotonic() < deadline:
-                for pid in os.listdir("/proc"):  # every process but its own uid's (its own code)
+                for pid in os.listdir("/proc"):  # every process it may signal, but its code
                     try:
-                        if pid.isdigit() and os.stat("/proc/" + pid).st_uid != os.getuid():
+                        if pid.isdigit() and int(pid) not in spared:
                             os.kill(int(pid), 9)
                     except OSError:
                         pass
@@ -188,11 +191,16 @@ def f(x):
 
 
 def test_a_leftover_daemon_cannot_touch_the_next_code(make_sample, small_config) -> None:
-    """Finding 3: the daemon outlives its code's report (the code reports cleanly) and for six
-    seconds kills every process it may signal but its own code; the next codes of the same slot
-    (one worker) pass. Before: it shared their uid and killed them (failed/killed)."""
-    slow_right = "import time\n\ndef f(x):\n    time.sleep(0.3)\n    return x + 1\n"
-    samples = [make_sample("daemon", [DAEMON, slow_right, RIGHT, "import os\n\ndef f(x):\n    os.getpid()\n    return x + 1\n"], T2)]
+    """Finding 3: the daemon outlives its code's report (the code reports cleanly, having made
+    the in-child cleanup a no-op) and for six seconds kills every process it may signal but its
+    own code; the next codes of the same slot (one worker) pass. Before: the dispatcher trusted
+    the report and skipped the cleanup, the next one-code child had the daemon's uid and died
+    (failed/killed)."""
+    # The next codes get one-code children too (`sys.modules` fails the recycling gate), as the
+    # daemon's code did; the last one a recycled child.
+    slow_right = "import sys, time\nsys.modules\n\ndef f(x):\n    time.sleep(0.3)\n    return x + 1\n"
+    isolated_right = "import sys\nsys.modules\n\ndef f(x):\n    return x + 1\n"
+    samples = [make_sample("daemon", [DAEMON, slow_right, isolated_right, RIGHT], T2)]
     (record,) = execute_samples(samples, small_config(workers=1, timeout_s=3.0))
     assert _rows(record) == [[P, P]] * 4, record.outcomes
 
