@@ -185,7 +185,12 @@ def test_pairs_then_report_steps_hand_over_skip_counts(tmp_path: Path) -> None:
     [pair] = read_records(pairs.path, PairRecord)
     assert (pair.kind, pair.chosen_id, pair.rejected_id) == ("correctness", "c1", "c2")
     assert pairs.metadata["correctness"] == 1 and pairs.metadata["efficiency"] == 0
-    assert sum(pairs.metadata["skipped"].values()) >= 1
+    # Exactly one skip: the problem has no timings, so too few timed codes for an efficiency pair.
+    skipped = pairs.metadata["skipped"]
+    assert {k: v for k, v in skipped.items() if v} == {"efficiency:too_few_timed_codes": 1}
+    assert set(skipped) == {"correctness:no_scores", "correctness:too_few_codes", "correctness:scores_tied",
+                            "correctness:top_passes_no_test", "efficiency:too_few_timed_codes",
+                            "efficiency:zero_time", "efficiency:below_min_speedup", "efficiency:within_noise"}
 
     markdown = Markdown(name="report_markdown", uri=str(tmp_path / "report.md"))
     html = HTML(name="report_html", uri=str(tmp_path / "report.html"))

@@ -340,16 +340,28 @@ def test_score_executions_self_validation_matches_reference():
 
 
 @pytest.mark.parametrize(
-    "ranker, params",
-    [("pass_count", {}), ("all_tests", {}), ("codet", {}), ("random", {"seed": 5})],
+    "ranker, params, code_scores, test_scores",
+    [
+        # LINK_3X2: c0 passes t0 and t1, c1 passes t0, c2 nothing.
+        ("pass_count", {}, [2.0, 1.0, 0.0], [2.0, 1.0]),
+        ("all_tests", {}, [1.0, 0.0, 0.0], [2.0, 1.0]),
+        # consensus sets {c0}: sqrt(1)*2, {c1}: sqrt(1)*1, {c2}: 0; a test: its best passing set
+        ("codet", {}, [2.0, 1.0, 0.0], [2.0, 2.0]),
+    ],
 )
-def test_score_executions_ablation_rankers(ranker, params):
+def test_score_executions_ablation_rankers(ranker, params, code_scores, test_scores):
     [score] = score_executions([_record("a", LINK_3X2)], ScoreConfig(ranker=ranker, seed=5))
     assert score.ranker == ranker and score.params == params
-    assert len(score.code_scores) == 3 and len(score.test_scores) == 2
-    assert all(isinstance(s, float) for s in score.code_scores + score.test_scores)
-    if ranker != "random":  # every real ranker puts c0 (passes both tests) on top
-        assert score.top_code_id == "a-c0" and score.trusted_test_ids == ["a-t0", "a-t1"]
+    assert score.code_scores == pytest.approx(code_scores) and score.test_scores == pytest.approx(test_scores)
+    assert score.top_code_id == "a-c0" and score.trusted_test_ids == ["a-t0", "a-t1"]
+
+
+def test_score_executions_random_ranker_is_the_seeded_draw():
+    [score] = score_executions([_record("a", LINK_3X2)], ScoreConfig(ranker="random", seed=5))
+    codes, tests = rankers.random(np.array(LINK_3X2, dtype=float), 5, "a")
+    assert score.params == {"seed": 5}
+    assert score.code_scores == list(codes) and score.test_scores == list(tests)
+    assert score.top_code_id == f"a-c{int(np.argmax(codes))}"
 
 
 def test_random_ranker_does_not_depend_on_problem_order():
