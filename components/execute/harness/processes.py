@@ -82,6 +82,20 @@ def _kill_uid_processes():
             return
 
 
+def _uid_has_processes(uid):
+    """Whether any process of `uid` exists (zombies included), from /proc, which the kernel
+    writes and no candidate can change. Once the child is reaped, none can appear but from
+    another process of that uid, so "none" stays true: no reclaimer is needed then."""
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.stat("/proc/" + name).st_uid == uid:
+                    return True
+            except OSError:  # it just exited
+                pass
+    return False
+
+
 def _check(result, what):
     if result != 0:
         number = ctypes.get_errno()
