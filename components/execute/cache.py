@@ -49,6 +49,8 @@ class OutcomeCache:
         self._pending: list[tuple[str, str]] = []
 
     def get_many(self, keys: list[str]) -> dict[str, Outcome]:
+        """The stored outcomes of `keys` (missing keys are left out), pending ones included."""
+        self.commit()
         found: dict[str, Outcome] = {}
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
