@@ -1,0 +1,149 @@
+"""The harness's verdict path in-process (harness/verdicts.py, asserts.py, details.py): the line
+each test gets, exactly. The codes here are the project's own, trusted, so they run in this
+process, without a sandbox (the sandboxed runs are in test_execute*.py); this keeps the path
+cheap enough for its mutation score (scripts/mutation_score.py).
+"""
+
+from __future__ import annotations
+
+import builtins
+
+import pytest
+
+from codedpo.components.execute.harness import verdicts
+from codedpo.components.execute.harness.asserts import compile_test
+
+
+@pytest.fixture(autouse=True)
+def _builtins_put_back():
+    """A code under test may patch builtins; this process must not keep the patch."""
+    saved = dict(builtins.__dict__)
+    yield
+    builtins.__dict__.clear()
+    builtins.__dict__.update(saved)
+
+
+def run(code: str, tests: list[str], repeats: int = 0, entry_point: str = "f") -> list[list[str]]:
+    """The lines `_run_code` sends, split as the dispatcher splits them (times dropped)."""
+    lines: list[str] = []
+    compiled = [compile_test(t) for t in tests]
+    job = {"code": code, "entry_point": entry_point, "repeats": repeats}
+    defined = verdicts._run_code(job, compiled, list(range(len(tests))), lines.append)
+    parts = [line.split(" ", 5) for line in lines]
+    for part in parts:
+        if part[0] == "R":
+            assert int(part[3]) >= 0
+            part[3] = "ns"
+            if repeats and part[2] == "P":
+                assert len(part[4].split(",")) == repeats and all(int(t) >= 0 for t in part[4].split(","))
+                part[4] = "times"
+    assert defined == (parts[0] == ["C", "ok"])
+    return parts
+
+
+RIGHT = "def f(x):\n    return x + 1\n"
+
+
+def test_passes_failures_and_exceptions_get_their_letters() -> None:
+    assert run(RIGHT, ["assert f(1) == 2", "assert f(1) == 3", "assert f('a') == 1", "assert f(1) == 2\nassert f(2) == 3"]) == [
+        ["C", "ok"],
+        ["R", "0", "P", "ns", "-", ""],
+        ["R", "1", "A", "ns", "-", ""],
+        ["R", "2", "E", "ns", "-", "TypeError"],
+        ["R", "3", "P", "ns", "-", ""],
+    ]
+
+
+def test_asserts_that_never_ran_are_not_a_pass() -> None:
+    tests = ["for x in []:\n    assert f(x) == 0", "if False:\n    assert f(1) == 0",
+             "for x in [1, 2]:\n    assert f(x) == x + 1", "x = 1"]
+    assert run(RIGHT, tests)[1:] == [
+        ["R", "0", "N", "ns", "-", "0 of 1 asserts ran"],
+        ["R", "1", "N", "ns", "-", "0 of 1 asserts ran"],
+        ["R", "2", "P", "ns", "-", ""],
+        ["R", "3", "N", "ns", "-", "0 of 0 asserts ran"],
+    ]
+
+
+def test_a_straight_line_test_must_run_every_assert() -> None:
+    # A straight-line test whose second assert is skipped by an exception handler in f is not
+    # possible; the count check still holds: a test run with fewer asserts than it has is N.
+    code = "def f(x):\n    return x\n"
+    compiled = [compile_test("assert f(1) == 1\nassert f(2) == 2")]
+    assert compiled[0][1:] == (2, True)
+    assert compile_test("if True:\n    assert f(1) == 1")[1:] == (1, False)
+    assert compile_test("import math\nx = 2\nassert f(x) == 2\nf(3)")[1:] == (1, True)
+    assert compile_test("def g():\n    assert 0\nassert f(1) == 1")[1:] == (2, False)
+    assert run(code, ["assert f(1) == 1\nassert f(2) == 2"])[1] == ["R", "0", "P", "ns", "-", ""]
+
+
+def test_objects_that_define_their_own_comparison_are_untrusted() -> None:
+    code = ("class Always:\n    def __eq__(self, other):\n        return True\n    __hash__ = object.__hash__\n\n"
+            "class Truthy:\n    def __bool__(self):\n        return True\n\n"
+            "def f(x):\n    return Always() if x == 1 else Truthy() if x == 2 else x\n")
+    tests = ["assert f(1) == 2", "assert f(2)", "assert f(1) is not None", "assert 0 < f(3) < 4",
+             "assert 3 < f(3) < 4", "assert f(3) in [3]", "assert [f(1)] == [2]"]
+    assert run(code, tests)[1:] == [
+        ["R", "0", "U", "ns", "-", "Eq on other and int"],
+        ["R", "1", "U", "ns", "-", "assert on an object with custom truth/compare"],
+        ["R", "2", "P", "ns", "-", ""],  # identity needs no trust
+        ["R", "3", "P", "ns", "-", ""],
+        ["R", "4", "A", "ns", "-", ""],
+        ["R", "5", "P", "ns", "-", ""],
+        ["R", "6", "U", "ns", "-", "Eq on list and list"],
+    ]
+
+
+def test_a_comparison_returning_an_untrusted_object_is_refused() -> None:
+    code = ("class Weird(int):\n    pass\n\nclass Box:\n    pass\n\n"
+            "import collections\n\ndef f(x):\n    return collections.Counter(a=x)\n")
+    assert run(code, ["assert f(1) == collections.Counter(a=1)", "assert f(1) != collections.Counter(a=1)"])[1:] == [
+        ["R", "0", "P", "ns", "-", ""],  # the stdlib's Python-level __eq__ is trusted
+        ["R", "1", "A", "ns", "-", ""],
+    ]
+
+
+def test_codes_that_fail_while_defined_report_once() -> None:
+    assert run("raise ValueError('x')\n", ["assert f(1) == 2", "assert f(2) == 3"]) == [["C", "E", "ValueError"]]
+    assert run("import sys\nsys.exit(3)\n", ["assert f(1) == 2"]) == [["C", "X", "SystemExit(3)"]]
+    assert run("x = bytearray(1 << 62)\n", ["assert f(1) == 2"]) == [["C", "M", "MemoryError"]]
+    assert run("class Secret(Exception):\n    pass\nraise Secret()\n", ["assert 1"]) == [["C", "E", "other"]]
+
+
+def test_exits_memory_and_keyboard_interrupts_in_a_test() -> None:
+    code = ("import sys\n\ndef f(x):\n    if x == 1:\n        sys.exit(None)\n    if x == 2:\n"
+            "        raise KeyboardInterrupt\n    if x == 3:\n        raise MemoryError\n    return bytearray(1 << 62)\n")
+    assert run(code, ["assert f(1) == 0", "assert f(2) == 0", "assert f(3) == 0", "assert f(4) == 0"])[1:] == [
+        ["R", "0", "X", "ns", "-", "SystemExit(None)"],
+        ["R", "1", "X", "ns", "-", "KeyboardInterrupt"],
+        ["R", "2", "M", "ns", "-", "MemoryError"],
+        ["R", "3", "M", "ns", "-", "MemoryError"],
+    ]
+
+
+def test_repeats_time_passing_tests_only() -> None:
+    lines = run(RIGHT, ["assert f(1) == 2", "assert f(1) == 5"], repeats=3)
+    assert lines[1:] == [["R", "0", "P", "ns", "times", ""], ["R", "1", "A", "ns", "-", ""]]
+
+
+def test_the_entry_point_is_also_candidate_and_builtins_are_fresh_per_test() -> None:
+    code = "import builtins\nbuiltins.abs = lambda value: 0\n\ndef solve(x):\n    return x * 2\n"
+    lines = run(code, ["assert candidate(2) == 4", "assert solve(2) == 4", "assert abs(-2) == 2",
+                       "assert candidate is solve"], entry_point="solve")
+    assert lines[1:] == [["R", str(i), "P", "ns", "-", ""] for i in range(4)]
+    # Without the entry point in the code, `candidate` is not defined.
+    assert run("def g(x):\n    return x\n", ["assert candidate(1) == 1"], entry_point="f")[1] == \
+        ["R", "0", "E", "ns", "-", "NameError"]
+
+
+def test_a_test_patching_the_assert_hooks_does_not_pass() -> None:
+    tests = ["__codedpo_check__ = lambda value: None\nassert f(1) == 5",
+             "import builtins\nbuiltins.AssertionError = Exception\nassert f(1) == 5"]
+    # The first runs its own hook (no assert of the harness ran), the second the harness's.
+    assert [line[2] for line in run(RIGHT, tests)[1:]] == ["N", "A"]
+
+
+def test_a_multiline_detail_never_breaks_the_line() -> None:
+    # Details are single words or fixed phrases; nothing a code raises adds a newline.
+    (line,) = run("def f(x):\n    raise type('A\\nB', (Exception,), {})()\n", ["assert f(1)"])[1:]
+    assert line == ["R", "0", "E", "ns", "-", "other"]
