@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from codedpo.components.train.arguments import trl_arguments
 from codedpo.components.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -316,57 +317,18 @@ def _make_trainer(
     bf16: bool,
     pin_memory: bool,
 ) -> Any:
-    """TRL's trainer for `config.method`, with the arguments every method shares set once."""
+    """TRL's trainer for `config.method`, with the arguments `trl_arguments` maps from `config`."""
     import torch
+    import trl
 
-    common: dict[str, Any] = dict(
-        output_dir=str(checkpoint_dir),
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a share of the steps
-        num_train_epochs=config.num_epochs,
-        max_steps=config.max_steps if config.max_steps is not None else -1,
-        per_device_train_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        seed=config.seed,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        logging_steps=config.logging_steps,
-        max_length=config.max_length_tokens,
-        activation_checkpointing=config.activation_checkpointing,
-        bf16=bf16,
-        report_to=[],
-        dataloader_num_workers=0,
-        dataloader_pin_memory=pin_memory,
-        ddp_backend=_ddp_backend(),
-        use_cpu=not torch.cuda.is_available(),  # on CPU accelerate runs DDP (MULTI_CPU) only when told so
-        # Keep the PartialState train() set up (it joined the process group for the downloads).
-        accelerator_config={"use_configured_state": True},
-    )
     peft_config = _lora_config(config)
     extra: dict[str, Any] = {"peft_config": peft_config} if peft_config is not None else {}
-    if config.method == "dpo":
-        from trl import DPOConfig, DPOTrainer
-
-        rpo = config.rpo_alpha > 0
-        args = DPOConfig(
-            **common,
-            beta=config.beta,
-            loss_type=["sigmoid", "sft"] if rpo else ["sigmoid"],  # RPO: DPO + rpo_alpha x NLL(chosen)
-            loss_weights=[1.0, config.rpo_alpha] if rpo else None,
-            precompute_ref_log_probs=config.precompute_ref_log_probs,
-        )
-        return DPOTrainer(model=model_path, args=args, train_dataset=rows, processing_class=tokenizer, **extra)
-    if config.method == "kto":
-        from trl import KTOConfig, KTOTrainer
-
-        args = KTOConfig(**common, beta=config.beta, precompute_ref_log_probs=config.precompute_ref_log_probs)
-        return KTOTrainer(model=model_path, args=args, train_dataset=rows, processing_class=tokenizer, **extra)
-    from trl import SFTConfig, SFTTrainer
-
-    args = SFTConfig(**common)
-    return SFTTrainer(model=model_path, args=args, train_dataset=rows, processing_class=tokenizer, **extra)
+    config_name, trainer_name, kwargs = trl_arguments(
+        config, checkpoint_dir, bf16=bf16, pin_memory=pin_memory, cuda=torch.cuda.is_available(),
+        ddp_backend=_ddp_backend(),
+    )
+    args = getattr(trl, config_name)(**kwargs)
+    return getattr(trl, trainer_name)(model=model_path, args=args, train_dataset=rows, processing_class=tokenizer, **extra)
 
 
 def _ddp_backend() -> str | None:
