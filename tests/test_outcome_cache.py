@@ -60,9 +60,9 @@ def test_lookups_of_many_keys_span_several_queries() -> None:
 
 
 def test_a_file_cache_commits_in_chunks_and_on_close(tmp_path) -> None:
-    path = tmp_path / "sub" / "outcomes.sqlite"
+    path = tmp_path / "runs" / "cache" / "outcomes.sqlite"
     cache = OutcomeCache(path)
-    assert path.exists()  # the folder is made
+    assert path.exists()  # the folders are made
 
     def rows_on_disk() -> int:
         with sqlite3.connect(path) as other:

@@ -25,6 +25,11 @@ CREATE TABLE IF NOT EXISTS outcomes (
 """
 
 
+_LOCK_WAIT_S = 60  # how long a writer waits for another run's lock on the same cache file
+_KEYS_PER_QUERY = 500  # below SQLite's limit on the variables of one statement
+_COMMIT_EVERY = 256  # pending outcomes; the executor also commits after every batch
+
+
 def outcome_key(code: str, test: str, entry_point: str, limits_fingerprint: str) -> str:
     """The cache key of one (code, test) execution under given limits."""
     digest = hashlib.sha256()
@@ -42,7 +47,7 @@ class OutcomeCache:
             self._db = sqlite3.connect(":memory:")
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=60)
+            self._db = sqlite3.connect(path, timeout=_LOCK_WAIT_S)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
@@ -52,8 +57,8 @@ class OutcomeCache:
         """The stored outcomes of `keys` (missing keys are left out), pending ones included."""
         self.commit()
         found: dict[str, Outcome] = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
+        for start in range(0, len(keys), _KEYS_PER_QUERY):
+            chunk = keys[start : start + _KEYS_PER_QUERY]
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(f"SELECT key, outcome FROM outcomes WHERE key IN ({marks})", chunk)
             for key, text in rows:
@@ -61,10 +66,10 @@ class OutcomeCache:
         return found
 
     def put(self, key: str, outcome: Outcome) -> None:
-        if outcome.status == Status.sandbox_error:
+        if outcome.status is Status.sandbox_error:
             return
         self._pending.append((key, outcome.model_dump_json()))
-        if len(self._pending) >= 256:
+        if len(self._pending) >= _COMMIT_EVERY:
             self.commit()
 
     def put_many(self, items: Iterable[tuple[str, Outcome]]) -> None:
@@ -78,7 +83,8 @@ class OutcomeCache:
             self._pending = []
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0]
+        (count,) = self._db.execute("SELECT COUNT(*) FROM outcomes").fetchone()
+        return count
 
     def close(self) -> None:
         self.commit()
