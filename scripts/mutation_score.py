@@ -25,6 +25,7 @@ import ast
 import fnmatch
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -98,7 +99,7 @@ def _copy_tree(destination: Path) -> Path:
 
 
 def _config(modules: list[str], tests: list[str]) -> str:
-    command = " ".join([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests])
+    command = shlex.join([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests])
     excluded = ", ".join(json.dumps("^" + name.replace(".", "\\.") + "$") for name in excluded_operators())
     lines = ["[cosmic-ray]", f"module-path = {json.dumps(modules)}", f"timeout = {TEST_TIMEOUT_S}",
              "excluded-modules = []", f"test-command = {json.dumps(command)}", "",
@@ -118,7 +119,7 @@ def run_group(name: str, workspace: Path) -> list[dict]:
     (tree / "cosmic-ray.toml").write_text(_config(modules, tests))
     session = folder / "session.sqlite"
     started = time.monotonic()
-    baseline = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+    baseline = subprocess.run(shlex.split(tomllib.loads((tree / "cosmic-ray.toml").read_text())["cosmic-ray"]["test-command"]),
                               cwd=tree, env=env, capture_output=True, text=True)
     if baseline.returncode != 0:
         raise SystemExit(f"{name}: the tests fail before any mutation:\n{baseline.stdout[-2000:]}")
