@@ -23,19 +23,25 @@ def _builtins_put_back():
     builtins.__dict__.update(saved)
 
 
-def run(code: str, tests: list[str], repeats: int = 0, entry_point: str = "f") -> list[list[str]]:
-    """The lines `_run_code` sends, split as the dispatcher splits them (times dropped)."""
+MAX_NS = 5 * 10**9  # no test here takes seconds: a larger time is a wrong clock reading
+
+
+def run(code: str, tests: list[str], repeats: int | None = 0, entry_point: str = "f") -> list[list[str]]:
+    """The lines `_run_code` sends, split as the dispatcher splits them (times checked, then
+    dropped). Tests are compiled as the harness's main compiles them (with the recycling flag)."""
     lines: list[str] = []
-    compiled = [compile_test(t) for t in tests]
-    job = {"code": code, "entry_point": entry_point, "repeats": repeats}
+    compiled = [compile_test(t) + (True,) for t in tests]
+    job = {"code": code, "entry_point": entry_point}
+    if repeats is not None:
+        job["repeats"] = repeats
     defined = verdicts._run_code(job, compiled, list(range(len(tests))), lines.append)
     parts = [line.split(" ", 5) for line in lines]
     for part in parts:
         if part[0] == "R":
-            assert int(part[3]) >= 0
+            assert 0 <= int(part[3]) < MAX_NS
             part[3] = "ns"
             if repeats and part[2] == "P":
-                assert len(part[4].split(",")) == repeats and all(int(t) >= 0 for t in part[4].split(","))
+                assert len(part[4].split(",")) == repeats and all(0 <= int(t) < MAX_NS for t in part[4].split(","))
                 part[4] = "times"
     assert defined == (parts[0] == ["C", "ok"])
     return parts
@@ -147,3 +153,117 @@ def test_a_multiline_detail_never_breaks_the_line() -> None:
     # Details are single words or fixed phrases; nothing a code raises adds a newline.
     (line,) = run("def f(x):\n    raise type('A\\nB', (Exception,), {})()\n", ["assert f(1)"])[1:]
     assert line == ["R", "0", "E", "ns", "-", "other"]
+
+
+
+def test_every_comparison_operator_is_the_real_one() -> None:
+    tests = ["assert f(1) <= 2", "assert f(1) <= 1", "assert f(1) >= 2", "assert f(1) >= 3", "assert f(1) < 3",
+             "assert f(1) < 2", "assert f(1) > 1", "assert f(1) > 2", "assert f(1) != 3", "assert f(1) != 2",
+             "assert f(1) in (2, 3)", "assert f(1) in (3,)", "assert f(1) not in (3,)", "assert f(1) not in (2,)",
+             "assert f(1) is not None", "assert f(1) is None"]
+    assert [line[2] for line in run(RIGHT, tests)[1:]] == ["P", "A"] * 8
+
+
+def test_chains_of_three_comparisons() -> None:
+    tests = ["assert 1 < f(1) < 3 > 2", "assert 1 < f(1) < 3 < 2", "assert 1 < f(1) <= 2 < 3",
+             "assert 3 > f(1) > 2 > 1", "assert f(0) < f(1) < f(2) < f(3)"]
+    assert [line[2] for line in run(RIGHT, tests)[1:]] == ["P", "A", "P", "A", "P"]
+
+
+NESTING = """import types
+
+def lists(n):
+    x = 1
+    for _ in range(n):
+        x = [x]
+    return x
+
+def dict_values(n):
+    x = 1
+    for _ in range(n):
+        x = {"k": x}
+    return x
+
+def dict_keys(n):
+    x = 1
+    for _ in range(n):
+        x = (x,)
+    return {x: 1}
+
+def namespaces(n):
+    x = 1
+    for _ in range(n):
+        x = types.SimpleNamespace(a=x)
+    return x
+
+def f(x):
+    return x
+"""
+
+
+def test_nesting_is_trusted_down_to_the_depth_limit_only() -> None:
+    """Containers nested 51 deep are compared (depth 0..50), 52 deep are not; a namespace is two
+    levels (itself and its attributes), dict keys and values one each."""
+    tests = ["assert lists(51) == lists(51)", "assert lists(52) == lists(52)",
+             "assert dict_values(51) == dict_values(51)", "assert dict_values(52) == dict_values(52)",
+             "assert dict_keys(50) == dict_keys(50)", "assert dict_keys(51) == dict_keys(51)",
+             "assert namespaces(25) == namespaces(25)", "assert namespaces(26) == namespaces(26)"]
+    assert [line[2] for line in run(NESTING, tests)[1:]] == ["P", "U"] * 4
+
+
+WHO_IS_TRUSTED = """import numpy
+
+class Always:
+    def __eq__(self, other):
+        return True
+    __hash__ = object.__hash__
+
+class Plain(Always):
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+
+class Box(list):
+    def __eq__(self, other):
+        return True
+
+class Tagged:
+    dtype = 'int64'
+
+def f(x):
+    return {1: Plain(), 2: Box([x]), 3: Tagged(), 4: numpy.array([Always()], dtype=object), 5: numpy.array([x])}[x]
+"""
+
+
+def test_which_classes_are_trusted() -> None:
+    """A class whose own slots are the interpreter's is trusted, even if a base's are the
+    candidate's; a list subclass with its own __eq__ is not; an object with a dtype but no
+    object dtype is; a numpy object array is not; a plain numpy array compares."""
+    tests = ["assert f(1) != 0", "assert f(2) == [2]", "assert f(3) != 0", "assert f(4) == 0",
+             "import numpy\nassert f(5) == numpy.array([5])"]
+    assert [line[2:] for line in run(WHO_IS_TRUSTED, tests)[1:]] == [
+        ["P", "ns", "-", ""], ["U", "ns", "-", "Eq on other and list"], ["P", "ns", "-", ""],
+        ["U", "ns", "-", "Eq on other and int"], ["P", "ns", "-", ""]]
+
+
+def test_exit_codes_are_shown_within_32_bits_only() -> None:
+    code = "import sys\n\ndef f(x):\n    sys.exit(x)\n"
+    tests = [f"assert f({value}) == 0" for value in (2**31 - 1, 2**31, -(2**31) + 1, -(2**31), 7)]
+    assert [line[5] for line in run(code, tests)[1:]] == [
+        "SystemExit(2147483647)", "SystemExit(other)", "SystemExit(-2147483647)", "SystemExit(other)", "SystemExit(7)"]
+
+
+def test_an_exception_class_that_cannot_be_hashed_is_other() -> None:
+    code = ("class Meta(type):\n    def __eq__(cls, other):\n        return True\n    __hash__ = None\n\n"
+            "class Odd(Exception, metaclass=Meta):\n    pass\n\ndef f(x):\n    raise Odd()\n")
+    assert run(code, ["assert f(1)"])[1] == ["R", "0", "E", "ns", "-", "other"]
+
+
+def test_the_collector_runs_during_the_verdict_round() -> None:
+    """gc is off only while repeats are timed (so a collection does not land in a timing)."""
+    test = "import gc\nassert gc.isenabled()"
+    assert run(RIGHT, [test])[1][2] == "P"
+    assert run(RIGHT, [test], repeats=2)[1][2] == "A"  # the timed rounds run with gc off
+
+
+def test_a_job_without_repeats_runs_each_test_once() -> None:
+    assert run(RIGHT, ["assert f(1) == 2"], repeats=None)[1] == ["R", "0", "P", "ns", "-", ""]

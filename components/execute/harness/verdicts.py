@@ -41,7 +41,7 @@ def _classify(error):
 
 def _run_code(job, tests, pending, send):
     """Define one code and run its pending tests, sending one result line per test."""
-    counter = [0]
+    asserts_ran = 0
 
     # Bound before the candidate runs: patching this module or builtins later changes nothing.
     trusted, operations, type_ = _trusted, dict(_OPERATIONS), _type
@@ -54,7 +54,8 @@ def _run_code(job, tests, pending, send):
             raise untrusted_error(untrusted_truth)
         if not value:
             raise assert_failed()
-        counter[0] += 1
+        nonlocal asserts_ran
+        asserts_ran += 1
 
     def compare(op, left, right):
         if op not in ("Is", "IsNot") and not (trusted(left) and trusted(right)):
@@ -91,15 +92,15 @@ def _run_code(job, tests, pending, send):
             scope[_COMPARE] = compare
             if entry_point and entry_point in namespace:
                 scope["candidate"] = namespace[entry_point]
-            counter[0] = 0
+            asserts_ran = 0
             if round_number:
                 gc.disable()
             started = _perf_counter_ns()
             try:
                 exec(test_code, scope)
                 elapsed = _perf_counter_ns() - started
-                if counter[0] == 0 or (straight and counter[0] != assert_count):
-                    letter, detail = "N", details.asserts_ran(counter[0], assert_count)
+                if asserts_ran == 0 or (straight and asserts_ran != assert_count):
+                    letter, detail = "N", details.asserts_ran(asserts_ran, assert_count)
             except BaseException as error:
                 elapsed = _perf_counter_ns() - started
                 letter, detail = _classify(error)
