@@ -400,3 +400,10 @@ def test_outcomes_that_do_not_match_the_ids_are_rejected():
     record.test_ids.append("extra")
     with pytest.raises(ValueError, match=r"problem 'p': outcomes must be 2 x 3"):
         score_executions([record], ScoreConfig())
+
+
+def test_the_random_rankers_seed_is_pinned():
+    """A run's random ranking must be reproducible across versions: the per-problem seed is the
+    first 128 bits of sha256("<seed>\\0<problem id>"), big-endian."""
+    assert rankers._problem_seed(5, "a") == 277670318405104542811378640377450897268
+    assert rankers._problem_seed(0, "HumanEval/0") == 242071016306260863656573404368065672777
