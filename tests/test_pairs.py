@@ -237,3 +237,61 @@ def test_empty_pairs_file_loads_as_an_empty_dataset_with_the_pair_columns(tmp_pa
     assert len(dataset) == 0
     assert set(dataset.column_names) == set(PairRecord.model_fields)
     assert dataset.features["margin"].dtype == "float64" and dataset.features["schema_version"].dtype == "int64"
+
+
+def test_build_pairs_counts_every_efficiency_skip_and_goes_on_after_an_unscored_problem():
+    """Exact counts of each efficiency skip over several problems; a problem without scores
+    (first in the samples) neither stops the correctness pass nor the efficiency one."""
+    samples = [make_sample("unscored"), make_sample("few"), make_sample("close"), make_sample("noisy"),
+               make_sample("fast"), make_sample("few2")]
+    scores = [make_score([1.0, 0.5, 0.1], problem_id=p) for p in ("few", "close", "noisy", "fast", "few2")]
+    timings = [
+        make_timing("c0", 1.0, problem_id="few"),
+        make_timing("c0", 1.0, problem_id="close"), make_timing("c1", 1.05, problem_id="close"),
+        make_timing("c0", 1.0, 0.3, problem_id="noisy"), make_timing("c2", 1.5, 0.3, problem_id="noisy"),
+        make_timing("c0", 2.0, problem_id="fast"), make_timing("c1", 3.0, problem_id="fast"),
+        make_timing("c2", 1.0, problem_id="unscored"), make_timing("c0", 2.0, problem_id="unscored"),
+    ]
+    result = build_pairs(samples, scores, timings, PairsConfig())
+    assert [(p.kind, p.problem_id) for p in result.pairs] == [
+        ("correctness", "few"), ("correctness", "close"), ("correctness", "noisy"), ("correctness", "fast"),
+        ("correctness", "few2"), ("efficiency", "unscored"), ("efficiency", "fast")]
+    assert result.skipped == {
+        "correctness:no_scores": 1, "correctness:too_few_codes": 0, "correctness:scores_tied": 0,
+        "correctness:top_passes_no_test": 0, "efficiency:too_few_timed_codes": 2, "efficiency:zero_time": 0,
+        "efficiency:below_min_speedup": 1, "efficiency:within_noise": 1}
+    unscored = result.pairs[5]
+    assert (unscored.chosen_id, unscored.rejected_id, unscored.ranker) == ("c2", "c0", "")
+    assert result.pairs[6].margin == pytest.approx(0.5)  # 3.0 / 2.0 - 1
+
+
+def test_build_pairs_refuses_two_score_records_for_one_problem():
+    samples = [make_sample("p1")]
+    scores = [make_score([1.0, 0.5, 0.1]), make_score([0.1, 0.5, 1.0])]
+    with pytest.raises(ValueError, match="2 ScoreRecords for problem 'p1'"):
+        build_pairs(samples, scores, [], PairsConfig())
+    (pair,) = build_pairs(samples, scores[1:], [], PairsConfig(efficiency=False)).pairs
+    assert (pair.chosen_id, pair.rejected_id) == ("c2", "c0")
+
+
+def test_efficiency_exactly_ten_percent_is_enough_and_the_slowest_is_the_last_of_equals():
+    """The rule is slow >= 1.1 x fast (exactly 10 % pairs); of equally slow codes the last in
+    code order is rejected, wherever the fastest stands."""
+    timings = [make_timing("c0", 2.0), make_timing("c1", 1.6), make_timing("c2", 2.0), make_timing("c3", 1.0)]
+    choice = choose_efficiency(timings, PairsConfig(min_speedup=1.0))
+    assert choice == EfficiencyChoice(chosen_id="c3", rejected_id="c2", margin=pytest.approx(1.0))
+    boundary = [make_timing("c0", 0.5), make_timing("c1", 0.5 * 1.25)]  # 1.25 = exact in binary
+    assert (1 + 0.25) * 0.5 == 0.5 * 1.25
+    assert isinstance(choose_efficiency(boundary, PairsConfig(min_speedup=0.25)), EfficiencyChoice)
+    assert choose_efficiency(boundary, PairsConfig(min_speedup=0.2500001)) == "below_min_speedup"
+
+
+def test_choices_are_frozen_records():
+    import dataclasses
+
+    choice = choose_efficiency([make_timing("c0", 1.0), make_timing("c1", 2.0)], PairsConfig())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        choice.margin = 0.0  # type: ignore[misc]
+    correctness = choose_correctness(make_score([1.0, 0.5, 0.1]))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        correctness.chosen_id = "c2"  # type: ignore[misc]
