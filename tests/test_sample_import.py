@@ -328,3 +328,61 @@ def test_quickstart_samples_import_cleanly():
         assert sample.provenance == {"source": "codedpo quickstart (hand-written)"}
         assert len(sample.codes) >= 4 and len(sample.tests) >= 4
         assert all(sample.entry_point in test.text for test in sample.tests)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact messages and edges (each kills a mutant scripts/mutation_score.py found alive)
+
+
+def test_codedpo_schema_version_and_empty_problem_id(tmp_path):
+    config = codedpo(tmp_path, [{**problem("a"), "schema_version": 1}])
+    assert [s.problem_id for s in import_samples(config, base_dir=tmp_path).samples] == ["a"]
+    for change, message in (({"schema_version": 2}, r":1: .*field 'schema_version'"),
+                            ({"problem_id": ""}, r":1: .*field 'problem_id'")):
+        config = codedpo(tmp_path, [{**problem("a"), **change}])
+        with pytest.raises(RecordFileError, match=message):
+            import_samples(config, base_dir=tmp_path)
+
+
+def test_an_invalid_line_lists_its_first_three_errors_only(tmp_path):
+    row = {"problem_id": "a", "extra1": 1}  # missing prompt, entry_point, codes, tests; one unknown
+    config = codedpo(tmp_path, [row])
+    with pytest.raises(RecordFileError) as raised:
+        import_samples(config, base_dir=tmp_path)
+    message = str(raised.value)
+    assert message.count("missing field") + message.count("unknown field") == 3, message
+    assert message.count(";") == 2, message
+
+
+def test_a_codet_line_without_text_says_none(tmp_path):
+    config = codet(tmp_path, [{"task_id": "T/0"}], [])
+    with pytest.raises(RecordFileError, match=r"needs exactly one of 'completion', .* \(got none\)"):
+        import_samples(config, base_dir=tmp_path)
+    config = codet(tmp_path, [{"task_id": "T/0", "completion": "x", "samples": ["y"]}], [])
+    with pytest.raises(RecordFileError, match=r"\(got \['completion', 'samples'\]\)"):
+        import_samples(config, base_dir=tmp_path)
+
+
+def test_an_unknown_prompt_is_reported_by_its_first_40_characters(tmp_path):
+    prompt = "def unknown_function_with_a_long_name(x):\n    pass\n"
+    codes = [{"task_id": "T/0", "completion": "    return a + b\n"}, {"prompt": prompt, "completion": "    pass\n"}]
+    result = import_samples(codet(tmp_path, codes, [{"task_id": "T/0", "completion": "assert add(1, 1) == 2"}]),
+                            base_dir=tmp_path)
+    (key,) = [s.problem_id for s in result.skipped if s.problem_id.startswith("prompt ")]
+    assert key == f"prompt {prompt[:40]!r}..."
+    assert "1 code sample(s)" in {s.problem_id: s.reason for s in result.skipped}[key]
+
+
+def test_a_test_prompt_is_matched_to_the_longest_problem_prompt_at_a_line_break(tmp_path):
+    """CodeT's test prompts add an instruction after the problem's prompt: the problem is the
+    longest prompt the line's prompt starts with, cut at a line break (with or without it)."""
+    codes = [{"task_id": "T/0", "completion": "    return a + b\n"}]
+    tests = [{"prompt": PROMPT + "    pass\n\n# check\nassert", "completion": " add(1, 1) == 2\n"},
+             {"prompt": "def neg(x):\n    pass\n# check\nassert", "completion": " neg(1) == -1\n"},
+             {"prompt": "def neg(x):", "completion": "assert neg(1) == -1\n"},  # no break: no match
+             {"prompt": "def ne", "completion": "assert neg(2) == -2\n"}]
+    codes.append({"task_id": 7, "completion": "    return -x\n"})
+    result = import_samples(codet(tmp_path, codes, tests), base_dir=tmp_path)
+    by_id = {s.problem_id: s for s in result.samples}
+    assert set(by_id) == {"T/0", "7"}
+    assert result.unmatched_samples == 2
