@@ -267,3 +267,12 @@ def test_the_collector_runs_during_the_verdict_round() -> None:
 
 def test_a_job_without_repeats_runs_each_test_once() -> None:
     assert run(RIGHT, ["assert f(1) == 2"], repeats=None)[1] == ["R", "0", "P", "ns", "-", ""]
+
+
+def test_a_slot_from_the_standard_library_ends_the_search_of_the_mro() -> None:
+    """A class whose own __eq__ is a standard-library function is judged by it, not by a base
+    class the candidate wrote."""
+    code = ("import collections\n\nclass Base:\n    def __eq__(self, other):\n        return True\n\n"
+            "class Counted(Base):\n    __eq__ = collections.Counter.__eq__\n    __ne__ = collections.Counter.__ne__\n"
+            "    __hash__ = object.__hash__\n\ndef f(x):\n    return Counted()\n")
+    assert run(code, ["assert f(1) != 0"])[1] == ["R", "0", "P", "ns", "-", ""]  # judged, not refused (U)
