@@ -41,7 +41,6 @@ def _classify(error):
 
 def _run_code(job, tests, pending, send):
     """Define one code and run its pending tests, sending one result line per test."""
-    asserts_ran = 0
 
     # Bound before the candidate runs: patching this module or builtins later changes nothing.
     trusted, operations, type_ = _trusted, dict(_OPERATIONS), _type
@@ -92,7 +91,7 @@ def _run_code(job, tests, pending, send):
             scope[_COMPARE] = compare
             if entry_point and entry_point in namespace:
                 scope["candidate"] = namespace[entry_point]
-            asserts_ran = 0
+            asserts_ran = 0  # counted by check() (nonlocal); set before every round of every test
             if round_number:
                 gc.disable()
             started = _perf_counter_ns()
