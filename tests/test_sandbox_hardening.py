@@ -359,3 +359,29 @@ def test_a_harness_change_invalidates_every_cached_outcome(make_sample, small_co
     (record,) = execute_samples(samples, config, stats=stats)
     assert (stats.executions_cached, stats.executions_run) == (0, 4)
     assert _rows(record) == [[P, P], [F, F]]
+
+
+FRAME_WALKER = '''import os, sys
+
+def f(x):
+    frame = sys._getframe()
+    while frame is not None and not {"token", "report_fd"} <= set(frame.f_locals):
+        frame = frame.f_back
+    if frame is not None:
+        token, fd = frame.f_locals["token"], frame.f_locals["report_fd"]
+        os.write(fd, ("%s R x P y - \\n%s R 0 P 1 2,z \\n%s C M \\n" % (token, token, token)).encode())
+    return x - 1
+'''
+
+
+def test_a_code_that_finds_its_report_pipe_cannot_crash_the_dispatcher(make_sample, small_config) -> None:
+    """A code that walks its frames to the child's report pipe and token (it may forge its own
+    verdict: out of scope) writes lines whose numbers are not numbers. Before, the dispatcher's
+    int() raised, the dispatcher died and the whole batch became sandbox_error; now such lines
+    are ignored, the batch goes on and its neighbours are judged."""
+    samples = [make_sample("walker", [FRAME_WALKER, RIGHT, WRONG], T2)]
+    stats = ExecutionStats()
+    (record,) = execute_samples(samples, small_config(workers=1), stats=stats)
+    assert stats.sandbox_errors == 0
+    assert _rows(record)[1:] == [[P, P], [F, F]]
+    assert all(o.status != Status.sandbox_error for o in record.outcomes[0])

@@ -24,7 +24,6 @@ import functools
 import importlib.util
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -178,10 +177,6 @@ def write_bundle(folder: Path, config: ExecuteConfig, container_id: str = "coded
     return folder
 
 
-def new_container_id() -> str:
-    return "codedpo-" + secrets.token_hex(8)
-
-
 def runsc_command(config: ExecuteConfig, runsc: str, bundle: Path, state: Path, container_id: str) -> list[str]:
     """`runsc run` of `bundle`: no network, no overlay (nothing is writable but tmpfs)."""
     flags = [f"--root={state}", f"--platform={config.runsc_platform}", "--network=none", "--overlay2=none"]
@@ -192,7 +187,7 @@ def runsc_command(config: ExecuteConfig, runsc: str, bundle: Path, state: Path, 
 
 def delete_container(runsc: str, state: Path, container_id: str) -> None:
     """Make sure the sandbox is gone (it normally is when `runsc run` returns)."""
-    if shutil.which(runsc) is None or not state.exists():
+    if not state.exists():
         return
     subprocess.run([runsc, f"--root={state}", "delete", "--force", container_id],
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False)

@@ -76,7 +76,7 @@ class Dispatcher:
         self.jobs = jobs
         self.out = out
         self.timeout_s = limits["timeout_s"]
-        self.work_root = work_root  # only without private scratch: per-child folders live here
+        self.work_root = work_root  # root's own folder: every fresh child's folder is made in it
         self.children_started = 0
         self.diagnostics_fd = os.dup(2)  # the harness's stderr (the child's fd 2 becomes its output)
         self.recycled = None  # the idle recycled child, if any
@@ -227,6 +227,12 @@ class Dispatcher:
                 pass
 
     def handle_line(self, child, line):
+        try:
+            self.take_line(child, line)
+        except ValueError:  # numbers that are not numbers: not the harness code's line, ignored
+            pass
+
+    def take_line(self, child, line):
         parts = line.split(" ", 6)
         if _len(parts) < 3 or parts[0] != child.token:
             return  # not from the harness code of this child: ignored

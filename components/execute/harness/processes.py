@@ -22,7 +22,7 @@ _PR_SET_PDEATHSIG = 1
 _CLONE_NEWIPC = 0x08000000
 _CLONE_NEWNET = 0x40000000
 _MS_NOSUID, _MS_NODEV = 0x2, 0x4
-_MNT_DETACH = 2
+_MNT_DETACH, _UMOUNT_NOFOLLOW = 2, 8
 OUTPUT_NAME = ".output"  # the candidate's stdout/stderr, in its folder (RLIMIT_FSIZE applies)
 
 # What a privileged (root) harness needs, as capability names and bit numbers. Measured under gVisor
@@ -116,7 +116,7 @@ def _unmount_scratch(path):
     """Drop a child's tmpfs (after its processes are dead): its files go with it, and root never
     walked them. `path` is a mount point in root's own folder, so the candidate cannot have
     moved it."""
-    return _libc.umount2(path.encode(), _MNT_DETACH) == 0
+    return _libc.umount2(path.encode(), _MNT_DETACH | _UMOUNT_NOFOLLOW) == 0
 
 
 def _enter_private_namespaces():
