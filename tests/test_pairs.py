@@ -295,3 +295,14 @@ def test_choices_are_frozen_records():
     correctness = choose_correctness(make_score([1.0, 0.5, 0.1]))
     with pytest.raises(dataclasses.FrozenInstanceError):
         correctness.chosen_id = "c2"  # type: ignore[misc]
+
+
+def test_building_pairs_does_not_import_datasets() -> None:
+    """The CPU stages build pairs without `datasets` (a heavy import the light image need not
+    pay for): it is imported only by load_pairs_dataset. Mutant: the TYPE_CHECKING guard negated,
+    which imports it with the module."""
+    import subprocess
+    import sys
+
+    probe = "import sys, codedpo.components.pairs; print('datasets' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout == "False\n"

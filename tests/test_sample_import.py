@@ -127,6 +127,7 @@ def test_codedpo_imports_problem_fields_and_distinct_candidates(tmp_path):
     assert all(c.id == content_id(c.text, "code") for c in sample.codes)
     assert all(t.id == content_id(t.text, "test") and t.id.startswith("t-") for t in sample.tests)
     assert (result.raw_codes, result.distinct_codes, result.raw_tests, result.distinct_tests) == (3, 2, 4, 2)
+    assert (result.codes_over_cap, result.tests_over_cap) == (0, 0)  # under the caps: nothing over
 
 
 def test_codedpo_caps_apply_before_dedup(tmp_path):
@@ -285,8 +286,9 @@ def test_codet_unknown_tasks_and_problems_without_samples_are_skipped(tmp_path):
     assert [s.problem_id for s in result.samples] == ["T/0"]
     assert result.unmatched_samples == 3
     reasons = {s.problem_id: s.reason for s in result.skipped}
-    assert "2 code sample(s)" in reasons["T/99"] and "not among the problems" in reasons["T/99"]
-    assert any(key.startswith("prompt ") for key in reasons)
+    assert reasons["T/99"] == f"2 code sample(s) in {tmp_path / 'codes.jsonl'} name a task id that is not among the problems"
+    (prompt_key,) = [key for key in reasons if key.startswith("prompt ")]
+    assert reasons[prompt_key] == f"1 code sample(s) in {tmp_path / 'codes.jsonl'} name a prompt that is not among the problems"
     assert reasons["7"] == "no code samples"
 
 
@@ -386,3 +388,39 @@ def test_a_test_prompt_is_matched_to_the_longest_problem_prompt_at_a_line_break(
     by_id = {s.problem_id: s for s in result.samples}
     assert set(by_id) == {"T/0", "7"}
     assert result.unmatched_samples == 2
+
+
+def test_prompt_prefixes_end_exactly_at_a_line_break(tmp_path):
+    """The edges of the prefix search, each with its own problem: a one-character prompt (the
+    break right after the first character), a prompt without its final line break (the line's
+    prompt adds only that break), a prompt that ends inside a line (a line's prompt continuing
+    that line is another problem), and a prompt that is only a line break (never a prefix).
+    Mutants: the search starting one character early, stopping before the second character or
+    going down to the first, or testing the characters that are not line breaks."""
+    problems = [{"task_id": "one", "prompt": "f", "entry_point": "f"},
+                {"task_id": "unbroken", "prompt": "def g(x):", "entry_point": "g"},
+                {"task_id": "mid-line", "prompt": "def h(x):\n    return x", "entry_point": "h"},
+                {"task_id": "blank", "prompt": "\n", "entry_point": "b"}]
+    write_jsonl(tmp_path / "problems.jsonl", problems)
+    write_jsonl(tmp_path / "codes.jsonl", [{"task_id": task["task_id"], "completion": "    pass\n"} for task in problems])
+    write_jsonl(tmp_path / "tests.jsonl", [
+        {"prompt": "f\nassert", "completion": " f(1) == 1\n"},
+        {"prompt": "def g(x):\n", "completion": "assert g(1) == 1\n"},
+        {"prompt": "def h(x):\n    return x2\n# check\nassert", "completion": " h(1) == 1\n"},
+        {"prompt": "\nassert", "completion": " b(1) == 1\n"},
+    ])
+    config = SamplesConfig(format="codet", problems_path="problems.jsonl", path="codes.jsonl", tests_path="tests.jsonl")
+    result = import_samples(config, base_dir=tmp_path)
+    assert [s.problem_id for s in result.samples] == ["one", "unbroken"]
+    assert result.unmatched_samples == 2
+    assert {s.problem_id: s.reason for s in result.skipped}["mid-line"] == "no test samples"
+
+
+def test_relative_paths_without_a_base_folder_are_the_working_directory_s(tmp_path, monkeypatch):
+    """base_dir None: a relative path is taken as is (from the working directory). Mutant: the
+    base folder joined even when it is None (a TypeError)."""
+    config = codedpo(tmp_path, [problem()])
+    monkeypatch.chdir(tmp_path)
+    assert [s.problem_id for s in import_samples(config, base_dir=None).samples] == ["p1"]
+    absolute = SamplesConfig(path=str(tmp_path / "samples.jsonl"))
+    assert [s.problem_id for s in import_samples(absolute, base_dir=tmp_path / "elsewhere").samples] == ["p1"]

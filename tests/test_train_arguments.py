@@ -64,3 +64,11 @@ def test_the_paper_defaults_reach_trl() -> None:
 def test_bad_settings_are_refused_before_trl(bad) -> None:
     with pytest.raises(ValueError):
         TrainConfig(**(SETTINGS | bad))
+
+
+def test_the_switches_are_keyword_only() -> None:
+    """bf16, pin_memory, cuda and ddp_backend are four look-alike switches: passing them by
+    position would make a swap silent. Mutant: the `*` of the signature turned into `/`."""
+    config = TrainConfig(**SETTINGS)
+    with pytest.raises(TypeError, match="positional argument"):
+        trl_arguments(config, Path("/ckpt"), False, False, False, None)  # type: ignore[misc]
