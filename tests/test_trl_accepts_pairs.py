@@ -5,6 +5,10 @@ Nothing can be downloaded here, so the model is a 2-layer Llama built from a con
 tokenizer a byte-level BPE trained on the pairs' own text (tests/tiny_model.py). Both are saved to
 a folder and the trainer is given that folder's path, the way the train stage gives it a
 checkpoint folder (with `ref_model=None` TRL loads the reference model from the same path).
+
+This is the file format against plain TRL, as a user with their own trainer script would use it;
+the project's own trainer factory (its DPOConfig / KTOConfig, trained through) is tested in
+test_mutation_gaps.py (`test_the_project_trainer_hands_its_settings_to_trl`).
 """
 
 from __future__ import annotations
