@@ -20,6 +20,7 @@ with code 1 when the run failed or was canceled.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -138,7 +139,7 @@ def run(
 ) -> None:
     """Run the pipeline on this machine (kfp.local) and write the run folder <output_dir>/<run_name>/."""
     from codedpo.components.common.storage import StorageError
-    from codedpo.pipelines.local_run import StepEvent, StepFailedError, run_local
+    from codedpo.pipelines.local_run import IMPORT_SUMMARY_FILE, StepEvent, StepFailedError, run_local
 
     try:
         effective, source = resolve_config(config, sandbox, set_, store)
@@ -173,10 +174,26 @@ def run(
 
         location = stage_location(str(load_config(run_dir / "config.yaml").store), effective.run_name)
         console.print(f"store: [bold]{escape(location)}[/] (one folder per stage)")
+    _show_import_summary(run_dir / IMPORT_SUMMARY_FILE)
     console.print(
         f"pairs: {counts['correctness']} correctness, {counts['efficiency']} efficiency "
         f"({sum(counts.values())} in pairs.jsonl)"
     )
+
+
+def _show_import_summary(path: Path) -> None:
+    """The import's losses at the end of a run (the replay pipeline writes import_summary.json):
+    samples dropped by reason, skipped problems, and the loud line when over a tenth was dropped."""
+    if not path.is_file():
+        return
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    reasons = ", ".join(f"{reason} {count}" for reason, count in summary["dropped"].items() if count) or "none"
+    console.print(
+        f"import: {summary['problems_imported']} problems imported, {summary['problems_skipped']} skipped; "
+        f"dropped {sum(summary['dropped'].values())} of {summary['samples_read']} samples read ({escape(reasons)})"
+    )
+    if summary.get("warning"):
+        console.print(f"[bold red]{escape(summary['warning'])}[/]")
 
 
 ClusterOption = Annotated[

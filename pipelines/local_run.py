@@ -11,6 +11,8 @@ person reads:
     <output_dir>/<run_name>/
         samples.jsonl  executions.jsonl  scores.jsonl  timings.jsonl  pairs.jsonl
         report.md  report.html  metrics.json  config.yaml  pipeline.log
+        import_summary.json   (the replay pipeline: samples read, dropped by reason)
+        tasks_summary.json  sampling_summary.json   (the generate pipeline)
         model/          (only with `train.model` set: the train step's Model artifact folder)
 
 KFP's own console output (every task's executor input, the steps' prints, tracebacks) goes to
@@ -63,6 +65,9 @@ RUN_FILES = {
 # Summaries the sampling stages attach to their merged artifact (`summary_json` metadata):
 # counts, discards by reason, tokens per second, and one summary per shard.
 SUMMARY_FILES = {"tasks": "tasks_summary.json", "samples": "sampling_summary.json"}
+# ... and the import step (the replay pipeline) its import summary (`import_json` metadata):
+# problems imported and skipped, samples read and dropped by reason, the loud warning if any.
+IMPORT_SUMMARY_FILE = "import_summary.json"
 METRICS_FILE = "metrics.json"
 MODEL_DIR = "model"  # the train step's artifact (final/, checkpoints/, metrics.jsonl, plot)
 TRAIN_TASK = "train"  # kfp.local names the task after its component
@@ -370,6 +375,9 @@ def run_local(
         summary = run.outputs[output].metadata.get("summary_json") if output in run.outputs else None
         if summary is not None:
             (run_dir / file_name).write_text(json.dumps(json.loads(summary), indent=2) + "\n", encoding="utf-8")
+    imported = run.outputs["samples"].metadata.get("import_json") if "samples" in run.outputs else None
+    if imported is not None:
+        (run_dir / IMPORT_SUMMARY_FILE).write_text(json.dumps(json.loads(imported), indent=2) + "\n", encoding="utf-8")
     metrics = dict(sorted(run.outputs["metrics"].metadata.items()))
     (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     (run_dir / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")

@@ -52,11 +52,18 @@ def import_samples(samples_path: str, run_config: dict, samples: Output[Dataset]
     config.samples.path = samples_path
     result = replay.import_samples(config.samples)
     written = jsonl.write_records(samples.path, result.samples)
-    samples.metadata.update({"problems": written, "skipped": len(result.skipped)})
+    import json
+
+    # The summary travels as JSON text (KFP metadata would turn its integers into floats) to the
+    # report and to the run folder's import_summary.json.
+    samples.metadata.update({"problems": written, "skipped": len(result.skipped),
+                             "import_json": json.dumps(result.to_dict(), sort_keys=True)})
     from codedpo.components.common.storage.runs import publish_stage
 
     publish_stage(config.store, config.run_name, "samples", samples.path)
     print(f"{samples_path}: {result.summary()}")
+    if result.warning():
+        print(result.warning())
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -368,12 +375,16 @@ def report(
 
     config = run_config_module.validate_config(run_config, source="run_config")
     skipped = {reason: int(count) for reason, count in pairs.metadata.get("skipped", {}).items()}
+    import json
+
+    imported = samples.metadata.get("import_json")  # set by import_samples (the replay pipeline)
     result = build_report(
         jsonl.read_records(samples.path, SampleSet),
         jsonl.read_records(executions.path, ExecutionRecord),
         jsonl.read_records(scores.path, ScoreRecord),
         jsonl.read_records(timings.path, TimingRecord),
         PairsResult(pairs=jsonl.read_records(pairs.path, PairRecord), skipped=skipped),
+        import_summary=json.loads(imported) if imported else None,
     )
     Path(report_markdown.path).write_text(result.markdown, encoding="utf-8")
     Path(report_html.path).write_text(result.html, encoding="utf-8")

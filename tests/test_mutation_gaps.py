@@ -13,7 +13,7 @@ import pytest
 from codedpo.components.common.config import PairsConfig, ScoreConfig
 from codedpo.components.common.records import ExecutionRecord, Outcome, Reason, Status, TimingRecord
 from codedpo.components.pairs.efficiency import EfficiencyChoice, choose_efficiency
-from codedpo.components.score import rankers, score_executions, self_validation_reference
+from codedpo.components.score import TIE_BREAK, rankers, score_executions, self_validation_reference
 
 PASS = Outcome(status=Status.passed, reason=Reason.ok)
 FAIL = Outcome(status=Status.failed, reason=Reason.assertion)
@@ -32,21 +32,25 @@ def _record(link: list[list[int]], problem: str = "p") -> ExecutionRecord:
     )
 
 
-@pytest.mark.parametrize("config", [
-    ScoreConfig(damping=0.5, iterations=3, normalize="none", update="sequential"),
-    ScoreConfig(damping=0.3, iterations=1, normalize="max", update="simultaneous"),
-    ScoreConfig(damping=1.0, iterations=25, normalize="max", update="sequential"),
+@pytest.mark.parametrize("ranker", ["self_validation", "weighted_self_validation"])
+@pytest.mark.parametrize("settings", [
+    dict(damping=0.5, iterations=3, normalize="none", update="sequential"),
+    dict(damping=0.3, iterations=1, normalize="max", update="simultaneous"),
+    dict(damping=1.0, iterations=25, normalize="max", update="sequential"),
 ], ids=["d0.5-k3-none-seq", "d0.3-k1-max-sim", "d1-k25-max-seq"])
-def test_score_executions_uses_every_self_validation_setting(config: ScoreConfig) -> None:
+def test_score_executions_uses_every_self_validation_setting(settings: dict, ranker: str) -> None:
     """Mutant: `score_executions` calls `self_validation_batched(links, 0.85, 10)`, ignoring
     damping, iterations, normalize and update. The scores must be the reference computed with
-    the configured settings, and (for these settings) differ from the defaults'."""
+    the configured settings, and (for these settings) differ from the defaults'. (Every code here
+    is sampled once, so the weighted ranker is the paper's score plus its TIE_BREAK term.)"""
+    config = ScoreConfig(ranker=ranker, **settings)
     [score] = score_executions([_record(LINK)], config)
     codes, tests = self_validation_reference(np.array(LINK, dtype=float), config.damping, config.iterations,
                                              normalize=config.normalize, update=config.update)
-    assert score.code_scores == pytest.approx(list(codes), abs=1e-12)
+    shift = TIE_BREAK if ranker == "weighted_self_validation" else 0.0
+    assert score.code_scores == pytest.approx([c + shift for c in codes], abs=1e-12)
     assert score.test_scores == pytest.approx(list(tests), abs=1e-12)
-    [default] = score_executions([_record(LINK)], ScoreConfig())
+    [default] = score_executions([_record(LINK)], ScoreConfig(ranker=ranker))
     assert default.code_scores != pytest.approx(score.code_scores, abs=1e-6)
     assert score.params == {"damping": config.damping, "iterations": config.iterations,
                             "normalize": config.normalize, "update": config.update}

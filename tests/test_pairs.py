@@ -29,10 +29,12 @@ def make_score(
     problem_id: str = "p1",
     trusted: list[str] | None = None,
     top_code_id: str | None = None,
+    confidence: float = 0.9,
 ) -> ScoreRecord:
     return ScoreRecord(
         problem_id=problem_id,
         ranker="self_validation",
+        confidence=confidence,
         code_ids=[f"c{i}" for i in range(len(scores))],
         code_scores=scores,
         test_ids=["t0", "t1"],
@@ -60,7 +62,7 @@ def make_timing(code_id: str, median_s: float, noise_s: float = 0.0, problem_id:
 
 def test_correctness_picks_highest_and_lowest_with_margin():
     choice = choose_correctness(make_score([0.4, 1.0, 0.1]))
-    assert choice == CorrectnessChoice(chosen_id="c1", rejected_id="c2", margin=pytest.approx(0.9))
+    assert choice == CorrectnessChoice(chosen_id="c1", rejected_id="c2", margin=pytest.approx(0.9), confidence=0.9)
 
 
 def test_correctness_ties_first_at_top_last_at_bottom():
@@ -113,6 +115,7 @@ def test_build_pairs_counts_correctness_skips_by_reason():
         "correctness:too_few_codes": 0,
         "correctness:scores_tied": 1,
         "correctness:top_passes_no_test": 1,
+        "correctness:low_confidence": 0,
     }
 
 
@@ -258,7 +261,7 @@ def test_build_pairs_counts_every_efficiency_skip_and_goes_on_after_an_unscored_
         ("correctness", "few2"), ("efficiency", "unscored"), ("efficiency", "fast")]
     assert result.skipped == {
         "correctness:no_scores": 1, "correctness:too_few_codes": 0, "correctness:scores_tied": 0,
-        "correctness:top_passes_no_test": 0, "efficiency:too_few_timed_codes": 2, "efficiency:zero_time": 0,
+        "correctness:top_passes_no_test": 0, "correctness:low_confidence": 0, "efficiency:too_few_timed_codes": 2, "efficiency:zero_time": 0,
         "efficiency:below_min_speedup": 1, "efficiency:within_noise": 1}
     unscored = result.pairs[5]
     assert (unscored.chosen_id, unscored.rejected_id, unscored.ranker) == ("c2", "c0", "")

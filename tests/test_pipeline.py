@@ -145,7 +145,7 @@ def test_score_step_runs_as_a_plain_function(tmp_path: Path) -> None:
     [record] = read_records(scores.path, ScoreRecord)
     assert record.top_code_id == "c1"
     assert record.trusted_test_ids == ["t0", "t1"]
-    assert scores.metadata == {"problems": 1, "ranker": "self_validation"}
+    assert scores.metadata == {"problems": 1, "ranker": "weighted_self_validation"}
 
 
 def test_time_step_times_nothing_without_efficiency_pairs(tmp_path: Path) -> None:
@@ -189,7 +189,7 @@ def test_pairs_then_report_steps_hand_over_skip_counts(tmp_path: Path) -> None:
     skipped = pairs.metadata["skipped"]
     assert {k: v for k, v in skipped.items() if v} == {"efficiency:too_few_timed_codes": 1}
     assert set(skipped) == {"correctness:no_scores", "correctness:too_few_codes", "correctness:scores_tied",
-                            "correctness:top_passes_no_test", "efficiency:too_few_timed_codes",
+                            "correctness:top_passes_no_test", "correctness:low_confidence", "efficiency:too_few_timed_codes",
                             "efficiency:zero_time", "efficiency:below_min_speedup", "efficiency:within_noise"}
 
     markdown = Markdown(name="report_markdown", uri=str(tmp_path / "report.md"))

@@ -149,9 +149,10 @@ def test_codedpo_problems_without_codes_or_tests_are_skipped(tmp_path):
     result = import_samples(codedpo(tmp_path, rows), base_dir=tmp_path)
     assert [s.problem_id for s in result.samples] == ["good"]
     reasons = {s.problem_id: s.reason for s in result.skipped}
-    assert reasons["no-codes"] == "no code samples"
-    assert reasons["no-tests"] == "no test samples"
-    assert reasons["no-asserts"] == "no usable test sample: none of 2 has an assert"
+    where = tmp_path / "samples.jsonl"
+    assert reasons["no-codes"] == f"no code samples ({where}:1)"
+    assert reasons["no-tests"] == f"no test samples ({where}:2)"
+    assert reasons["no-asserts"] == f"no usable test sample: none of 2 has an assert ({where}:3)"
     assert result.tests_without_asserts == 2
 
 
@@ -286,10 +287,12 @@ def test_codet_unknown_tasks_and_problems_without_samples_are_skipped(tmp_path):
     assert [s.problem_id for s in result.samples] == ["T/0"]
     assert result.unmatched_samples == 3
     reasons = {s.problem_id: s.reason for s in result.skipped}
-    assert reasons["T/99"] == f"2 code sample(s) in {tmp_path / 'codes.jsonl'} name a task id that is not among the problems"
+    codes_file = tmp_path / "codes.jsonl"
+    assert reasons["T/99"] == f"2 code sample(s) in {codes_file} (first on line 2) name a task id that is not among the problems"
     (prompt_key,) = [key for key in reasons if key.startswith("prompt ")]
-    assert reasons[prompt_key] == f"1 code sample(s) in {tmp_path / 'codes.jsonl'} name a prompt that is not among the problems"
-    assert reasons["7"] == "no code samples"
+    assert reasons[prompt_key] == f"1 code sample(s) in {codes_file} (first on line 3) name a prompt that is not among the problems"
+    assert reasons["7"] == f"no code samples ({tmp_path / 'problems.jsonl'}:2)"
+    assert result.dropped["sample_of_unknown_task"] == 3
 
 
 def test_codet_bad_sample_line_names_file_and_line(tmp_path):
@@ -413,7 +416,7 @@ def test_prompt_prefixes_end_exactly_at_a_line_break(tmp_path):
     result = import_samples(config, base_dir=tmp_path)
     assert [s.problem_id for s in result.samples] == ["one", "unbroken"]
     assert result.unmatched_samples == 2
-    assert {s.problem_id: s.reason for s in result.skipped}["mid-line"] == "no test samples"
+    assert {s.problem_id: s.reason for s in result.skipped}["mid-line"] == f"no test samples ({tmp_path / 'problems.jsonl'}:3)"
 
 
 def test_relative_paths_without_a_base_folder_are_the_working_directory_s(tmp_path, monkeypatch):
@@ -424,3 +427,133 @@ def test_relative_paths_without_a_base_folder_are_the_working_directory_s(tmp_pa
     assert [s.problem_id for s in import_samples(config, base_dir=None).samples] == ["p1"]
     absolute = SamplesConfig(path=str(tmp_path / "samples.jsonl"))
     assert [s.problem_id for s in import_samples(absolute, base_dir=tmp_path / "elsewhere").samples] == ["p1"]
+
+
+def test_a_codet_completion_ends_at_codet_s_stop_strings(tmp_path):
+    """A completion of the prompt ends where the model writes on (CodeT's stop strings: a new
+    def, class, comment, if or print at the start of a line); a full program is kept whole."""
+    codes = [{"task_id": "T/0", "completion": "    return a + b\n\nprint(add(1, 2))\nif __name__ == '__main__':\n    pass\n"},
+             {"task_id": "T/0", "completion": "    return b + a\n# a test\ndef helper():\n    pass\n"},
+             {"task_id": "T/0", "solution": "def add(a, b):\n    return a + b\n\nprint(add(2, 2))\n"}]
+    result = import_samples(codet(tmp_path, codes, [{"task_id": "T/0", "completion": "assert add(1, 1) == 2"}]),
+                            base_dir=tmp_path)
+    (add,) = result.samples
+    assert [c.text for c in add.codes] == [PROMPT + "    return a + b", PROMPT + "    return b + a",
+                                           "def add(a, b):\n    return a + b\n\nprint(add(2, 2))"]
+
+
+# ---------------------------------------------------------------------------------------------
+# What the import drops, by reason; files that match nothing; the shared real samples
+
+
+def test_every_dropped_sample_is_counted_by_reason(tmp_path):
+    """T/0: 2 codes, 3 test samples of which 1 has no usable assert; 7: 1 code, no usable test
+    (its code goes with it); T/5: 2 samples naming an unknown task."""
+    codes = [{"task_id": "T/0", "completions": ["    return a + b\n", "    return a - b\n"]},
+             {"task_id": 7, "completion": "    return -x\n"},
+             {"task_id": "T/5", "completions": ["    pass\n", "    pass\n"]}]
+    tests = [{"task_id": "T/0", "completions": ["assert add(1, 1) == 2", "no assert here", "assert add(0, 0) == 0"]},
+             {"task_id": 7, "completion": "assert something_else(1) == 2"}]
+    result = import_samples(codet(tmp_path, codes, tests), base_dir=tmp_path)
+    assert result.dropped == {"test_without_usable_assert": 2, "sample_of_unknown_task": 2,
+                              "code_of_problem_without_tests": 1, "test_of_problem_without_codes": 0}
+    assert result.samples_read == 2 + 3 + 1 + 1 + 2
+    assert result.dropped_fraction == pytest.approx(5 / 9)
+    warning = result.warning()
+    assert warning is not None and warning.startswith("WARNING: the import dropped 5 of 9 samples (55.6 %")
+    summary = result.to_dict()
+    assert summary["dropped"] == result.dropped and summary["warning"] == warning
+    assert summary["problems_imported"] == 1 and summary["problems_skipped"] == 2
+    assert "dropped 5 of 9 samples read" in result.summary()
+
+
+def test_an_import_that_drops_a_tenth_or_less_is_quiet(tmp_path):
+    codes = [{"task_id": "T/0", "completions": [f"    return a + b + {i}\n" for i in range(9)]}]
+    tests = [{"task_id": "T/0", "completion": "nothing to see"}, {"task_id": "T/0", "completion": "assert add(1, 1) == 2"}]
+    result = import_samples(codet(tmp_path, codes, tests), base_dir=tmp_path)
+    assert (result.dropped_total, result.samples_read) == (1, 11)
+    assert result.warning() is None and result.to_dict()["warning"] is None
+
+
+def test_tests_of_a_problem_without_codes_are_counted(tmp_path):
+    codes = [{"task_id": "T/0", "completion": "    return a + b\n"}]
+    tests = [{"task_id": "T/0", "completion": "assert add(1, 1) == 2"}, {"task_id": 7, "tests": ["assert neg(1) == -1"]}]
+    result = import_samples(codet(tmp_path, codes, tests), base_dir=tmp_path)
+    assert result.dropped["test_of_problem_without_codes"] == 1
+    assert [(s.problem_id, s.reason) for s in result.skipped] == [("7", f"no code samples ({tmp_path / 'problems.jsonl'}:2)")]
+
+
+def test_a_sample_file_that_matches_no_problem_names_the_file_and_line(tmp_path):
+    codes = [{"task_id": "T/0", "completion": "    return a + b\n"}]
+    tests = ["", {"task_id": "HumanEval/0", "completion": "assert add(1, 1) == 2"}]
+    with pytest.raises(RecordFileError, match=r"tests\.jsonl:2: no test sample line names a problem of "
+                                              r"samples\.problems_path \(this one names HumanEval/0; problems are "
+                                              r"named like 'T/0'\)"):
+        import_samples(codet(tmp_path, codes, tests), base_dir=tmp_path)
+
+
+def test_a_codedpo_problem_without_tests_names_its_line(tmp_path):
+    result = import_samples(codedpo(tmp_path, [problem("p1"), problem("p2", tests=[])]), base_dir=tmp_path)
+    assert [(s.problem_id, s.reason) for s in result.skipped] == [("p2", f"no test samples ({tmp_path / 'samples.jsonl'}:2)")]
+    assert result.dropped["code_of_problem_without_tests"] == 2
+
+
+def test_evalplus_samples_one_solution_per_line(tmp_path):
+    """evalplus: `task_id` + `solution` (a full program) or `completion`, one sample per line."""
+    codes = [{"task_id": "T/0", "solution": ADD}, {"task_id": "T/0", "solution": ADD_WRONG},
+             {"task_id": "T/0", "completion": "    return a + b\n"}]
+    result = import_samples(codet(tmp_path, codes, [{"task_id": "T/0", "completion": TEST_1}]), base_dir=tmp_path)
+    (add,) = result.samples
+    assert [c.text for c in add.codes] == [ADD.strip(), ADD_WRONG.strip(), normalize_source(PROMPT + "    return a + b\n")]
+
+
+def test_multipl_e_names_identify_problems_and_samples(tmp_path):
+    """MultiPL-E lines carry `name` ("HumanEval_3_below_zero") instead of task_id and entry
+    point, `completions`, and its hidden test as one string `tests` (not a sample)."""
+    from codedpo.components.sample.replay import task_of_multipl_e_name
+
+    assert task_of_multipl_e_name("HumanEval_3_below_zero") == ("HumanEval/3", "below_zero")
+    assert task_of_multipl_e_name("mbpp_12_sort_matrix") == ("mbpp/12", "sort_matrix")
+    assert task_of_multipl_e_name("no-number") is None
+    prompt = "def below_zero(ops):\n"
+    line = {"name": "HumanEval_3_below_zero", "prompt": prompt, "tests": "def check(candidate):\n    pass\n",
+            "completions": ["    return any(ops)\n", "    return False\n\nprint(below_zero([]))\n"]}
+    write_jsonl(tmp_path / "multipl_e.jsonl", [line])
+    write_jsonl(tmp_path / "tests.jsonl", [{"task_id": "HumanEval/3", "entry_point": "below_zero",
+                                              "tests": ["assert below_zero([1]) == True", "assert below_zero([]) == False"]}])
+    config = SamplesConfig(format="codet", problems_path="multipl_e.jsonl", path="multipl_e.jsonl",
+                           tests_path="tests.jsonl")
+    (sample,) = import_samples(config, base_dir=tmp_path).samples
+    assert (sample.problem_id, sample.entry_point) == ("HumanEval/3", "below_zero")
+    assert [c.text for c in sample.codes] == [normalize_source(prompt + "    return any(ops)\n"),
+                                              normalize_source(prompt + "    return False\n")]
+    assert [t.text for t in sample.tests] == ["assert below_zero([1]) == True", "assert below_zero([]) == False"]
+    write_jsonl(tmp_path / "bad.jsonl", [{"name": "not a multipl-e name", "prompt": prompt}])
+    with pytest.raises(RecordFileError, match=r"bad\.jsonl:1: .*'name' 'not a multipl-e name' is not a MultiPL-E name"):
+        import_samples(config.model_copy(update={"problems_path": "bad.jsonl"}), base_dir=tmp_path)
+
+
+SHARED_REAL = REPO.parent / "shared" / "data" / "realsamples"
+
+
+@pytest.mark.skipif(not SHARED_REAL.is_dir(), reason="the shared real samples are beside the repository")
+def test_the_shared_real_samples_import_as_they_are(tmp_path):
+    """The first three problems of ../shared/data/realsamples (gzip JSONL, as shipped): every
+    problem imports, the 100 first codes of each are read, the GPT-4 asserts are the tests."""
+    import gzip
+
+    with gzip.open(SHARED_REAL / "humaneval_codex_davinci_t0.8_n200.jsonl.gz", "rt") as handle:
+        rows = [json.loads(next(handle)) for _ in range(3)]
+    with gzip.open(tmp_path / "codes.jsonl.gz", "wt") as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in rows)
+    config = SamplesConfig(format="codet", problems_path="codes.jsonl.gz", path="codes.jsonl.gz",
+                           tests_path=str(SHARED_REAL / "humaneval_gpt4_tests.jsonl.gz"), num_codes=100, num_tests=100)
+    result = import_samples(config, base_dir=tmp_path)
+    names = [row["name"] for row in rows]
+    assert [s.problem_id for s in result.samples] == ["HumanEval/" + name.split("_")[1] for name in names]
+    assert result.raw_codes == 300 and result.dropped["test_without_usable_assert"] == 0
+    for sample, row in zip(result.samples, rows):
+        assert all(code.text.startswith(normalize_source(row["prompt"]).split("\n")[0]) for code in sample.codes)
+        assert all(test.text.startswith(f"assert {sample.entry_point}(") for test in sample.tests)
+    # the tests file holds all 164 problems: the others are reported, not fatal
+    assert result.dropped["sample_of_unknown_task"] > 0 and result.warning() is not None

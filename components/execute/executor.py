@@ -335,7 +335,9 @@ def execute_samples(
                 stats.reasons[outcome.reason.value] = stats.reasons.get(outcome.reason.value, 0) + 1
         records.append(ExecutionRecord(problem_id=sample.problem_id,
                                        code_ids=[c.id for c in sample.codes],
-                                       test_ids=[t.id for t in sample.tests], outcomes=outcomes))
+                                       test_ids=[t.id for t in sample.tests], outcomes=outcomes,
+                                       code_counts=[c.count for c in sample.codes],
+                                       test_counts=[t.count for t in sample.tests]))
     stats.seconds = time.monotonic() - started
     logger.info("execute: done in %.1f s (%d run, %d cached, %d sandbox errors)", stats.seconds,
                 stats.executions_run, stats.executions_cached, stats.sandbox_errors)

@@ -95,6 +95,7 @@ def _pair(
     kind: Literal["correctness", "efficiency"],
     ranker: str,
     where: str,
+    confidence: float,
 ) -> PairRecord:
     return PairRecord(
         prompt=sample.prompt,
@@ -106,6 +107,7 @@ def _pair(
         chosen_id=choice.chosen_id,
         rejected_id=choice.rejected_id,
         ranker=ranker,
+        confidence=confidence,
         source=_source(sample),
     )
 
@@ -140,11 +142,12 @@ def build_pairs(
             if score is None:
                 result.skipped["correctness:no_scores"] += 1
                 continue
-            choice = choose_correctness(score)
+            choice = choose_correctness(score, config.min_confidence)
             if isinstance(choice, str):
                 result.skipped[f"correctness:{choice}"] += 1
             else:
-                result.pairs.append(_pair(sample, choice, "correctness", score.ranker, "its ScoreRecord"))
+                result.pairs.append(
+                    _pair(sample, choice, "correctness", score.ranker, "its ScoreRecord", choice.confidence))
 
     if config.efficiency:
         result.skipped.update({f"efficiency:{reason}": 0 for reason in efficiency.SKIP_REASONS})
@@ -160,7 +163,9 @@ def build_pairs(
             else:
                 score = score_of.get(sample.problem_id)
                 ranker = score.ranker if score is not None else ""
-                result.pairs.append(_pair(sample, choice, "efficiency", ranker, "a TimingRecord"))
+                # The codes are "correct" by the trusted tests of the top code: as sure as that is.
+                confidence = score.confidence if score is not None and score.confidence is not None else 0.0
+                result.pairs.append(_pair(sample, choice, "efficiency", ranker, "a TimingRecord", confidence))
     return result
 
 

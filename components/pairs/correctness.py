@@ -13,9 +13,15 @@ file gave the codes in, so a re-run builds the same pairs:
 A problem gives no pair (and is counted under its reason) when
 
 - `too_few_codes`: it has fewer than 2 distinct codes;
-- `scores_tied`: every code has the same score (max == min): the ranker cannot tell them apart;
+- `scores_tied`: every code has the same score (max - min within TIE_TOLERANCE): the ranker
+  cannot tell them apart;
 - `top_passes_no_test`: the top code passes no test (`trusted_test_ids` is empty), so even the
-  best code has no evidence of being correct.
+  best code has no evidence of being correct;
+- `low_confidence`: the ranker's confidence that the top code is right (`ScoreRecord.confidence`)
+  is below `min_confidence` (pairs.min_confidence): the pair would more likely teach a mistake.
+  The confidence is the posterior that the chosen code's consensus set is the right one
+  (components/score/consensus.py); the rejected code scores lower, so it is in another set, and
+  under that model the confidence is also the probability that chosen is right and rejected wrong.
 """
 
 from __future__ import annotations
@@ -24,7 +30,12 @@ from dataclasses import dataclass
 
 from codedpo.components.common.records import ScoreRecord
 
-SKIP_REASONS: tuple[str, ...] = ("too_few_codes", "scores_tied", "top_passes_no_test")
+TIE_TOLERANCE = 1e-6
+"""Scores this close (relative to the top score, or absolutely below 1) are a tie: a ranker may
+order tied codes by a smaller term (weighted_self_validation prefers the most-sampled code) that
+is no evidence that one is right and the other wrong."""
+
+SKIP_REASONS: tuple[str, ...] = ("too_few_codes", "scores_tied", "top_passes_no_test", "low_confidence")
 """Why a problem gave no correctness pair; every reason is always reported (0 when unused)."""
 
 
@@ -35,9 +46,10 @@ class CorrectnessChoice:
     chosen_id: str
     rejected_id: str
     margin: float
+    confidence: float
 
 
-def choose_correctness(record: ScoreRecord) -> CorrectnessChoice | str:
+def choose_correctness(record: ScoreRecord, min_confidence: float = 0.0) -> CorrectnessChoice | str:
     """Pick (chosen, rejected) for one problem from its scores, or return the skip reason.
 
     Returns a `CorrectnessChoice` with margin = top score - bottom score (> 0), or one of
@@ -54,7 +66,7 @@ def choose_correctness(record: ScoreRecord) -> CorrectnessChoice | str:
     scores = record.code_scores
     top_score = max(scores)
     bottom_score = min(scores)
-    if top_score == bottom_score:
+    if top_score - bottom_score <= TIE_TOLERANCE * max(1.0, abs(top_score)):
         return "scores_tied"
     top = scores.index(top_score)  # first in code order
     bottom = len(scores) - 1 - scores[::-1].index(bottom_score)  # last in code order
@@ -67,8 +79,12 @@ def choose_correctness(record: ScoreRecord) -> CorrectnessChoice | str:
         )
     if not record.trusted_test_ids:
         return "top_passes_no_test"
+    confidence = record.confidence if record.confidence is not None else 0.0
+    if confidence < min_confidence:
+        return "low_confidence"
     return CorrectnessChoice(
         chosen_id=chosen_id,
         rejected_id=record.code_ids[bottom],
         margin=float(top_score - bottom_score),
+        confidence=confidence,
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import re
 import textwrap
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
@@ -38,7 +39,10 @@ def _clean(text: str) -> str:
 def _parse(text: str) -> ast.Module | None:
     """The module's AST, or None when the text is not valid Python (or too deep to parse)."""
     try:
-        return ast.parse(text)
+        with warnings.catch_warnings():  # model code's "\d" in plain strings: its problem, not the log's
+            warnings.simplefilter("ignore", SyntaxWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return ast.parse(text)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         # ValueError: null bytes (Python 3.11); RecursionError/MemoryError: absurdly deep nesting.
         return None
@@ -64,6 +68,18 @@ def normalize_source(text: str) -> str:
         return cleaned
     unparsed = _unparse(tree.body)
     return cleaned if unparsed is None else unparsed
+
+
+# CodeT's stop strings (microsoft/CodeT, src/postprocess.py): a completion of a prompt ends where
+# the model goes on to another top-level statement (a new def, class, comment, if or print).
+CODET_STOP_STRINGS = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
+
+
+def cut_at_stop_strings(completion: str, stops: Iterable[str] = CODET_STOP_STRINGS) -> str:
+    """The completion up to its first stop string (each cut in turn, as CodeT does)."""
+    for stop in stops:
+        completion = completion.split(stop)[0]
+    return completion
 
 
 def has_assert(text: str) -> bool:

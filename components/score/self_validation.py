@@ -62,6 +62,7 @@ def self_validation_reference(
     iterations: int,
     normalize: Normalize = "max",
     update: Update = "simultaneous",
+    code_weights: Sequence[float] | None = None,
 ) -> tuple[list[float], list[float]]:
     """Self-validation scores of one problem, in plain Python (the readable reference).
 
@@ -72,6 +73,8 @@ def self_validation_reference(
         iterations: K, the number of update steps (paper: 10); 0 returns the initial ones.
         normalize: "max" or "none" (see the module docstring).
         update: "simultaneous" or "sequential" (see the module docstring).
+        code_weights: how many votes each code casts in the test update (its sampling
+            multiplicity, for the `weighted_self_validation` ranker); None: one each (the paper).
 
     Returns:
         (code_scores, test_scores), one float per code row and per test column.
@@ -82,6 +85,9 @@ def self_validation_reference(
     for c, row in enumerate(link):
         if len(row) != n_tests:
             raise ValueError(f"link rows must all have {n_tests} entries (one per test), row {c} has {len(row)}")
+    weights = [1.0] * n_codes if code_weights is None else [float(w) for w in code_weights]
+    if len(weights) != n_codes:
+        raise ValueError(f"code_weights must have one entry per code ({n_codes}), got {len(weights)}")
 
     d = damping
     code = [1.0] * n_codes
@@ -96,7 +102,8 @@ def self_validation_reference(
         # S_k(t) = (1-d)·S_{k-1}(t) + d·Σ_c S(c)·Link(c, t), with S(c) from step k-1 or step k.
         voters = new_code if update == "sequential" else code
         new_test = [
-            (1 - d) * test[t] + d * sum(voters[c] * link[c][t] for c in range(n_codes)) for t in range(n_tests)
+            (1 - d) * test[t] + d * sum(weights[c] * voters[c] * link[c][t] for c in range(n_codes))
+            for t in range(n_tests)
         ]
         if normalize == "max":
             new_test = _divide_by_max(new_test)
@@ -124,7 +131,7 @@ def _normalize_rows(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _run_bucket(
-    links: list[np.ndarray], damping: float, iterations: int, normalize: str, update: str
+    links: list[np.ndarray], weights: list[np.ndarray], damping: float, iterations: int, normalize: str, update: str
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The K steps for a group of problems padded to one [B, Cmax, Tmax] array."""
     n_codes = [link.shape[0] for link in links]
@@ -134,10 +141,12 @@ def _run_bucket(
 
     # Padded link entries are 0, so padded codes and tests neither give nor receive votes.
     padded = np.zeros((batch, c_max, t_max))
+    votes = np.zeros((batch, c_max))
     code_mask = np.zeros((batch, c_max), dtype=bool)
     test_mask = np.zeros((batch, t_max), dtype=bool)
     for b, link in enumerate(links):
         padded[b, : n_codes[b], : n_tests[b]] = link
+        votes[b, : n_codes[b]] = weights[b]
         code_mask[b, : n_codes[b]] = True
         test_mask[b, : n_tests[b]] = True
 
@@ -149,7 +158,7 @@ def _run_bucket(
         if normalize == "max":
             new_code = _normalize_rows(new_code, code_mask)
         voters = new_code if update == "sequential" else code
-        new_test = (1 - d) * test + d * np.einsum("bct,bc->bt", padded, voters)
+        new_test = (1 - d) * test + d * np.einsum("bct,bc->bt", padded, voters * votes)
         if normalize == "max":
             new_test = _normalize_rows(new_test, test_mask)
         code, test = new_code, new_test
@@ -162,6 +171,7 @@ def self_validation_batched(
     iterations: int,
     normalize: Normalize = "max",
     update: Update = "simultaneous",
+    code_weights: Sequence[Sequence[float]] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Self-validation scores of many problems at once, same semantics as the reference.
 
@@ -175,6 +185,7 @@ def self_validation_batched(
         links: one [codes, tests] array per problem, `links[p][c, t]` = Link(c, t) in {0, 1}.
             Problems with zero codes and/or zero tests are fine (their vectors are empty).
         damping, iterations, normalize, update: as in `self_validation_reference`.
+        code_weights: per problem, the votes of each code (as in the reference); None: one each.
 
     Returns:
         One (code_scores, test_scores) pair of float64 vectors per problem, in input order.
@@ -188,6 +199,15 @@ def self_validation_batched(
         if array.ndim != 2:
             raise ValueError(f"links[{p}] must be a 2-D [codes, tests] matrix, got shape {array.shape}")
         arrays.append(array)
+    if code_weights is None:
+        weights = [np.ones(array.shape[0]) for array in arrays]
+    else:
+        if len(code_weights) != len(arrays):
+            raise ValueError(f"code_weights must have one entry per problem ({len(arrays)}), got {len(code_weights)}")
+        weights = [np.asarray(w, dtype=np.float64) for w in code_weights]
+        for p, (w, array) in enumerate(zip(weights, arrays)):
+            if w.shape != (array.shape[0],):
+                raise ValueError(f"code_weights[{p}] must have one entry per code ({array.shape[0]}), got {w.shape}")
 
     buckets: dict[tuple[int, int], list[int]] = {}
     for p, array in enumerate(arrays):
@@ -196,7 +216,8 @@ def self_validation_batched(
 
     results: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0), np.empty(0))] * len(arrays)
     for members in buckets.values():
-        scored = _run_bucket([arrays[p] for p in members], damping, iterations, normalize, update)
+        scored = _run_bucket([arrays[p] for p in members], [weights[p] for p in members], damping, iterations,
+                             normalize, update)
         for p, result in zip(members, scored):
             results[p] = result
     return results
