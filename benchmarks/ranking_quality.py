@@ -18,8 +18,10 @@ and reports, per ranker:
 - the share of trusted tests (the tests the top code passes, pooled over problems) that are
   truly right (the canonical solution passes them).
 
-Rankers see distinct codes only (the executor runs each distinct code once); `Candidate.count`,
-the sampling multiplicity, is ignored by every ranker, as it is in the pipeline. A row
+The executor runs each distinct code once; `Candidate.count`, the sampling multiplicity, reaches
+the rankers through the ExecutionRecords, and `codet` and `weighted_self_validation` use it, as
+in the pipeline. Pairs are built without the `pairs.min_confidence` cut (0), so that every
+ranker's pairs are compared on the same problems (`ranking_real.py` measures the cut). A row
 `random (expected)` gives the exact expectation of a uniformly random ranker, to read the one
 seeded `random` draw against. Timings of every phase are printed; a JSON file keeps everything.
 """
@@ -41,7 +43,7 @@ from humaneval_pool import DEFAULT_CACHE_DIR, REPO_ROOT, build_pool, pool_cache_
 from codedpo.components.common.config import ExecuteConfig, PairsConfig, ScoreConfig  # noqa: E402
 from codedpo.components.common.records import ExecutionRecord, SampleSet, ScoreRecord  # noqa: E402
 
-RANKERS = ("random", "pass_count", "all_tests", "codet", "self_validation")
+RANKERS = ("random", "pass_count", "all_tests", "codet", "self_validation", "weighted_self_validation")
 
 
 def top_set(scores: list[float]) -> list[int]:
@@ -72,7 +74,7 @@ def evaluate_ranker(
         by_difficulty.setdefault(labels["difficulty"], []).append(value)
         trusted += len(record.trusted_test_ids)
         trusted_right += sum(labels["tests"][t] for t in record.trusted_test_ids)
-    result = build_pairs(samples, scores, [], PairsConfig(efficiency=False))
+    result = build_pairs(samples, scores, [], PairsConfig(efficiency=False, min_confidence=0.0))
     good = sum(
         1
         for pair in result.pairs
@@ -169,11 +171,11 @@ def run(problems: int | None, seed: int, sandbox: str, timeout_s: float, refresh
 
 
 def format_table(report: dict[str, Any]) -> str:
-    header = f"{'ranker':<18} {'pass@1':>7} {'top tie':>7} {'pairs':>6} {'pairs ok':>8} {'chosen ok':>9} {'trusted right':>13}"
+    header = f"{'ranker':<24} {'pass@1':>7} {'top tie':>7} {'pairs':>6} {'pairs ok':>8} {'chosen ok':>9} {'trusted right':>13}"
     lines = [header, "-" * len(header)]
     for name, r in report["rankers"].items():
         lines.append(
-            f"{name:<18} {r['pass_at_1']:>7.3f} {r['mean_top_tie']:>7.2f} {r['pairs']:>6d} "
+            f"{name:<24} {r['pass_at_1']:>7.3f} {r['mean_top_tie']:>7.2f} {r['pairs']:>6d} "
             f"{r['pairs_correct_share']:>8.3f} {r['pairs_chosen_correct_share']:>9.3f} {r['trusted_right_share']:>13.3f}"
         )
     exp = report["random_expected"]

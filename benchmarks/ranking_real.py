@@ -15,6 +15,8 @@ value mutated) and the hidden check. From that matrix, without running anything 
   60 % of each problem's pool (weaker test generators write such tests);
 - budgets: 15 codes per problem (the paper's; six disjoint draws of 15 samples, averaged) and
   100 (all samples);
+- test units (samples.test_unit): every assert a test (the default), or asserts grouped three
+  at a time into test samples (suites), for CodeT and ours;
 - per ranker: pass@1 (the expected correctness of a code drawn from the top tie set, samples
   counted with multiplicity; a problem where a ranker gives no top set counts at the random
   rate, as CodeT's evaluation does) with a 95 % bootstrap interval over problems; and the
@@ -176,6 +178,23 @@ def draws(matrix: Matrix, wrong_share: float, budget: int) -> list[Draw]:
     return out
 
 
+SUITE_SIZE = 3  # asserts per test sample for test_unit "sample" (GPT-4 wrote 2-5; CodeT keeps 5)
+
+
+def as_suites(draw: Draw, seed: int) -> Draw:
+    """The draw under samples.test_unit "sample": its asserts shuffled (seeded per problem) and
+    grouped SUITE_SIZE at a time into test samples; a code passes a suite when it passes every
+    assert of it (each assert runs alone in the matrix, so this is what the suite would give),
+    and a suite is right when all its asserts are."""
+    order = np.random.default_rng([seed, int(hashlib.sha256(draw.task_id.encode()).hexdigest()[:8], 16)]
+                                  ).permutation(draw.link.shape[1])
+    groups = [order[i:i + SUITE_SIZE] for i in range(0, len(order), SUITE_SIZE)]
+    link = np.stack([draw.link[:, g].min(axis=1) for g in groups], axis=1) if groups else draw.link
+    right = np.array([draw.test_right[g].all() for g in groups], dtype=bool)
+    return Draw(task_id=draw.task_id, link=link, code_counts=draw.code_counts, code_right=draw.code_right,
+                test_right=right)
+
+
 def pass_at_1(draw: Draw, code_scores: np.ndarray) -> float:
     """Expected correctness of a sample drawn from the top tie set (multiplicity counted); a
     problem with no code at all counts 0."""
@@ -225,9 +244,13 @@ class RankerResult:
     draws: int
 
 
-def evaluate(matrices: list[Matrix], wrong_share: float, budget: int, ranker: str) -> RankerResult:
-    """Score every draw with the project's score stage and build its pair with the pairs stage."""
+def evaluate(matrices: list[Matrix], wrong_share: float, budget: int, ranker: str, unit: str = "assert",
+             seed: int = 0) -> RankerResult:
+    """Score every draw with the project's score stage and build its pair with the pairs stage
+    (with `unit` "sample", on the draws' asserts grouped into test samples: `as_suites`)."""
     problem_draws = [draws(m, wrong_share, budget) for m in matrices]
+    if unit == "sample":
+        problem_draws = [[as_suites(d, seed) for d in ds] for ds in problem_draws]
     flat = [(p, k, d) for p, ds in enumerate(problem_draws) for k, d in enumerate(ds)]
     records = score_executions([execution_record(d, k) for _, k, d in flat], ScoreConfig(ranker=ranker))
     per_problem = np.zeros(len(matrices))
@@ -267,6 +290,7 @@ def threshold_point(result: RankerResult, threshold: float) -> tuple[float, floa
 
 RANKERS = ("random", "pass_count", "all_tests", "codet", "self_validation", "weighted_self_validation")
 OURS, BASELINE = "weighted_self_validation", "codet"
+UNIT_RANKERS = (BASELINE, OURS)
 THRESHOLDS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99)
 YIELDS = np.round(np.arange(0.05, 1.0001, 0.05), 2)
 
@@ -326,6 +350,20 @@ def main() -> int:
                                  "dominates": dominated,
                                  "thresholds": {str(t): {"yield": y, "precision": pr} for t, (y, pr) in zip(THRESHOLDS, points)}}
             report["tables"].append(table)
+
+    print(f"\n== samples.test_unit: one test per assert vs one per test sample of {SUITE_SIZE} asserts, pass@1")
+    print(f"{'regime':>7s} {'budget':>6s} " + " ".join(f"{name + ' ' + unit:>32s}" for name in UNIT_RANKERS
+                                                      for unit in ("assert", "sample")))
+    report["test_unit"] = []
+    for wrong_share in REGIMES:
+        for budget in BUDGETS:
+            row = {"wrong_share": wrong_share, "budget": budget}
+            for name in UNIT_RANKERS:
+                for unit in ("assert", "sample"):
+                    row[f"{name}:{unit}"] = evaluate(matrices, wrong_share, budget, name, unit, args.seed).per_problem.mean()
+            print(f"{wrong_share:7.0%} {budget:6d} " + " ".join(f"{row[f'{name}:{unit}']:32.3f}" for name in UNIT_RANKERS
+                                                            for unit in ("assert", "sample")))
+            report["test_unit"].append(row)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     (OUT_DIR / "ranking_real.json").write_text(json.dumps(report, indent=1, default=float))
     print(f"\nwrote {OUT_DIR / 'ranking_real.json'} in {time.monotonic() - started:.0f} s")

@@ -400,6 +400,7 @@ def report(
             "report.html": result.html.encode("utf-8"),
             "metrics.json": (json.dumps(dict(sorted(result.metrics.items())), indent=2) + "\n").encode("utf-8"),
             "config.yaml": run_config_module.dump_config(config).encode("utf-8"),
+            **{f"charts/{name}": svg.encode("utf-8") for name, svg in result.charts.items()},
         }
         print("published", runs.publish_files(config.store, config.run_name, "report", files))
     print(f"report written, {len(result.metrics)} metrics logged")

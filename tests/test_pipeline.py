@@ -24,6 +24,7 @@ from codedpo.components.common.records import (
     Status,
     TimingRecord,
 )
+from codedpo.components.sample.replay import DROP_REASONS
 from codedpo.pipelines import local_run, steps
 from codedpo.pipelines.compile import compile_pipeline
 from codedpo.pipelines.pipeline import DEFAULT_RUN_CONFIG, run_config_parameter
@@ -298,8 +299,12 @@ def test_quickstart_runs_end_to_end_through_kfp_local(tmp_path: Path) -> None:
 
     assert run_dir == tmp_path / "runs" / "e2e"
     replay_files = [name for output, name in local_run.RUN_FILES.items() if output not in ("seeds", "tasks")]
-    expected = [*replay_files, local_run.METRICS_FILE, local_run.CONFIG_FILE, local_run.LOG_FILE]
+    expected = [*replay_files, local_run.METRICS_FILE, local_run.CONFIG_FILE, local_run.LOG_FILE,
+                local_run.IMPORT_SUMMARY_FILE]
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(expected)
+    imported = json.loads((run_dir / local_run.IMPORT_SUMMARY_FILE).read_text())
+    assert imported["problems_imported"] == len(read_records(run_dir / "samples.jsonl", SampleSet))
+    assert imported["warning"] is None and set(imported["dropped"]) == set(DROP_REASONS)
     assert [e.step for e in events if e.status == "succeeded"] == list(STEP_DISPLAY_NAMES.values())
     # The executor's progress lines reach the caller while the step runs.
     assert any(e.status == "progress" and e.message.startswith("execute: ") for e in events)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import math
+import re
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -11,6 +14,7 @@ from codedpo.components.common.records import (
     Candidate,
     ExecutionRecord,
     Outcome,
+    PairRecord,
     Reason,
     SampleSet,
     ScoreRecord,
@@ -19,6 +23,8 @@ from codedpo.components.common.records import (
 )
 from codedpo.components.pairs import PairsResult, build_pairs
 from codedpo.components.report import build_report
+from codedpo.components.report.charts import SVG_NAMESPACE
+from codedpo.components.sample.replay import DROP_REASONS, ImportResult, Skipped
 
 PASS = Outcome(status=Status.passed)
 
@@ -32,8 +38,9 @@ SANDBOX = Outcome(status=Status.sandbox_error, reason=Reason.sandbox)
 
 @pytest.fixture
 def run():
-    """Two problems. A: 3 codes x 2 tests, c0 and c1 pass all, c2 fails both; a correctness and
-    an efficiency pair. B: 2 codes x 1 test, nothing passes, tied scores; no pair."""
+    """Two problems. A: 3 codes x 2 tests, c0 and c1 pass all, c2 fails both; confidence 0.95 (above
+    pairs.min_confidence), a correctness and an efficiency pair. B: 2 codes x 1 test, nothing
+    passes, tied scores; no pair."""
     a = SampleSet(
         problem_id="A",
         prompt="Return 1. <script>alert('prompt')</script>",
@@ -65,10 +72,11 @@ def run():
         ScoreRecord(
             problem_id="A", ranker="self_validation", code_ids=["c0", "c1", "c2"], code_scores=[1.0, 0.9, 0.1],
             test_ids=["t0", "t1"], test_scores=[1.0, 1.0], trusted_test_ids=["t0", "t1"], top_code_id="c0",
+            confidence=0.95,
         ),
         ScoreRecord(
             problem_id="B", ranker="self_validation", code_ids=["d0", "d1"], code_scores=[0.15, 0.15],
-            test_ids=["u0"], test_scores=[0.15], trusted_test_ids=[], top_code_id="d0",
+            test_ids=["u0"], test_scores=[0.15], trusted_test_ids=[], top_code_id="d0", confidence=0.0,
         ),
     ]
     timings = [
@@ -159,3 +167,201 @@ def test_an_empty_run_reports_zeros_not_nan():
     assert report.metrics["pass_rate"] == 0.0 and report.metrics["timing_noise_median_rel"] == 0.0
     assert all(math.isfinite(value) for value in report.metrics.values())
     assert "(no values)" in report.markdown and "No correctness pairs." in report.markdown
+
+
+# --- import section -------------------------------------------------------------------------
+
+
+def _import_summary(dropped_asserts: int, skipped_problems: int) -> dict:
+    """A real ImportResult's summary: 40 samples read, some tests without usable asserts dropped."""
+    result = ImportResult(
+        skipped=[Skipped(problem_id=f"P{index}", reason="no usable test") for index in range(skipped_problems)],
+        samples_read=40,
+        codes_over_cap=3,
+        tests_over_cap=1,
+    )
+    result.drop("test_without_usable_assert", dropped_asserts)
+    return result.to_dict()
+
+
+def test_import_section_with_a_warning(run):
+    summary = _import_summary(dropped_asserts=9, skipped_problems=23)  # 9 / 40 > 10 %: a warning
+    assert summary["warning"]
+    report = build_report(*run, import_summary=summary)
+    m = report.metrics
+    assert m["import_samples_read"] == 40 and m["import_dropped_total"] == 9
+    assert m["import_dropped_fraction"] == pytest.approx(0.225)
+    assert m["import_problems_skipped"] == 23
+    assert m["import_dropped_test_without_usable_assert"] == 9
+    for reason in DROP_REASONS:  # every reason, 0 included
+        assert f"import_dropped_{reason}" in m
+    assert m["import_dropped_sample_of_unknown_task"] == 0
+
+    markdown = report.markdown
+    assert markdown.index("## Import") < markdown.index("## Counts")  # the first section
+    assert "> **Import warning: ` WARNING: the import dropped 9 of 40 samples" in markdown
+    assert "| ` test_without_usable_assert ` | 9 | 0.225 |" in markdown
+    assert "| ` sample_of_unknown_task ` | 0 | 0 |" in markdown
+    assert "3 codes, 1 tests" in markdown
+    assert "Skipped problems (first 20 of 23)" in markdown and "... and 3 more skipped problems" in markdown
+    assert "| ` P19 ` | ` no usable test ` |" in markdown and "` P20 `" not in markdown
+    assert '<p class="alert"><strong>Import warning: <code>WARNING: the import dropped 9 of 40' in report.html
+
+
+def test_import_section_without_a_warning(run):
+    summary = _import_summary(dropped_asserts=1, skipped_problems=0)
+    assert summary["warning"] is None
+    report = build_report(*run, import_summary=summary)
+    assert report.metrics["import_dropped_total"] == 1 and report.metrics["import_problems_skipped"] == 0
+    assert "Import warning" not in report.markdown and 'class="alert"' not in report.html
+    assert "No problem was skipped." in report.markdown
+
+
+def test_no_import_summary_gives_no_import_metrics(run):
+    report = build_report(*run)
+    assert not [key for key in report.metrics if key.startswith("import_")]
+    assert "## Import\n\nThe samples were not imported from files: they were generated in the run." in report.markdown
+
+
+# --- scores, confidence, precision ----------------------------------------------------------
+
+
+def _score(problem_id: str, code_scores: list[float], top_code_id: str | None = None, confidence: float | None = None,
+           ranker: str = "self_validation") -> ScoreRecord:
+    code_ids = [f"{problem_id}-{index}" for index in range(len(code_scores))]
+    return ScoreRecord(
+        problem_id=problem_id, ranker=ranker, code_ids=code_ids, code_scores=code_scores, test_ids=["t"],
+        test_scores=[1.0], trusted_test_ids=["t"], top_code_id=top_code_id or code_ids[0], confidence=confidence,
+    )
+
+
+def test_problems_whose_codes_all_tie(run):
+    assert build_report(*run).metrics["problems_all_scores_tied"] == 1  # problem B
+    scores = [
+        _score("one_code", [3.0]),  # fewer than 2 codes: not a tie, too_few_codes
+        _score("codet_tied", [30.00001, 30.0]),  # gap 1e-5 within 1e-6 x 30 (relative)
+        _score("codet_apart", [30.1, 30.0]),
+        _score("small_tied", [5e-7, 0.0]),  # below 1 the tolerance is absolute
+        _score("small_apart", [0.2, 0.1]),
+    ]
+    report = build_report([], [], scores, [], PairsResult())
+    assert report.metrics["problems_all_scores_tied"] == 2
+    assert "2 have at least 2 codes whose scores all tie" in report.markdown
+
+
+def _pair(problem_id: str, confidence: float, chosen_id: str = "a", rejected_id: str = "b",
+          kind: str = "correctness") -> PairRecord:
+    return PairRecord(
+        prompt="p", chosen="x", rejected="y", kind=kind, margin=1.0, problem_id=problem_id, chosen_id=chosen_id,
+        rejected_id=rejected_id, ranker="self_validation", confidence=confidence,
+    )
+
+
+def test_correctness_pairs_by_confidence_band():
+    confidences = [0.1, 0.5, 0.69, 0.7, 0.95, 0.989, 0.99, 1.0]
+    pairs = [_pair(f"P{index}", value) for index, value in enumerate(confidences)]
+    pairs.append(_pair("E", 0.2, kind="efficiency"))  # not a correctness pair: not in the bands
+    skipped = {"correctness:low_confidence": 3, "correctness:scores_tied": 0}
+    report = build_report([], [], [], [], PairsResult(pairs=pairs, skipped=skipped))
+    m = report.metrics
+    bands = {key: m[f"pairs_correctness_confidence_{key}"] for key in
+             ("0_to_0_5", "0_5_to_0_7", "0_7_to_0_9", "0_9_to_0_99", "0_99_to_1")}
+    assert bands == {"0_to_0_5": 1, "0_5_to_0_7": 2, "0_7_to_0_9": 1, "0_9_to_0_99": 2, "0_99_to_1": 2}
+    assert m["pairs_correctness_confidence_median"] == pytest.approx((0.7 + 0.95) / 2)
+    assert "| [0.5, 0.7) | 2 | 0.25 |" in report.markdown and "| [0.99, 1] | 2 | 0.25 |" in report.markdown
+    assert "3 problems gave no correctness pair because the top code's confidence was below" in report.markdown
+    assert "precision" not in report.markdown.lower() and "pairs_correctness_precision" not in m  # no truth
+
+
+def test_precision_against_truth():
+    pairs = [
+        _pair("P0", 0.995, chosen_id="a", rejected_id="b"),  # right: chosen right, rejected wrong
+        _pair("P1", 0.999, chosen_id="a", rejected_id="c"),  # wrong: rejected is right too
+        _pair("P2", 0.3, chosen_id="d", rejected_id="b"),  # wrong: chosen is wrong
+        _pair("P3", 0.8, chosen_id="a", rejected_id="unknown"),  # not judged: truth does not know it
+        _pair("P4", 0.9, chosen_id="d", rejected_id="a", kind="efficiency"),  # only correctness pairs count
+    ]
+    truth = {"a": True, "b": False, "c": True, "d": False}
+    scores = [_score("P0", [1.0, 0.0], top_code_id="a"), _score("P2", [1.0, 0.0], top_code_id="d"),
+              _score("P5", [1.0, 0.0], top_code_id="unknown")]
+    report = build_report([], [], scores, [], PairsResult(pairs=pairs), truth=truth)
+    m = report.metrics
+    assert m["pairs_correctness_precision"] == pytest.approx(1 / 3)
+    assert m["pairs_correctness_judged"] == 3
+    assert m["top_codes_right_share"] == pytest.approx(1 / 2) and m["top_codes_judged"] == 2
+    markdown = report.markdown
+    assert "## Precision against truth" in markdown
+    assert "3 correctness pairs judged against truth (1 name a code truth does not know)" in markdown
+    assert "| [0.99, 1] | 2 | 1 | 0.500 |" in markdown
+    assert "| [0, 0.5) | 1 | 0 | 0.000 |" in markdown
+    assert "| [0.5, 0.7) | 0 | 0 | - |" in markdown  # an empty band has no precision
+
+
+# --- charts ---------------------------------------------------------------------------------
+
+SVG = f"{{{SVG_NAMESPACE}}}"
+SVG_TAGS = {f"{SVG}{tag}" for tag in ("svg", "title", "text", "line", "rect")}
+
+
+def _bars(svg: str) -> list[str]:
+    """The chart's bar titles ("[low, high): count"), after checking it is plain, inert SVG."""
+    root = ET.fromstring(svg)
+    assert root.tag == f"{SVG}svg"
+    for element in root.iter():
+        assert element.tag in SVG_TAGS, element.tag  # no script, foreignObject, a, image, ...
+        assert not [name for name in element.attrib if name.lower().startswith("on")]  # no event handlers
+    return [rect.find(f"{SVG}title").text for rect in root.iter(f"{SVG}rect")]
+
+
+def test_charts_are_svg_with_one_bar_per_non_empty_bin(run):
+    charts = build_report(*run).charts
+    assert set(charts) == {"code_scores.svg", "test_scores.svg", "top_code_confidence.svg", "pair_confidence.svg"}
+    # Code scores 1.0, 0.9, 0.1 (A) and 0.15, 0.15 (B): 10 bins of 0.09 from 0.1 to 1.
+    assert _bars(charts["code_scores.svg"]) == ["[0.1, 0.19): 3", "[0.82, 0.91): 1", "[0.91, 1]: 1"]
+    assert _bars(charts["test_scores.svg"]) == ["[0.15, 0.235): 1", "[0.915, 1]: 2"]
+    # Confidences span [0, 1] whatever the values: B's top code has 0, A's 0.95.
+    assert _bars(charts["top_code_confidence.svg"]) == ["[0, 0.1): 1", "[0.9, 1]: 1"]
+    assert _bars(charts["pair_confidence.svg"]) == ["[0.9, 1]: 1"]
+
+
+def test_charts_of_large_and_equal_scores():
+    codet = _score("P", [12.0, 48.0, 48.0, 30.0, 21.0], ranker="codet")  # CodeT scores reach tens; bins of 3.6
+    tied = _score("Q", [7.0, 7.0, 7.0], ranker="codet")
+    large = build_report([], [], [codet], [], PairsResult()).charts["code_scores.svg"]
+    assert _bars(large) == ["[12, 15.6): 1", "[19.2, 22.8): 1", "[30, 33.6): 1", "[44.4, 48]: 2"]
+    assert ">48</text>" in large  # the top edge is labelled on the x axis
+    equal = build_report([], [], [tied], [], PairsResult()).charts["code_scores.svg"]
+    assert _bars(equal) == ["[7, 7]: 3"]
+
+
+def test_html_inlines_the_charts_and_markdown_embeds_them(run):
+    report = build_report(*run)
+    page = report.html
+    assert page.count("<svg ") == len(report.charts) and page.count("</svg>") == len(report.charts)
+    assert "<script" not in page.lower() and "foreignobject" not in page.lower()
+    assert not re.search(r"<[^>]*\son\w+\s*=", page)  # no event attribute on any element
+    assert "http://" not in page and "https://" not in page  # the SVG namespace is implied inline
+    images = re.findall(r"!\[[^\]]*\]\(data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)\)", report.markdown)
+    assert sorted(base64.b64decode(image).decode("utf-8") for image in images) == sorted(report.charts.values())
+    assert "#" * 40 in report.markdown  # the text histograms stay
+
+
+def test_run_data_stays_escaped_in_charts():
+    hostile = "<script>alert(1)</script>"
+    scores = [_score(hostile, [1.0, 0.5], confidence=0.9, ranker=hostile)]
+    report = build_report([], [], scores, [], PairsResult())
+    for svg in report.charts.values():
+        assert "<script" not in svg
+        _bars(svg)  # still parses, still inert
+    title = ET.fromstring(report.charts["code_scores.svg"]).find(f"{SVG}title").text
+    assert title == f"Code scores ({hostile})"  # escaped in the markup, the same text when read back
+    assert "<script" not in report.html.lower()
+
+
+def test_empty_inputs_give_charts_that_say_no_values():
+    report = build_report([], [], [], [], PairsResult())
+    assert len(report.charts) == 4
+    for svg in report.charts.values():
+        assert _bars(svg) == []
+        texts = [element.text for element in ET.fromstring(svg).iter(f"{SVG}text")]
+        assert "no values" in texts

@@ -327,7 +327,7 @@ def test_good_answers_become_deduplicated_validated_candidates():
     backend = ScriptedBackend(codes, tests)
     params = SamplingParams(temperature=1.5, seed=5)
     samples, report = sample_codes_and_tests(
-        TASKS, backend, params, 4, 3, CHAT_TEMPLATES
+        TASKS, backend, params, 4, 3, CHAT_TEMPLATES, test_unit="sample"
     )
     _check_report(report, samples, 4, 3)
     add = samples[0]
@@ -393,5 +393,17 @@ def test_base_templates_read_the_prompt_with_the_completion():
     assert "return a + b" in samples[0].codes[0].text and samples[0].codes[
         0
     ].text.startswith("def add")
-    assert samples[0].tests[0].text == "assert add(1, 2) == 3\nassert add(2, 2) == 4"
+    # one test per assert (the default test_unit)
+    assert [t.text for t in samples[0].tests] == ["assert add(1, 2) == 3", "assert add(2, 2) == 4"]
+    assert samples[0].sampling["test_unit"] == "assert"
     assert samples[0].sampling["code_stop"] == list(BASE_TEMPLATES.code_stop)
+
+
+def test_one_test_per_assert_counts_an_assert_every_sample_wrote():
+    """test_unit "assert": the two answers' shared assert is one test sampled twice."""
+    tests = ["```python\nassert add(1, 2) == 3\nassert add(0, 0) == 0\n```",
+             "```python\nimport math\nassert add(1, 2) == 3\n```"]
+    backend = ScriptedBackend(["```python\ndef add(a, b):\n    return a + b\n```"], tests)
+    samples, _ = sample_codes_and_tests(TASKS[:1], backend, SamplingParams(seed=0), 1, 2, CHAT_TEMPLATES)
+    # (the unused import is not kept by the extraction, so both answers give the same assert)
+    assert [(t.text, t.count) for t in samples[0].tests] == [("assert add(1, 2) == 3", 2), ("assert add(0, 0) == 0", 1)]

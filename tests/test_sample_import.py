@@ -123,10 +123,15 @@ def test_codedpo_imports_problem_fields_and_distinct_candidates(tmp_path):
     # First-occurrence order; formatting-only variants collapse and count.
     assert [c.text for c in sample.codes] == [normalize_source(ADD), normalize_source(ADD_WRONG)]
     assert [c.count for c in sample.codes] == [2, 1]
-    assert [t.count for t in sample.tests] == [3, 1]
+    # One test per assert (samples.test_unit "assert"): TEST_1 three times, TEST_2's two asserts.
+    assert [(t.text, t.count) for t in sample.tests] == [
+        ("assert add(1, 2) == 3", 3), ("assert add(-1, 1) == 0", 1), ("assert add(0, 0) == 0", 1)]
     assert all(c.id == content_id(c.text, "code") for c in sample.codes)
     assert all(t.id == content_id(t.text, "test") and t.id.startswith("t-") for t in sample.tests)
-    assert (result.raw_codes, result.distinct_codes, result.raw_tests, result.distinct_tests) == (3, 2, 4, 2)
+    assert (result.raw_codes, result.distinct_codes, result.raw_tests, result.distinct_tests) == (3, 2, 5, 3)
+    # One test per sample (a suite): TEST_1 three times, TEST_2 once.
+    (suites,) = import_samples(codedpo(tmp_path, [row], test_unit="sample"), base_dir=tmp_path).samples
+    assert [(t.text, t.count) for t in suites.tests] == [("assert add(1, 2) == 3", 3), (TEST_2.strip(), 1)]
     assert (result.codes_over_cap, result.tests_over_cap) == (0, 0)  # under the caps: nothing over
 
 
@@ -235,7 +240,7 @@ def test_codet_line_shapes_and_prompt_handling(tmp_path):
         {"task_id": "T/0", "completion": "assert add(1, 2) == 3\nassert add(0, 0) == 0\n"},  # same as the first
         {"task_id": "7", "solution": "assert neg(1) == -1\n"},
     ]
-    result = import_samples(codet(tmp_path, codes, tests), base_dir=tmp_path)
+    result = import_samples(codet(tmp_path, codes, tests, test_unit="sample"), base_dir=tmp_path)
 
     assert result.skipped == [] and result.unmatched_samples == 0
     add, neg = result.samples
@@ -259,9 +264,11 @@ def test_codet_line_shapes_and_prompt_handling(tmp_path):
 def test_codet_test_sample_keeps_first_asserts_per_test(tmp_path):
     sample = "\n".join(f"assert add({i}, 1) == {i + 1}" for i in range(9))
     codes = [{"task_id": "T/0", "completion": "    return a + b\n"}]
-    config = codet(tmp_path, codes, [{"task_id": "T/0", "completion": sample}], asserts_per_test=3)
+    config = codet(tmp_path, codes, [{"task_id": "T/0", "completion": sample}], asserts_per_test=3, test_unit="sample")
     (add,) = import_samples(config, base_dir=tmp_path).samples
     assert add.tests[0].text == "assert add(0, 1) == 1\nassert add(1, 1) == 2\nassert add(2, 1) == 3"
+    (per_assert,) = import_samples(config.model_copy(update={"test_unit": "assert"}), base_dir=tmp_path).samples
+    assert [t.text for t in per_assert.tests] == [f"assert add({i}, 1) == {i + 1}" for i in range(3)]
 
 
 def test_codet_samples_without_asserts_are_dropped_and_counted(tmp_path):
@@ -557,3 +564,44 @@ def test_the_shared_real_samples_import_as_they_are(tmp_path):
         assert all(test.text.startswith(f"assert {sample.entry_point}(") for test in sample.tests)
     # the tests file holds all 164 problems: the others are reported, not fatal
     assert result.dropped["sample_of_unknown_task"] > 0 and result.warning() is not None
+
+
+def test_a_codet_test_sample_continuing_assert_keeps_its_first_assert_as_a_test(tmp_path):
+    """CodeT's test prompts end in `assert `; the sample continues it. Under the default unit
+    every assert of the sample is a test, the first one included, and one that two samples
+    wrote is one test counted twice (CodeT counts duplicate test cases)."""
+    tests = [{"prompt": CODET_TEST_PROMPT, "samples": [" add(1, 2) == 3\nassert add(0, 0) == 0\n", " add(1, 2) == 3\n"]}]
+    result = import_samples(codet(tmp_path, [{"task_id": "T/0", "completion": "    return a + b\n"}], tests),
+                            base_dir=tmp_path)
+    (add,) = result.samples
+    assert [(t.text, t.count) for t in add.tests] == [("assert add(1, 2) == 3", 2), ("assert add(0, 0) == 0", 1)]
+    assert result.dropped["test_without_usable_assert"] == 0
+
+
+@pytest.mark.parametrize("text, units", [
+    ("assert f(1) == 1\nassert f(2) == 2", ["assert f(1) == 1", "assert f(2) == 2"]),
+    # setup before an assert goes with it, and with every later one
+    ("import math\nx = f(4)\nassert x == 2\nassert f(9) == math.sqrt(9)",
+     ["import math\nx = f(4)\nassert x == 2", "import math\nx = f(4)\nassert f(9) == math.sqrt(9)"]),
+    # a statement holding an assert is one unit
+    ("for i in range(3):\n    assert f(i) == i", ["for i in range(3):\n    assert f(i) == i"]),
+    ("assert f(1 ==", ["assert f(1 =="]),  # does not parse: one unit as it is
+    ("x = 1", ["x = 1"]),  # no assert: one unit (the caller has dropped such tests already)
+])
+def test_split_test_units(text, units):
+    from codedpo.components.sample.candidates import split_test_units
+
+    assert split_test_units(text, "assert") == units
+    assert split_test_units(text, "sample") == [text]
+
+
+def test_a_samples_file_in_the_other_format_names_file_line_and_the_field_expected(tmp_path):
+    """A CodeT sample file read as format "codedpo", and a codedpo file read as CodeT problems."""
+    write_jsonl(tmp_path / "codes.jsonl", [{"task_id": "T/0", "completion": "    return a + b\n"}])
+    with pytest.raises(RecordFileError, match=r"codes\.jsonl:1: not a valid samples record \(format 'codedpo'\): "
+                                              r"missing field 'problem_id'"):
+        import_samples(SamplesConfig(path="codes.jsonl"), base_dir=tmp_path)
+    write_jsonl(tmp_path / "samples.jsonl", [problem("p1")])
+    config = SamplesConfig(format="codet", problems_path="samples.jsonl", path="samples.jsonl", tests_path="samples.jsonl")
+    with pytest.raises(RecordFileError, match=r"samples\.jsonl:1: not a valid problem .*missing field 'task_id'"):
+        import_samples(config, base_dir=tmp_path)

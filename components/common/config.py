@@ -52,6 +52,12 @@ class SamplesConfig(_Section):
     num_codes: int = Field(15, ge=1, description="Codes sampled (or, for replay, kept) per problem (paper: 15).")
     num_tests: int = Field(15, ge=1, description="Test samples sampled (or kept) per problem (paper: 15).")
     asserts_per_test: int = Field(5, ge=1, description="CodeT: first N asserts of a test sample.")
+    test_unit: Literal["assert", "sample"] = Field(
+        "assert",
+        description="'assert': one test per assert of a test sample (CodeT's unit; duplicates across samples "
+        "counted); 'sample': one test per test sample, holding its asserts (a suite). 'assert' ranks better on "
+        "real samples (benchmarks/ranking_real.py; docs/design-notes.md).",
+    )
 
     @model_validator(mode="after")
     def _codet_needs_problems(self) -> "SamplesConfig":

@@ -172,6 +172,34 @@ def extract_asserts(text: str, entry_point: str, limit: int = 5) -> str | None:
     return _unparse(kept)
 
 
+TestUnit = Literal["assert", "sample"]
+
+
+def split_test_units(text: str, unit: TestUnit) -> list[str]:
+    """The test candidates one test text makes under `samples.test_unit`.
+
+    "sample": the text itself, one suite. "assert": one candidate per top-level statement that
+    holds an assert (CodeT's unit: each assert is a test case), each with every statement before
+    it that holds no assert (imports, helpers, setup it may need), so it runs alone. Text that
+    does not parse stays one candidate.
+    """
+    if unit == "sample":
+        return [text]
+    tree = _parse(text)
+    if tree is None:
+        return [text]
+    setup: list[ast.stmt] = []
+    units: list[str] = []
+    for node in tree.body:
+        if any(isinstance(child, ast.Assert) for child in ast.walk(node)):
+            joined = _unparse([*setup, node])
+            if joined is not None:
+                units.append(joined)
+        else:
+            setup.append(node)
+    return units or [text]
+
+
 def dedupe(texts: Iterable[str], kind: Literal["code", "test"]) -> list[Candidate]:
     """One Candidate per distinct normalised text, in order of first occurrence; `count` is how
     many samples normalised to it.

@@ -34,7 +34,7 @@ from codedpo.components.sample.backends import (
     derive_seed,
     resolve_seed,
 )
-from codedpo.components.sample.candidates import dedupe
+from codedpo.components.sample.candidates import TestUnit, dedupe, split_test_units
 from codedpo.components.sample.extract import Extraction, extract_code, extract_tests
 from codedpo.components.sample.prompts import Prompt, PromptTemplates
 from codedpo.components.sample.replay import Skipped
@@ -147,13 +147,15 @@ def sample_codes_and_tests(
     templates: PromptTemplates,
     *,
     asserts_per_test: int | None = 5,
+    test_unit: TestUnit = "assert",
 ) -> tuple[list[SampleSet], SamplingReport]:
     """Sample `num_codes` codes and `num_tests` test samples per task and turn them into
     candidates (see the module docstring).
 
     `params` gives everything but `n` (replaced by `num_codes` / `num_tests`); the templates'
     stop strings are added to `params.stop`. One test candidate is the first `asserts_per_test`
-    asserts of one test answer (CodeT keeps 5; None keeps all). Returns the sample sets of the
+    asserts of one test answer (CodeT keeps 5; None keeps all), split into one test per assert
+    or kept as one suite (`test_unit`, see `candidates.split_test_units`). Returns the sample sets of the
     tasks that kept at least one code and one test, in task order, and the report.
     """
     if num_codes < 1 or num_tests < 1:
@@ -202,6 +204,7 @@ def sample_codes_and_tests(
         "num_codes": num_codes,
         "num_tests": num_tests,
         "asserts_per_test": asserts_per_test,
+        "test_unit": test_unit,
         "template_style": templates.style,
         "template_fingerprint": templates.fingerprint(),
     }
@@ -243,7 +246,7 @@ def sample_codes_and_tests(
             entry_point=task.entry_point,
             provenance=_provenance(task),
             codes=dedupe(code_texts, "code"),
-            tests=dedupe(test_texts, "test"),
+            tests=dedupe([unit for text in test_texts for unit in split_test_units(text, test_unit)], "test"),
             generator=generator,
             sampling=sampling,
         )

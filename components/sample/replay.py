@@ -47,6 +47,7 @@ from codedpo.components.sample.candidates import (
     extract_asserts,
     has_assert,
     normalize_source,
+    split_test_units,
 )
 
 __all__ = ["DROP_REASONS", "ImportResult", "Skipped", "import_samples", "read_samples", "task_of_multipl_e_name",
@@ -252,11 +253,12 @@ class _Assembler:
             result.skipped.append(Skipped(problem_id, reason + where))
             result.drop("code_of_problem_without_tests", len(code_texts))
             return
-        sample = SampleSet(**problem, codes=dedupe(code_texts, "code"), tests=dedupe(test_texts, "test"))
+        units = [unit for text in test_texts for unit in split_test_units(text, config.test_unit)]
+        sample = SampleSet(**problem, codes=dedupe(code_texts, "code"), tests=dedupe(units, "test"))
         result.samples.append(sample)
         result.raw_codes += len(code_texts)
         result.distinct_codes += len(sample.codes)
-        result.raw_tests += len(test_texts)
+        result.raw_tests += len(units)
         result.distinct_tests += len(sample.tests)
 
 

@@ -53,6 +53,7 @@ def output_settings(config: RunConfig, templates: PromptTemplates) -> dict[str, 
         "num_codes": config.samples.num_codes,
         "num_tests": config.samples.num_tests,
         "asserts_per_test": config.samples.asserts_per_test,
+        "test_unit": config.samples.test_unit,
     }
 
 
@@ -90,6 +91,7 @@ def sample_shard(
             config.samples.num_tests,
             templates,
             asserts_per_test=config.samples.asserts_per_test,
+            test_unit=config.samples.test_unit,
         )
         return samples, _report_dict(report)
 

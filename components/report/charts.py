@@ -1,0 +1,217 @@
+"""Histograms for the run report: equal-width bins, drawn as text and as plain hand-written SVG.
+
+    histogram_bins(values, bins, value_range) -> list[Bin]
+    text_histogram(values, bins, value_range)  -> str  (one line per bin, for Markdown / <pre>)
+    histogram_svg(values, title, x_label, ...) -> str  (a standalone SVG document)
+
+Both drawings use the same bins, so the text and the chart of one distribution cannot disagree.
+The SVG is built from a handful of elements (svg, title, text, line, rect) with fixed attributes;
+every piece of text in it goes through `xml_escape`, so a title naming run data (a ranker, a
+problem id) cannot add markup. There is nothing scriptable in it: no <script>, no event
+attributes, no foreignObject, no links, no external fonts or styles.
+
+Each bar is one <rect> holding a <title> "[low, high): count" (browsers show it on hover, tests
+read it); empty bins draw no rect. No values draw no bar and say "no values"; all values equal
+(and no fixed range) draw one full-width bar labelled with that value.
+"""
+
+from __future__ import annotations
+
+import bisect
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["Bin", "HISTOGRAM_BINS", "SVG_NAMESPACE", "histogram_bins", "histogram_svg", "text_histogram", "xml_escape"]
+
+HISTOGRAM_BINS = 10
+SVG_NAMESPACE = "http://www.w3.org/2000/svg"
+
+# Layout of one chart, in SVG user units (pixels at 100 % zoom).
+WIDTH_PX = 480
+HEIGHT_PX = 260
+MARGIN_LEFT_PX = 52
+MARGIN_RIGHT_PX = 16
+MARGIN_TOP_PX = 40
+MARGIN_BOTTOM_PX = 48
+FONT_PX = 11
+BAR_COLOUR = "#4c72b0"
+AXIS_COLOUR = "#333333"
+GRID_COLOUR = "#dddddd"
+
+
+@dataclass(frozen=True)
+class Bin:
+    """One histogram bin: values in [low, high), or [low, high] when `closed` (the last bin)."""
+
+    low: float
+    high: float
+    count: int
+    closed: bool = False
+
+    def label(self) -> str:
+        closing = "]" if self.closed else ")"
+        return f"[{_number(self.low)}, {_number(self.high)}{closing}"
+
+
+def xml_escape(text: str) -> str:
+    """Text safe as XML character data and inside double-quoted attributes."""
+    return html.escape(text, quote=True)
+
+
+def _number(value: float) -> str:
+    """A bin edge or tick for people: 4 significant digits (CodeT scores reach tens, ranks reach 1e4)."""
+    if float(value).is_integer() and abs(value) < 1e6:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def _finite(values: Sequence[float]) -> list[float]:
+    return [float(value) for value in values if math.isfinite(value)]
+
+
+def histogram_bins(
+    values: Sequence[float], bins: int = HISTOGRAM_BINS, value_range: tuple[float, float] | None = None
+) -> list[Bin]:
+    """Count `values` into `bins` equal-width bins over `value_range` (default: min to max).
+
+    Non-finite values are not counted (callers report how many). No values give no bins; all
+    values equal without a fixed range give one closed bin [v, v]. Values outside a fixed range
+    count in the first or last bin, so every value is in the picture.
+    """
+    finite = _finite(values)
+    if not finite:
+        return []
+    low, high = value_range if value_range is not None else (min(finite), max(finite))
+    if low == high:
+        return [Bin(low, high, len(finite), closed=True)]
+    # Edges as low + width * i / bins (not low + i * step): i / bins rounds once, so an edge such as
+    # 0.3 is exactly float 0.3 and a confidence of 0.3 counts in [0.3, 0.4), as its label says.
+    edges = [low + (high - low) * index / bins for index in range(bins)] + [high]
+    counts = [0] * bins
+    for value in finite:
+        # Values outside a fixed range clamp to the end bins; `high` itself is in the closed last bin.
+        counts[min(max(bisect.bisect_right(edges, value) - 1, 0), bins - 1)] += 1
+    return [Bin(edges[index], edges[index + 1], count, index == bins - 1) for index, count in enumerate(counts)]
+
+
+def text_histogram(
+    values: Sequence[float],
+    bins: int = HISTOGRAM_BINS,
+    value_range: tuple[float, float] | None = None,
+    width_chars: int = 40,
+) -> str:
+    """Text histogram: one line per bin, `[low, high)  count  ####` (the last bin is closed)."""
+    counted = histogram_bins(values, bins, value_range)
+    if not counted:
+        return "(no values)"
+    if len(counted) == 1 and counted[0].low == counted[0].high:
+        only = counted[0]
+        return f"[{only.low:.3g}, {only.high:.3g}]  {only.count:>6}  {'#' * width_chars}  (all equal)"
+    peak = max(item.count for item in counted)
+    lines = []
+    for item in counted:
+        closing = "]" if item.closed else ")"
+        bar = "#" * round(width_chars * item.count / peak)
+        lines.append(f"[{item.low:7.3g}, {item.high:7.3g}{closing}  {item.count:>6}  {bar}".rstrip())
+    return "\n".join(lines)
+
+
+def _count_axis(peak: int) -> tuple[int, list[int]]:
+    """The count axis for a tallest bar of `peak` (>= 1): its top and whole-number ticks, evenly
+    spaced at a round step (1, 2 or 5 x 10^k) with at most 5 steps, the top tick >= `peak`."""
+    magnitude = 1
+    while True:
+        for mantissa in (1, 2, 5):
+            step = mantissa * magnitude
+            steps = math.ceil(peak / step)
+            if steps <= 5:
+                return step * steps, list(range(0, step * steps + 1, step))
+        magnitude *= 10
+
+
+def _text(x: float, y: float, text: str, anchor: str = "middle", size_px: int = FONT_PX, extra: str = "") -> str:
+    return (
+        f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size_px}" text-anchor="{anchor}"{extra}>'
+        f"{xml_escape(text)}</text>"
+    )
+
+
+def histogram_svg(
+    values: Sequence[float],
+    title: str,
+    x_label: str,
+    bins: int = HISTOGRAM_BINS,
+    value_range: tuple[float, float] | None = None,
+) -> str:
+    """A histogram of `values` as a standalone SVG document (bars, axes, ticks, labels, title).
+
+    `title` and `x_label` may hold run data: they are escaped like every other text. The result
+    carries the SVG namespace so it renders as a file or a data: URI; inline in HTML5 the
+    namespace is implied.
+    """
+    finite = _finite(values)
+    not_drawn = len(values) - len(finite)
+    counted = histogram_bins(finite, bins, value_range)
+    plot_left, plot_right = MARGIN_LEFT_PX, WIDTH_PX - MARGIN_RIGHT_PX
+    plot_top, plot_bottom = MARGIN_TOP_PX, HEIGHT_PX - MARGIN_BOTTOM_PX
+    plot_width, plot_height = plot_right - plot_left, plot_bottom - plot_top
+
+    subtitle = f"{len(finite)} values" + (f" ({not_drawn} more not finite, not drawn)" if not_drawn else "")
+    parts = [
+        f'<svg xmlns="{SVG_NAMESPACE}" width="{WIDTH_PX}" height="{HEIGHT_PX}" '
+        f'viewBox="0 0 {WIDTH_PX} {HEIGHT_PX}" font-family="sans-serif" role="img">',
+        f"<title>{xml_escape(title)}</title>",
+        _text(WIDTH_PX / 2, 16, title, size_px=FONT_PX + 2, extra=' font-weight="bold"'),
+        _text(WIDTH_PX / 2, 31, subtitle, size_px=FONT_PX - 1, extra=' fill="#666666"'),
+    ]
+    axes = (
+        f'<line x1="{plot_left}" y1="{plot_bottom}" x2="{plot_right}" y2="{plot_bottom}" stroke="{AXIS_COLOUR}"/>'
+        f'<line x1="{plot_left}" y1="{plot_top}" x2="{plot_left}" y2="{plot_bottom}" stroke="{AXIS_COLOUR}"/>'
+    )
+    x_label_text = _text((plot_left + plot_right) / 2, HEIGHT_PX - 8, x_label)
+    y_label_text = _text(
+        14, (plot_top + plot_bottom) / 2, "count", extra=f' transform="rotate(-90 14 {(plot_top + plot_bottom) / 2:.1f})"'
+    )
+
+    if not counted:
+        parts += [axes, _text((plot_left + plot_right) / 2, (plot_top + plot_bottom) / 2, "no values"), x_label_text]
+        parts.append("</svg>")
+        return "\n".join(parts) + "\n"
+
+    axis_top, ticks = _count_axis(max(item.count for item in counted))
+    for tick in ticks:  # y axis: grid line, tick mark and value per tick
+        y = plot_bottom - plot_height * tick / axis_top
+        parts.append(f'<line x1="{plot_left}" y1="{y:.1f}" x2="{plot_right}" y2="{y:.1f}" stroke="{GRID_COLOUR}"/>')
+        parts.append(f'<line x1="{plot_left - 4}" y1="{y:.1f}" x2="{plot_left}" y2="{y:.1f}" stroke="{AXIS_COLOUR}"/>')
+        parts.append(_text(plot_left - 6, y + 4, str(tick), anchor="end"))
+
+    bar_width = plot_width / len(counted)
+    for index, item in enumerate(counted):
+        if item.count == 0:
+            continue
+        bar_height = plot_height * item.count / axis_top
+        x, y = plot_left + index * bar_width, plot_bottom - bar_height
+        parts.append(
+            f'<rect x="{x + 1:.1f}" y="{y:.1f}" width="{max(bar_width - 2, 1):.1f}" height="{bar_height:.1f}" '
+            f'fill="{BAR_COLOUR}"><title>{xml_escape(item.label())}: {item.count}</title></rect>'
+        )
+
+    # x axis: the bin edges; every other one when there are many bins, so labels do not overlap.
+    if len(counted) == 1:
+        edge_labels = [((plot_left + plot_right) / 2, _number(counted[0].low))]
+    else:
+        edges = [item.low for item in counted] + [counted[-1].high]
+        every = 1 if len(counted) <= 5 else 2
+        edge_labels = [
+            (plot_left + index * bar_width, _number(edge)) for index, edge in enumerate(edges) if index % every == 0
+        ]
+        if (len(edges) - 1) % every:  # always label the top edge
+            edge_labels.append((plot_right, _number(edges[-1])))
+    for x, label in edge_labels:
+        parts.append(f'<line x1="{x:.1f}" y1="{plot_bottom}" x2="{x:.1f}" y2="{plot_bottom + 4}" stroke="{AXIS_COLOUR}"/>')
+        parts.append(_text(x, plot_bottom + 16, label))
+
+    parts += [axes, x_label_text, y_label_text, "</svg>"]
+    return "\n".join(parts) + "\n"
