@@ -65,9 +65,11 @@ def excluded_operators() -> list[str]:
 # group -> (modules to mutate, the fast tests that guard them)
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "score": (["components/score"],
-              ["tests/test_score.py", "tests/test_mutation_gaps.py", "-k", "not sandbox and not trainer and not shard"]),
+              ["tests/test_score.py", "tests/test_score_consensus.py", "tests/test_mutation_gaps.py",
+               "-k", "not sandbox and not trainer and not shard"]),
     "pairs": (["components/pairs"],
-              ["tests/test_pairs.py", "tests/test_mutation_gaps.py", "-k", "not sandbox and not trainer and not shard"]),
+              ["tests/test_pairs.py", "tests/test_score_consensus.py", "tests/test_mutation_gaps.py",
+               "-k", "not sandbox and not trainer and not shard"]),
     "cache": (["components/execute/cache.py"], ["tests/test_outcome_cache.py"]),
     "verdicts": (["components/execute/harness/verdicts.py", "components/execute/harness/asserts.py",
                   "components/execute/harness/details.py"],

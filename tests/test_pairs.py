@@ -309,3 +309,14 @@ def test_building_pairs_does_not_import_datasets() -> None:
 
     probe = "import sys, codedpo.components.pairs; print('datasets' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout == "False\n"
+
+
+def test_an_efficiency_pair_carries_the_confidence_of_its_problems_ranking():
+    """Its "correct" codes rest on the top code's trusted tests: as sure as the ranking is."""
+    timings = [make_timing("c0", 1.0), make_timing("c1", 2.0), make_timing("c2", 3.0)]
+    config = PairsConfig(correctness=False)
+    (pair,) = build_pairs([make_sample()], [make_score([1.0, 0.9, 0.8], confidence=0.8)], timings, config).pairs
+    assert pair.kind == "efficiency" and pair.confidence == 0.8
+    unsure = make_score([1.0, 0.9, 0.8]).model_copy(update={"confidence": None})
+    (pair,) = build_pairs([make_sample()], [unsure], timings, config).pairs
+    assert pair.confidence == 0.0

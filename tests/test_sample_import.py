@@ -467,7 +467,8 @@ def test_every_dropped_sample_is_counted_by_reason(tmp_path):
     assert result.samples_read == 2 + 3 + 1 + 1 + 2
     assert result.dropped_fraction == pytest.approx(5 / 9)
     warning = result.warning()
-    assert warning is not None and warning.startswith("WARNING: the import dropped 5 of 9 samples (55.6 %")
+    assert warning == ("WARNING: the import dropped 5 of 9 samples (55.6 %, more than 10 %); most for "
+                       "test_without_usable_assert (2): check samples.format and the files")
     summary = result.to_dict()
     assert summary["dropped"] == result.dropped and summary["warning"] == warning
     assert summary["problems_imported"] == 1 and summary["problems_skipped"] == 2
@@ -475,11 +476,35 @@ def test_every_dropped_sample_is_counted_by_reason(tmp_path):
 
 
 def test_an_import_that_drops_a_tenth_or_less_is_quiet(tmp_path):
-    codes = [{"task_id": "T/0", "completions": [f"    return a + b + {i}\n" for i in range(9)]}]
+    codes = [{"task_id": "T/0", "completions": [f"    return a + b + {i}\n" for i in range(8)]}]
     tests = [{"task_id": "T/0", "completion": "nothing to see"}, {"task_id": "T/0", "completion": "assert add(1, 1) == 2"}]
     result = import_samples(codet(tmp_path, codes, tests), base_dir=tmp_path)
-    assert (result.dropped_total, result.samples_read) == (1, 11)
+    assert (result.dropped_total, result.samples_read) == (1, 10)  # exactly a tenth: quiet
     assert result.warning() is None and result.to_dict()["warning"] is None
+    seven = [{"task_id": "T/0", "completions": [f"    return a + b + {i}\n" for i in range(7)]}]
+    more = import_samples(codet(tmp_path, seven, tests), base_dir=tmp_path)
+    assert (more.dropped_total, more.samples_read) == (1, 9) and more.warning() is not None
+
+
+def test_nothing_dropped_says_none_and_nothing_read_is_no_loss(tmp_path):
+    codes = [{"task_id": "T/0", "completion": "    return a + b\n"}]
+    result = import_samples(codet(tmp_path, codes, [{"task_id": "T/0", "completion": TEST_1}]), base_dir=tmp_path)
+    assert result.summary().endswith("dropped 0 of 2 samples read (none)")
+    write_jsonl(tmp_path / "empty.jsonl", [])
+    config = SamplesConfig(format="codet", problems_path="problems.jsonl", path="empty.jsonl", tests_path="empty.jsonl")
+    empty = import_samples(config, base_dir=tmp_path)
+    assert empty.samples == [] and empty.samples_read == 0
+    assert empty.dropped_fraction == 0.0 and empty.warning() is None
+    assert [s.reason for s in empty.skipped] == [f"no code samples ({tmp_path / 'problems.jsonl'}:{n})" for n in (1, 2)]
+
+
+def test_a_sample_line_may_name_its_problem_by_multipl_e_name_alone(tmp_path):
+    codes = [{"name": "T_0_add", "completions": ["    return a + b\n"]}]  # "T_0_add" -> task "T/0"
+    (add,) = import_samples(codet(tmp_path, codes, [{"task_id": "T/0", "completion": TEST_1}]), base_dir=tmp_path).samples
+    assert add.problem_id == "T/0" and len(add.codes) == 1
+    write_jsonl(tmp_path / "codes.jsonl", [{"completion": "    return a + b\n"}])
+    with pytest.raises(RecordFileError, match=r"codes\.jsonl:1: .*needs 'task_id', 'name' or 'prompt'"):
+        import_samples(codet(tmp_path, [{"completion": "x"}], []), base_dir=tmp_path)
 
 
 def test_tests_of_a_problem_without_codes_are_counted(tmp_path):

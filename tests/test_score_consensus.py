@@ -86,7 +86,8 @@ def test_a_tie_goes_to_the_most_sampled_code_and_stays_a_tie_for_the_pairs():
     [paper] = score_executions([_record(link, [1, 3])], ScoreConfig(ranker="self_validation"))
     assert paper.top_code_id == "c0" and ours.top_code_id == "c1"
     # scores are the paper's plus TIE_BREAK · count / max count
-    assert ours.code_scores == pytest.approx([paper.code_scores[0] + TIE_BREAK / 3, paper.code_scores[1] + TIE_BREAK])
+    shifts = [o - p for o, p in zip(ours.code_scores, paper.code_scores)]
+    assert shifts == pytest.approx([TIE_BREAK / 3, TIE_BREAK], rel=1e-6)
     assert 0 < ours.code_scores[1] - ours.code_scores[0] < TIE_TOLERANCE
     assert choose_correctness(ours) == "scores_tied"
 
@@ -191,6 +192,55 @@ def test_log_odds_keep_the_order_where_the_posterior_rounds_to_one():
     assert set_log_odds(stronger)[0] > set_log_odds(strong)[0] > 30
 
 
+def _posterior_by_enumeration(link: list[list[int]], counts: list[int], p: ConsensusParams) -> list[float]:
+    """The model of consensus.py written out plainly: one product of probabilities per code,
+    per hypothesis, then normalised (the readable reference the vectorised code must match)."""
+    n_codes, n_tests = len(link), len(link[0])
+    sets = sorted({tuple(row) for row in link if any(row)})
+
+    def wrong_code(row: tuple[int, ...], labels: list[bool | None]) -> float:
+        if not any(row):
+            crash = p.crash
+        else:
+            crash = 0.0
+        rate_of = [p.pass_right if label else p.pass_wrong if label is not None
+                   else p.test_prior * p.pass_right + (1 - p.test_prior) * p.pass_wrong for label in labels]
+        runs = 1.0
+        for passed, rate in zip(row, rate_of):
+            runs *= rate if passed else 1 - rate
+        return crash + (1 - p.crash) * runs
+
+    joint = []
+    for right_set in sets:
+        labels = [bool(x) for x in right_set]
+        value = math.prod(p.test_prior if label else 1 - p.test_prior for label in labels)
+        for row, count in zip(link, counts):
+            value *= (p.code_prior if tuple(row) == right_set else (1 - p.code_prior) * wrong_code(tuple(row), labels)) ** count
+        joint.append(value)
+    none = math.prod(((1 - p.code_prior) * wrong_code(tuple(row), [None] * n_tests)) ** count
+                     for row, count in zip(link, counts))
+    total = sum(joint) + none
+    return [joint[sets.index(tuple(row))] / total if any(row) else 0.0 for row in link]
+
+
+@pytest.mark.parametrize("params", [ConsensusParams(), ConsensusParams(0.2, 0.6, 0.7, 0.3, 0.1)])
+def test_posterior_matches_a_plain_enumeration_of_the_model(params):
+    rng = np.random.default_rng(7)
+    for _ in range(30):
+        n_codes, n_tests = int(rng.integers(1, 6)), int(rng.integers(1, 5))
+        link = (rng.random((n_codes, n_tests)) < 0.5).astype(int)
+        counts = rng.integers(1, 4, size=n_codes)
+        expected = _posterior_by_enumeration(link.tolist(), counts.tolist(), params)
+        assert set_posterior(link, counts, params).tolist() == pytest.approx(expected, rel=1e-9, abs=1e-300)
+
+
+def test_consensus_params_are_frozen():
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ConsensusParams().crash = 0.5  # type: ignore[misc]
+
+
 @pytest.mark.parametrize("field", ["code_prior", "test_prior", "pass_right", "pass_wrong", "crash"])
 @pytest.mark.parametrize("value", [0.0, 1.0, -0.1])
 def test_consensus_params_are_probabilities(field, value):
@@ -243,6 +293,18 @@ def test_a_score_gap_within_the_tolerance_is_a_tie():
     # relative to the top score when it is large: CodeT scores run into the tens
     large = _scored(0.9).model_copy(update={"code_scores": [40.0, 40.0 - 20 * TIE_TOLERANCE]})
     assert choose_correctness(large) == "scores_tied"
+
+
+@pytest.mark.parametrize("scores, tied", [
+    ([0.0, -TIE_TOLERANCE], True),  # a gap of exactly the tolerance is a tie
+    ([0.5, 0.5 - 0.9 * TIE_TOLERANCE], True),  # below a top score of 1, the tolerance is absolute
+    ([1.0, 1.0 - 1.5 * TIE_TOLERANCE], False),
+    ([3.0, 3.0 - 2.5 * TIE_TOLERANCE], True),  # above 1, relative: 3 x the tolerance
+    ([3.0, 3.0 - 3.5 * TIE_TOLERANCE], False),
+])
+def test_the_tie_tolerance_at_its_edges(scores, tied):
+    record = _scored(0.9).model_copy(update={"code_scores": scores})
+    assert (choose_correctness(record) == "scores_tied") is tied
 
 
 # --------------------------------------------------------------------------- counts in ExecutionRecord

@@ -198,27 +198,15 @@ def _resolve(value: str | None, base_dir: Path | None, setting: str) -> Path:
     return path
 
 
-class _Where(dict):
-    """problem id -> "file:line" of the line that defined it (filled as the file is read)."""
-
-    def __init__(self, path: Path, lines: dict[str, int]) -> None:
-        super().__init__()
-        self.path, self.lines = path, lines
-
-    def __contains__(self, problem_id: object) -> bool:
-        return problem_id in self.lines
-
-    def __getitem__(self, problem_id: str) -> str:
-        return f"{self.path}:{self.lines[problem_id]}"
-
-
 class _Assembler:
     """Caps, normalises and de-duplicates one problem's samples into the result."""
 
-    def __init__(self, config: SamplesConfig, result: ImportResult, where: dict[str, str] | None = None) -> None:
+    def __init__(self, config: SamplesConfig, result: ImportResult, source: Path, lines: dict[str, int]) -> None:
         self.config = config
         self.result = result
-        self.where = where if where is not None else {}  # problem id -> "file:line" of its problem, for skip reasons
+        # The file the problems come from and each problem's line in it, for skip reasons (the
+        # dict fills as the file is read, before the problem is added).
+        self.source, self.lines = source, lines
 
     def add(
         self,
@@ -241,7 +229,7 @@ class _Assembler:
         result.drop("test_without_usable_assert", without_asserts)
 
         problem_id = problem["problem_id"]
-        where = f" ({self.where[problem_id]})" if problem_id in self.where else ""
+        where = f" ({self.source}:{self.lines[problem_id]})"
         if not code_texts:
             result.skipped.append(Skipped(problem_id, f"no code samples{where}"))
             result.drop("test_of_problem_without_codes", len(test_texts))
@@ -296,7 +284,7 @@ def _codedpo_test(text: str) -> str | None:
 
 def _import_codedpo(path: Path, config: SamplesConfig, result: ImportResult) -> None:
     first_line: dict[str, int] = {}
-    assembler = _Assembler(config, result, _Where(path, first_line))
+    assembler = _Assembler(config, result, path, first_line)
     for number, value in iter_json_lines(path):
         line = _validate(_CodedpoLine, value, path, number, "samples record (format 'codedpo')")
         if line.problem_id in first_line:
@@ -520,7 +508,7 @@ def _import_codet(config: SamplesConfig, base_dir: Path | None, result: ImportRe
 
     codes = _group_codet_samples(codes_path, index, code_text, "code", result)
     tests = _group_codet_samples(tests_path, index, test_text, "test", result)
-    assembler = _Assembler(config, result, _Where(problems_path, first_line))
+    assembler = _Assembler(config, result, problems_path, first_line)
     for task_id, problem in problems.items():
         entry_point = problem.entry_point
 
