@@ -179,8 +179,8 @@ def format_table(report: dict[str, Any]) -> str:
             f"{r['pairs_correct_share']:>8.3f} {r['pairs_chosen_correct_share']:>9.3f} {r['trusted_right_share']:>13.3f}"
         )
     exp = report["random_expected"]
-    lines.append(f"{'random (expected)':<18} {exp['pass_at_1']:>7.3f} {'':>7} {'':>6} {exp['pairs_correct_share']:>8.3f}")
-    lines.append(f"{'oracle':<18} {report['oracle_pass_at_1']:>7.3f}")
+    lines.append(f"{'random (expected)':<24} {exp['pass_at_1']:>7.3f} {'':>7} {'':>6} {exp['pairs_correct_share']:>8.3f}")
+    lines.append(f"{'oracle':<24} {report['oracle_pass_at_1']:>7.3f}")
     return "\n".join(lines)
 
 
