@@ -47,6 +47,7 @@ from codedpo.components.common.records import (  # noqa: E402
 )
 from codedpo.components.pairs.correctness import choose_correctness  # noqa: E402
 from codedpo.components.score import score_executions  # noqa: E402
+from codedpo.components.score.consensus import probability_of  # noqa: E402
 from codedpo.components.execute.executor import ExecutionStats, execute_samples, harness_version  # noqa: E402
 from codedpo.components.sample.candidates import dedupe, normalize_source  # noqa: E402
 
@@ -284,7 +285,7 @@ def frontier(result: RankerResult, yields: np.ndarray) -> np.ndarray:
 def threshold_point(result: RankerResult, threshold: float) -> tuple[float, float]:
     """(yield, precision) of the pairs that `pairs.min_confidence = threshold` keeps (the
     confidences are log-odds here)."""
-    kept = [ok for log_odds, ok in result.pairs if 1 / (1 + np.exp(-np.clip(log_odds, -700, 700))) >= threshold]
+    kept = [ok for log_odds, ok in result.pairs if probability_of(log_odds) >= threshold]
     return len(kept) / result.draws, (sum(kept) / len(kept) if kept else float("nan"))
 
 

@@ -187,11 +187,9 @@ def _show_import_summary(path: Path) -> None:
     if not path.is_file():
         return
     summary = json.loads(path.read_text(encoding="utf-8"))
-    most_first = sorted(summary["dropped"].items(), key=lambda item: (-item[1], item[0]))
-    reasons = ", ".join(f"{reason} {count}" for reason, count in most_first if count) or "none"
     console.print(
         f"import: {summary['problems_imported']} problems imported, {summary['problems_skipped']} skipped; "
-        f"dropped {sum(summary['dropped'].values())} of {summary['samples_read']} samples read ({escape(reasons)})"
+        f"{escape(summary['drops'])}"
     )
     if summary.get("warning"):
         console.print(f"[bold red]{escape(summary['warning'])}[/]")

@@ -49,6 +49,13 @@ class CorrectnessChoice:
     confidence: float
 
 
+def scores_tied(code_scores: list[float]) -> bool:
+    """Whether every code scores the same, within TIE_TOLERANCE (relative to the top score, or
+    absolutely below 1): the ranker cannot tell the codes apart."""
+    top_score = max(code_scores)
+    return top_score - min(code_scores) <= TIE_TOLERANCE * max(1.0, abs(top_score))
+
+
 def choose_correctness(record: ScoreRecord, min_confidence: float = 0.0) -> CorrectnessChoice | str:
     """Pick (chosen, rejected) for one problem from its scores, or return the skip reason.
 
@@ -66,7 +73,7 @@ def choose_correctness(record: ScoreRecord, min_confidence: float = 0.0) -> Corr
     scores = record.code_scores
     top_score = max(scores)
     bottom_score = min(scores)
-    if top_score - bottom_score <= TIE_TOLERANCE * max(1.0, abs(top_score)):
+    if scores_tied(scores):
         return "scores_tied"
     top = scores.index(top_score)  # first in code order
     bottom = len(scores) - 1 - scores[::-1].index(bottom_score)  # last in code order

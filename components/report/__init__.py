@@ -46,7 +46,7 @@ from codedpo.components.common.records import (
     TimingRecord,
 )
 from codedpo.components.pairs import PairsResult
-from codedpo.components.pairs.correctness import TIE_TOLERANCE
+from codedpo.components.pairs.correctness import TIE_TOLERANCE, scores_tied
 from codedpo.components.report.charts import HISTOGRAM_BINS, histogram_svg, text_histogram
 from codedpo.components.report.render import Block, Chart, Pre, Section, Table, Text, to_html, to_markdown
 from codedpo.components.sample.replay import DROP_REASONS
@@ -128,10 +128,7 @@ def _clip_lines(text: str, limit: int = EXAMPLE_LINES) -> str:
 
 def _all_scores_tied(score: ScoreRecord) -> bool:
     """The same tie rule as correctness.choose_correctness: such a problem gives no correctness pair."""
-    if len(score.code_scores) < 2:
-        return False
-    top_score = max(score.code_scores)
-    return top_score - min(score.code_scores) <= TIE_TOLERANCE * max(1.0, abs(top_score))
+    return len(score.code_scores) >= 2 and scores_tied(score.code_scores)
 
 
 def _import_dropped(summary: Mapping[str, Any]) -> dict[str, int]:

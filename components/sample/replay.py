@@ -88,10 +88,9 @@ class ImportResult:
     `raw_*` count the candidates of the imported problems after the `num_codes` / `num_tests`
     caps and before de-duplication, `distinct_*` after it (so raw / distinct is the mean
     multiplicity). The other counters run over every problem read: `codes_over_cap` /
-    `tests_over_cap` were beyond the caps and not read, `tests_without_asserts` were test
-    samples with no usable assert (dropped), `unmatched_samples` were sample texts whose line
-    names a task that is not among the problems (format "codet"). `dropped` counts every
-    dropped sample by reason (DROP_REASONS); `samples_read` every sample text within the caps.
+    `tests_over_cap` were beyond the caps and not read, `dropped` counts every dropped sample
+    by reason (DROP_REASONS), `samples_read` every sample text within the caps.
+    `tests_without_asserts` and `unmatched_samples` (format "codet") are two of those reasons.
     """
 
     samples: list[SampleSet] = field(default_factory=list)
@@ -102,8 +101,6 @@ class ImportResult:
     distinct_tests: int = 0
     codes_over_cap: int = 0
     tests_over_cap: int = 0
-    tests_without_asserts: int = 0
-    unmatched_samples: int = 0
     samples_read: int = 0
     dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
 
@@ -111,6 +108,14 @@ class ImportResult:
         if reason not in self.dropped:
             raise ValueError(f"unknown drop reason {reason!r}")
         self.dropped[reason] += count
+
+    @property
+    def tests_without_asserts(self) -> int:
+        return self.dropped["test_without_usable_assert"]
+
+    @property
+    def unmatched_samples(self) -> int:
+        return self.dropped["sample_of_unknown_task"]
 
     @property
     def dropped_total(self) -> int:
@@ -121,15 +126,21 @@ class ImportResult:
         """Dropped samples over the samples read within the caps (0 when nothing was read)."""
         return self.dropped_total / self.samples_read if self.samples_read else 0.0
 
+    def drops(self) -> str:
+        """"dropped D of R samples read (reason count, ...)", the most frequent reason first: the
+        end of `summary()`, and what `codedpo run` prints (from `to_dict()["drops"]`)."""
+        most_first = sorted(self.dropped.items(), key=lambda item: (-item[1], item[0]))
+        reasons = ", ".join(f"{reason} {count}" for reason, count in most_first if count) or "none"
+        return f"dropped {self.dropped_total} of {self.samples_read} samples read ({reasons})"
+
     def summary(self) -> str:
         """One line for the logs."""
-        reasons = ", ".join(f"{reason} {count}" for reason, count in self.dropped.items() if count) or "none"
         return (
             f"{len(self.samples)} problems imported, {len(self.skipped)} skipped; "
             f"codes {self.raw_codes} -> {self.distinct_codes} distinct, "
             f"tests {self.raw_tests} -> {self.distinct_tests} distinct; "
             f"over cap: {self.codes_over_cap} codes, {self.tests_over_cap} tests; "
-            f"dropped {self.dropped_total} of {self.samples_read} samples read ({reasons})"
+            f"{self.drops()}"
         )
 
     def warning(self) -> str | None:
@@ -152,6 +163,7 @@ class ImportResult:
             "samples_read": self.samples_read,
             "dropped": dict(self.dropped),
             "dropped_fraction": self.dropped_fraction,
+            "drops": self.drops(),
             "codes_over_cap": self.codes_over_cap,
             "tests_over_cap": self.tests_over_cap,
             "raw_codes": self.raw_codes,
@@ -224,7 +236,6 @@ class _Assembler:
         code_texts = list(codes[: config.num_codes])
         test_texts = [text for text in map(make_test, tests[: config.num_tests]) if text is not None]
         without_asserts = min(len(tests), config.num_tests) - len(test_texts)
-        result.tests_without_asserts += without_asserts
         result.samples_read += len(code_texts) + min(len(tests), config.num_tests)
         result.drop("test_without_usable_assert", without_asserts)
 
@@ -474,7 +485,6 @@ def _group_codet_samples(
         what = "prompt" if key.startswith("prompt ") else "task id"
         reason = f"{count} {kind} sample(s) in {path} (first on line {first}) name a {what} that is not among the problems"
         result.skipped.append(Skipped(key, reason))
-        result.unmatched_samples += count
         result.samples_read += count
         result.drop("sample_of_unknown_task", count)
     return grouped

@@ -16,7 +16,7 @@ import numpy as np
 from codedpo.components.common.config import ScoreConfig
 from codedpo.components.common.records import ExecutionRecord, ScoreRecord
 from codedpo.components.score import rankers
-from codedpo.components.score.consensus import set_log_odds
+from codedpo.components.score.consensus import probability_of, set_log_odds
 from codedpo.components.score.self_validation import self_validation_batched, self_validation_reference
 
 __all__ = ["TIE_BREAK", "score_executions", "self_validation_batched", "self_validation_reference"]
@@ -86,7 +86,7 @@ def _score_record(
         test_scores=[float(s) for s in test_scores],
         trusted_test_ids=trusted_test_ids,
         top_code_id=top_code_id,
-        confidence=None if log_odds is None else float(np.exp(-np.logaddexp(0.0, -log_odds))),
+        confidence=None if log_odds is None else float(probability_of(log_odds)),
         confidence_log_odds=None if log_odds is None or np.isinf(log_odds) else log_odds,
     )
 

@@ -91,10 +91,20 @@ def set_log_odds(
     """
     members, joint, none = _hypotheses(link, code_counts, params)
     odds = np.full(members.shape[1], -np.inf)
-    everything = np.append(joint, none)
-    for h in range(len(joint)):
-        odds[members[h]] = joint[h] - np.logaddexp.reduce(np.delete(everything, h))
+    if len(joint):
+        # log P(any other hypothesis): row h holds every hypothesis but h (-inf on the diagonal),
+        # summed in log space; kept exact where P(h) rounds to 1, unlike log(1 - P(h)).
+        others = np.tile(np.append(joint, none), (len(joint), 1))
+        others[np.arange(len(joint)), np.arange(len(joint))] = -np.inf
+        set_odds = joint - np.logaddexp.reduce(others, axis=1)
+        for h, members_h in enumerate(members):
+            odds[members_h] = set_odds[h]
     return odds
+
+
+def probability_of(log_odds: np.ndarray | float) -> np.ndarray | float:
+    """P from log(P / (1 - P)): 1 / (1 + e^-x), without overflow (-inf gives 0)."""
+    return np.exp(-np.logaddexp(0.0, -np.asarray(log_odds, dtype=np.float64)))
 
 
 def set_posterior(
@@ -102,7 +112,7 @@ def set_posterior(
 ) -> np.ndarray:
     """Per code, the posterior probability that its consensus set is the right code (0 for a code
     that passes no test); the values of all sets sum to 1 - P(no code is right)."""
-    return np.exp(-np.logaddexp(0.0, -set_log_odds(link, code_counts, params)))  # 1 / (1 + e^-x), no overflow
+    return probability_of(set_log_odds(link, code_counts, params))
 
 
-__all__ = ["ConsensusParams", "set_log_odds", "set_posterior"]
+__all__ = ["ConsensusParams", "probability_of", "set_log_odds", "set_posterior"]
