@@ -473,6 +473,9 @@ def test_every_dropped_sample_is_counted_by_reason(tmp_path):
     assert summary["dropped"] == result.dropped and summary["warning"] == warning
     assert summary["problems_imported"] == 1 and summary["problems_skipped"] == 2
     assert "dropped 5 of 9 samples read" in result.summary()
+    # the most frequent reason first, ties by name
+    assert result.drops() == ("dropped 5 of 9 samples read (sample_of_unknown_task 2, test_without_usable_assert 2, "
+                              "code_of_problem_without_tests 1)")
 
 
 def test_an_import_that_drops_a_tenth_or_less_is_quiet(tmp_path):
