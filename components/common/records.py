@@ -148,8 +148,12 @@ class ScoreRecord(_Record):
 class TimingRecord(_Record):
     """Repeated timings of one code on a problem's trusted tests.
 
-    `totals_s[r]` is the wall time of repeat r over all `test_ids`; `median_s` and `noise_s`
-    (scaled median absolute deviation) summarise them.
+    Each repeat ran in a fresh process that defined the code anew before every test, and was
+    timed by the harness's dispatcher, outside the candidate's reach (components/execute/timing.py).
+    `totals_s[r]` is repeat r's time over all `test_ids` on the chosen `basis` (`wall`: the
+    dispatcher's clock; `cpu`: the child's CPU-time clock read by the dispatcher); `median_s` and
+    `noise_s` (scaled median absolute deviation) summarise them. `wall_totals_s` and
+    `cpu_totals_s` keep both measurements (`cpu_totals_s` is None where the clock was missing).
     """
 
     problem_id: str
@@ -160,6 +164,9 @@ class TimingRecord(_Record):
     median_s: float
     noise_s: float
     passed_all: bool = True
+    basis: Literal["wall", "cpu"] = "wall"
+    wall_totals_s: list[float] = Field(default_factory=list)
+    cpu_totals_s: list[float] | None = None
 
 
 class PairRecord(_Record):

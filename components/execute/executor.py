@@ -69,6 +69,9 @@ def harness_limits(config: ExecuteConfig) -> dict:
     """The limits block the harness reads (bytes and seconds, as the kernel wants them)."""
     return {
         "timeout_s": config.timeout_s,
+        "limit_policy": config.limit_policy,
+        "hung_after_timeouts": config.hung_after_timeouts,
+        "hung_limit_s": min(config.hung_limit_s, config.timeout_s),
         "memory_bytes": config.memory_mb << 20,
         "output_bytes": config.output_limit_kb << 10,
         "max_processes": config.max_processes,
@@ -109,20 +112,27 @@ class _Progress:
             logger.info("execute: %d/%d executions (%.0f/s)", self.done, self.total, rate)
 
 
+OnOutcome = Callable[[Job, int, Outcome], None]
+OnTiming = Callable[[Job, list[float], list[float] | None], None]
+
+
 def run_jobs(
     samples: list[SampleSet],
     jobs: list[Job],
     config: ExecuteConfig,
-    on_outcome: Callable[[Job, int, Outcome, list[float] | None], None],
+    on_outcome: OnOutcome,
     *,
     repeats: int = 0,
+    on_timing: OnTiming | None = None,
     workers: int | None = None,
     on_batch_done: Callable[[], None] | None = None,
 ) -> tuple[int, int]:
     """Send `jobs` to harnesses, one sandbox per batch of problems; call `on_outcome(job, test
-    index, outcome, repeat times)` for each result of a batch once the batch is over (then
-    `on_batch_done()`). Returns (sandboxes started, sandbox errors). Every (job, test) gets
-    exactly one call, a sandbox_error when the sandbox failed."""
+    index, outcome)` for each result of a batch once the batch is over (then `on_batch_done()`).
+    Returns (sandboxes started, sandbox errors). Every (job, test) gets exactly one call, a
+    sandbox_error when the sandbox failed. With `repeats`, a job whose tests all passed is timed
+    `repeats` times and `on_timing(job, wall seconds per repeat, CPU seconds per repeat or None)`
+    is called (both lists empty when a repeat failed)."""
     limits = harness_limits(config)
     if workers is not None:
         limits["workers"] = workers
@@ -138,7 +148,7 @@ def run_jobs(
     for start in range(0, len(problem_order), size):
         batch = [job for index in problem_order[start : start + size] for job in by_problem[index]]
         sandboxes += 1
-        errors += _run_batch(samples, batch, limits, repeats, config, on_outcome)
+        errors += _run_batch(samples, batch, limits, repeats, config, on_outcome, on_timing)
         if on_batch_done is not None:
             on_batch_done()
     return sandboxes, errors
@@ -150,7 +160,8 @@ def _run_batch(
     limits: dict,
     repeats: int,
     config: ExecuteConfig,
-    on_outcome: Callable[[Job, int, Outcome, list[float] | None], None],
+    on_outcome: OnOutcome,
+    on_timing: OnTiming | None = None,
 ) -> int:
     """One sandbox for `batch`; returns how many of its executions ended as sandbox errors."""
     lines: list[str] = []
@@ -180,33 +191,36 @@ def _run_batch(
             try:
                 process = start_harness(config, Path(workdir), stderr_file)
             except OSError as error:
-                outcomes, failure = {}, f"could not start the sandbox: {error}"
+                outcomes, timings, failure = {}, {}, f"could not start the sandbox: {error}"
             else:
-                outcomes, failure = _collect(process, [header, *lines], batch, expected)
+                outcomes, timings, failure = _collect(process, [header, *lines], batch, expected)
         finally:
             stop_harness(config, process, Path(workdir))
         stderr_file.seek(0)
         stderr_text = stderr_file.read().strip()[-500:]
     if failure and stderr_text:
         failure = f"{failure}: {stderr_text}"
-    errors = sum(1 for outcome, _ in outcomes.values() if outcome.status == Status.sandbox_error)
+    errors = sum(1 for outcome in outcomes.values() if outcome.status == Status.sandbox_error)
     if errors and not failure:
         logger.warning("execute: %d executions could not be run (sandbox_error): %s", errors, stderr_text)
     if failure:
         logger.error("execute: %s (%d executions marked sandbox_error)", failure, len(expected))
         for number, test_index in sorted(expected):
-            on_outcome(batch[number], test_index, _sandbox_error(failure), None)
+            on_outcome(batch[number], test_index, _sandbox_error(failure))
         return len(expected)
-    for (number, test_index), (outcome, times) in sorted(outcomes.items()):
-        on_outcome(batch[number], test_index, outcome, times)
+    for (number, test_index), outcome in sorted(outcomes.items()):
+        on_outcome(batch[number], test_index, outcome)
+    if on_timing is not None:
+        for number, (walls, cpus) in sorted(timings.items()):
+            on_timing(batch[number], walls, cpus)
     return errors
 
 
 def _collect(
     process, input_lines: list[str], batch: list[Job], expected: set[tuple[int, int]]
-) -> tuple[dict[tuple[int, int], tuple[Outcome, list[float] | None]], str]:
-    """Read one harness's results: (outcomes by (job, test), failure). A non-empty failure means
-    the batch's outcomes must not be used (see the module docstring)."""
+) -> tuple[dict[tuple[int, int], Outcome], dict[int, tuple[list[float], list[float] | None]], str]:
+    """Read one harness's results: (outcomes by (job, test), timings by job, failure). A
+    non-empty failure means the batch's outcomes must not be used (see the module docstring)."""
     # The harness reads all of its input before it writes anything, so writing stdin fully,
     # then reading stdout, cannot deadlock.
     try:
@@ -214,12 +228,13 @@ def _collect(
         process.stdin.close()
     except BrokenPipeError:
         pass
-    outcomes: dict[tuple[int, int], tuple[Outcome, list[float] | None]] = {}
+    outcomes: dict[tuple[int, int], Outcome] = {}
+    timings: dict[int, tuple[list[float], list[float] | None]] = {}
     slot_of_job: dict[int, int] = {}
     done: set[int] = set()
     failure, ended = "", False
     for line in process.stdout:
-        failure = _take_line(line, expected, outcomes, slot_of_job, done, batch)
+        failure = _take_line(line, expected, outcomes, timings, slot_of_job, done, batch)
         if failure == "end":
             failure, ended = "", True
             message = json.loads(line)
@@ -233,10 +248,17 @@ def _collect(
         failure = f"sandbox exited with status {code} before finishing"
     if not failure and (len(outcomes) != len(expected) or len(done) != len(batch)):
         failure = f"the harness reported {len(outcomes)} of {len(expected)} executions"
-    return outcomes, failure
+    return outcomes, timings, failure
 
 
-def _take_line(line, expected, outcomes, slot_of_job, done, batch) -> str:
+def _seconds_list(value: object) -> list[float] | None:
+    """A list of non-negative finite seconds, or None when `value` is anything else."""
+    if not isinstance(value, list) or not all(type(v) in (int, float) and 0 <= v < 1e6 for v in value):
+        return None
+    return [float(v) for v in value]
+
+
+def _take_line(line, expected, outcomes, timings, slot_of_job, done, batch) -> str:
     """Check and record one line of the harness; returns a failure text, "end", or ""."""
     try:
         message = json.loads(line)
@@ -254,6 +276,11 @@ def _take_line(line, expected, outcomes, slot_of_job, done, batch) -> str:
     if message.get("done") is True:
         if any((job, t) not in outcomes for t in batch[job].test_indices):
             return f"job {job} ended before all its tests were reported"
+        if "repeat_wall_s" in message:
+            walls, cpus = _seconds_list(message["repeat_wall_s"]), message.get("repeat_cpu_s")
+            if walls is None or (cpus is not None and _seconds_list(cpus) is None):
+                return f"the harness wrote malformed timings: {line[:200]!r}"
+            timings[job] = (walls, None if cpus is None else _seconds_list(cpus))
         done.add(job)
         return ""
     key = (job, message.get("test"))
@@ -264,7 +291,7 @@ def _take_line(line, expected, outcomes, slot_of_job, done, batch) -> str:
                           detail=message["detail"], duration_s=message["duration_s"])
     except (KeyError, ValueError, TypeError):  # pydantic's ValidationError is a ValueError
         return f"the harness wrote a malformed result: {line[:200]!r}"
-    outcomes[key] = (outcome, message.get("times_s"))
+    outcomes[key] = outcome
     return ""
 
 
@@ -312,7 +339,7 @@ def execute_samples(
         logger.info("execute: %d problems, %d executions, %d cached, %d distinct to run",
                     len(samples), stats.executions_total, stats.executions_cached, progress.total)
 
-        def record(job: Job, test_index: int, outcome: Outcome, _times: list[float] | None) -> None:
+        def record(job: Job, test_index: int, outcome: Outcome) -> None:
             key = keys[job.problem_index][job.code_index][test_index]
             for problem_index, code_index, cell_test in cells_by_key[key]:
                 matrices[problem_index][code_index][cell_test] = outcome

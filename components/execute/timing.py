@@ -2,15 +2,26 @@
 
 Efficiency pairs compare correct codes by speed, measured on the problem's trusted tests (those
 passed by the top-scored code), which are only known after scoring. So this is a second, small
-execute pass: each candidate code runs its trusted tests once as a warm-up and verdict, then
-`repeats` more times; repeat r's total over all trusted tests is one sample of the code's run
-time. Codes are timed one at a time (a single worker) so that they do not slow each other down.
+execute pass: each candidate code runs its trusted tests once for its verdicts, then `repeats`
+timed times. A timing cannot be fooled by the candidate (docs/design-notes.md "Honest timing"):
+
+- each repeat runs in a fresh child process, and the code is defined anew before each test, so
+  nothing the code keeps (a module-level dict, `functools.lru_cache`, a default-argument memo)
+  carries from one repeat or test to the next: a memoising code is timed at its real cost;
+- the clocks are read by the harness's dispatcher, which never runs candidate code: the wall
+  clock from "start your tests" to "done", and the child's CPU-time clock over the same window.
+  A code that patches `time.perf_counter` or `time.monotonic` changes neither.
+
+Repeat r's time over all trusted tests is one sample of the code's run time, on the basis
+chosen by `pairs.timing` (wall or CPU). Codes are timed one at a time (a single worker) so that
+they do not slow each other down.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Literal
 
 from codedpo.components.common.config import ExecuteConfig
 from codedpo.components.common.records import (
@@ -44,9 +55,11 @@ def time_trusted_codes(
     scores: list[ScoreRecord],
     config: ExecuteConfig,
     repeats: int,
+    basis: Literal["wall", "cpu"] = "wall",
 ) -> list[TimingRecord]:
     """Time every code that passed all trusted tests of its problem (problems with fewer than two
-    such codes are skipped: there is nothing to compare). Returns TimingRecords in problem order."""
+    such codes are skipped: there is nothing to compare). Returns TimingRecords in problem order,
+    summarised on `basis`; where `basis` is "cpu" and the CPU clock cannot be read, a ValueError."""
     if not (len(samples) == len(executions) == len(scores)):
         raise ValueError(f"samples ({len(samples)}), executions ({len(executions)}) and scores "
                          f"({len(scores)}) must describe the same problems in the same order")
@@ -59,26 +72,35 @@ def time_trusted_codes(
         codes, trusted = _candidates(sample, execution, score)
         if len(codes) >= 2:
             jobs.extend(Job(problem_index, code_index, trusted) for code_index in codes)
-    times: dict[tuple[int, int], dict[int, list[float] | None]] = {}
+    passed: dict[tuple[int, int], bool] = {}
+    measured: dict[tuple[int, int], tuple[list[float], list[float] | None]] = {}
 
-    def record(job: Job, test_index: int, outcome: Outcome, repeat_times: list[float] | None) -> None:
-        passed = outcome.status == Status.passed and repeat_times is not None
-        times.setdefault((job.problem_index, job.code_index), {})[test_index] = repeat_times if passed else None
+    def record(job: Job, test_index: int, outcome: Outcome) -> None:
+        key = (job.problem_index, job.code_index)
+        passed[key] = passed.get(key, True) and outcome.status == Status.passed
+
+    def record_timing(job: Job, walls: list[float], cpus: list[float] | None) -> None:
+        measured[(job.problem_index, job.code_index)] = (walls, cpus)
 
     if jobs:
-        logger.info("time: %d codes on trusted tests, %d repeats each", len(jobs), repeats)
-        run_jobs(samples, jobs, config, record, repeats=repeats, workers=1)
+        logger.info("time: %d codes on trusted tests, %d repeats each (%s time)", len(jobs), repeats, basis)
+        run_jobs(samples, jobs, config, record, repeats=repeats, on_timing=record_timing, workers=1)
     timings = []
     for job in jobs:
         sample = samples[job.problem_index]
-        per_test = times.get((job.problem_index, job.code_index), {})
-        passed_all = all(per_test.get(t) is not None for t in job.test_indices)
-        totals = [sum(per_test[t][r] for t in job.test_indices) for r in range(repeats)] if passed_all else []
-        median, noise = robust_stats(totals) if totals else (0.0, 0.0)
+        key = (job.problem_index, job.code_index)
+        walls, cpus = measured.get(key, ([], None))
+        if basis == "cpu" and walls and cpus is None:
+            raise ValueError("pairs.timing is 'cpu' but the sandbox cannot read a process's CPU-time clock "
+                             "(clock_getcpuclockid); use 'wall'")
+        totals = (cpus if basis == "cpu" else walls) or []
+        passed_all = passed.get(key, False) and len(totals) == repeats
+        median, noise = robust_stats(totals) if passed_all else (0.0, 0.0)
         timings.append(TimingRecord(
             problem_id=sample.problem_id, code_id=sample.codes[job.code_index].id,
             test_ids=[sample.tests[t].id for t in job.test_indices], repeats=repeats,
-            totals_s=totals, median_s=median, noise_s=noise, passed_all=passed_all,
+            totals_s=totals if passed_all else [], median_s=median, noise_s=noise, passed_all=passed_all,
+            basis=basis, wall_totals_s=walls, cpu_totals_s=cpus,
         ))
     logger.info("time: %d codes timed in %.1f s", len(timings), time.monotonic() - started)
     return timings

@@ -7,19 +7,29 @@ import signal
 import sys
 
 from .processes import (_die_with_parent, _enter_private_namespaces, _kill_uid_processes, _open_output_as_uid,
-                        _os_exit, _os_killpg, _os_write, _SIGKILL)
+                        _os_exit, _os_killpg, _os_read, _os_write, _SIGKILL)
 from .recycling import _Baseline
 from .verdicts import _run_code
 
 _MAX_CODES_PER_CHILD = 200  # a recycled child retires after this many codes (heap growth)
 
 
-def _child_main(jobs, problems, job_number, pending, limits, report_fd, command_fd, token, recycle):
+def _child_main(jobs, problems, job_number, pending, limits, report_fd, command_fd, token, recycle, timed=False):
     """Body of a forked child. Runs `jobs[job_number]`; a recycling child then restores its state
-    and takes further job numbers from `command_fd` ("<job> <positions>" lines). Never returns."""
-    def send(line):
-        _os_write(report_fd, ("%s %s\n" % (token, line)).encode("utf-8", "replace"))
+    and takes further job numbers from `command_fd` ("<job> <positions>" lines). A `timed` child
+    is one repeat of the timing pass: it defines the code, waits for the dispatcher's start byte
+    on `command_fd`, runs the tests (the code defined anew before each), says `D ok` and waits
+    for the dispatcher to close `command_fd`. Never returns."""
+    def send(text):  # one line, or several (the timing pass sends its round in one write)
+        _os_write(report_fd, "".join("%s %s\n" % (token, line) for line in text.split("\n")).encode("utf-8", "replace"))
 
+    if timed:
+        job = jobs[job_number]
+        tests = [problems[job["problem"]][i] for i in job["tests"]]
+        if _run_code(job, tests, pending, send, fresh_definitions=True,
+                     wait_for_start=lambda: _os_read(command_fd, 1)):
+            _os_read(command_fd, 1)  # returns when the dispatcher has read its clocks and closes
+        _end_child(limits)
     baseline = _Baseline() if recycle else None
     commands = os.fdopen(command_fd, "rb", buffering=0) if recycle else None
     for served in range(_MAX_CODES_PER_CHILD):

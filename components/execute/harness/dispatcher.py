@@ -9,8 +9,8 @@ import time
 
 from . import details
 from .child import _child_main, _enter_child
-from .processes import (_clean_directory, _kill_uid_processes, _mount_scratch, _os_exit, _remove_empty_directory,
-                        _uid_has_processes, _unmount_scratch)
+from .processes import (_clean_directory, _kill_uid_processes, _mount_scratch, _os_exit, _process_cpu_s,
+                        _remove_empty_directory, _uid_has_processes, _unmount_scratch)
 
 _len = len
 _monotonic = time.monotonic
@@ -29,7 +29,7 @@ class _Child:
     """What a dispatcher knows about one child process."""
 
     __slots__ = ("pid", "fd", "command_fd", "uid", "workdir", "job", "pending", "defined",
-                 "deadline", "buffer", "token", "done", "idle", "killed_for_timeout")
+                 "deadline", "limit_s", "buffer", "token", "done", "idle", "killed_for_timeout")
 
 
 _SETUP_FAILED = 121  # exit status of a child that could not set itself up (not the code's fault)
@@ -75,7 +75,14 @@ class Dispatcher:
         self.problems = problems
         self.jobs = jobs
         self.out = out
-        self.timeout_s = limits["timeout_s"]
+        self.ceiling_s = limits["timeout_s"]
+        # The limit policy (docs/design-notes.md "Limits for hung code"): a code that has run past
+        # the ceiling on `hung_after` tests gets the short limit for the rest of its tests.
+        self.adaptive = limits.get("limit_policy", "fixed") == "adaptive"
+        self.hung_after = limits.get("hung_after_timeouts", 1)
+        self.hung_limit_s = limits.get("hung_limit_s", self.ceiling_s)
+        self.slowest_pass_s = {}  # (problem, test index) -> slowest pass this slot has seen
+        self.timeouts = {}  # job number -> its timeouts so far (at the ceiling or the short limit)
         self.work_root = work_root  # root's own folder: every fresh child's folder is made in it
         self.children_started = 0
         self.diagnostics_fd = os.dup(2)  # the harness's stderr (the child's fd 2 becomes its output)
@@ -84,17 +91,18 @@ class Dispatcher:
         self.pid = os.getpid()
 
     # -- results --------------------------------------------------------------------------
-    def emit(self, job, position, status, reason, detail="", seconds=0.0, times=None):
+    def emit(self, job, position, status, reason, detail="", seconds=0.0):
         record = {"job": job["job"], "test": job["test_ids"][position], "status": status,
                   "reason": reason, "detail": detail[:300], "duration_s": seconds, "slot": self.slot}
-        if times is not None:
-            record["times_s"] = times
+        if status != "passed":
+            self.job_failed = True
         self.out.write(json.dumps(record) + "\n")
 
     def run_job(self, number):
         """All tests of one code; after a child died mid-way, the rest in a fresh child."""
         job = self.jobs[number]
         tests = self.problems[job["problem"]]
+        self.job_failed = False
         pending = []
         for position, index in enumerate(job["tests"]):
             if tests[index][0] == "syntax":
@@ -107,7 +115,75 @@ class Dispatcher:
             pending = []
         while pending:
             pending = self.run_in_child(number, job, pending)
-        self.out.write(json.dumps({"job": job["job"], "done": True, "slot": self.slot}) + "\n")
+        done = {"job": job["job"], "done": True, "slot": self.slot}
+        if job.get("repeats") and not self.job_failed:
+            done["repeat_wall_s"], done["repeat_cpu_s"] = self.time_job(number, job)
+        self.out.write(json.dumps(done) + "\n")
+
+    # -- the timing pass ------------------------------------------------------------------
+    def time_job(self, number, job):
+        """`repeats` timings of a code that passed all its tests: (wall seconds, CPU seconds)
+        per repeat, each list empty when a repeat failed (CPU: None where the clock is missing).
+
+        Each repeat is a fresh child (nothing kept from an earlier repeat), which defines the
+        code anew before each test (nothing kept from an earlier test). The clocks are read HERE,
+        in a process that never runs candidate code: the wall clock, and the child's CPU-time
+        clock, each from the moment the child is told to start its tests to the moment it says
+        it is done. Patching time.*, sys or the harness inside the child changes neither."""
+        walls, cpus = [], []
+        positions = list(range(_len(job["tests"])))
+        for _ in range(job["repeats"]):
+            measured = self.time_once(number, job, positions)
+            if measured is None:
+                return [], []
+            walls.append(measured[0])
+            cpus.append(measured[1])
+        return walls, (cpus if None not in cpus else None)
+
+    def time_once(self, number, job, positions):
+        """One timed repeat in a fresh child: (wall s, CPU s or None), or None if it failed."""
+        child = self.fork_child(number, job, positions, recycle=False, timed=True)
+        passed, started, result = 0, None, None
+        deadline = _monotonic() + self.ceiling_s
+        buffer = b""
+        try:
+            while result is None:
+                wait_s = deadline - _monotonic()
+                ready = select.select([child.fd], [], [], max(0.0, wait_s))[0] if wait_s > 0 else []
+                if not ready:
+                    break  # over its limit: a timeout in a repeat means no timing
+                chunk = os.read(child.fd, 65536)
+                if not chunk:
+                    break
+                buffer += chunk
+                if _len(buffer) > 1 << 20:
+                    break
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    parts = line.decode("utf-8", "replace").split(" ")
+                    if _len(parts) < 3 or parts[0] != child.token:
+                        continue
+                    if started is None and parts[1] == "C":
+                        if parts[2] != "ok":
+                            raise ValueError  # it failed while being defined this time
+                        started = (_monotonic(), _process_cpu_s(child.pid))
+                        os.write(child.command_fd, b"g")
+                        deadline = started[0] + self.ceiling_s * _len(positions)
+                    elif started is not None and parts[1] == "R" and _len(parts) >= 4:
+                        if passed == _len(positions) or parts[2] != str(positions[passed]) or parts[3] != "P":
+                            raise ValueError  # a failure, or a line out of place: no timing
+                        passed += 1
+                    elif started is not None and parts[1] == "D" and passed == _len(positions):
+                        wall = _monotonic() - started[0]
+                        cpu = _process_cpu_s(child.pid)
+                        result = (wall, None if cpu is None or started[1] is None else cpu - started[1])
+                        break
+        except (ValueError, IndexError, OSError):
+            result = None
+        self.kill_group(child.pid)
+        child.pending = []
+        self.close_child(child)
+        return result
 
     # -- children -------------------------------------------------------------------------
     def run_in_child(self, number, job, pending):
@@ -132,7 +208,17 @@ class Dispatcher:
     def reset(self, child, job, pending):
         child.job, child.pending = job, list(pending)
         child.defined = child.done = child.idle = child.killed_for_timeout = False
-        child.deadline = _monotonic() + self.timeout_s
+        child.limit_s = self.ceiling_s  # defining the code always gets the ceiling
+        child.deadline = _monotonic() + child.limit_s
+
+    def limit_for(self, job, position):
+        """The wall-clock limit of one test of a job: the ceiling, or, once the code has run past
+        the ceiling on `hung_after` tests, the short limit (hung_limit_s, raised to 10x the
+        slowest pass of that test this slot has seen, never above the ceiling)."""
+        if not self.adaptive or self.timeouts.get(job["job"], 0) < self.hung_after:
+            return self.ceiling_s
+        slowest = self.slowest_pass_s.get((job["problem"], job["tests"][position]), 0.0)
+        return min(self.ceiling_s, max(self.hung_limit_s, 10.0 * slowest))
 
     def next_identity(self):
         """(uid, work folder, output fd or -1) of the next fresh child: the slot's next uid in
@@ -152,14 +238,14 @@ class Dispatcher:
             os.chown(workdir, uid, uid)
         return uid, workdir, -1
 
-    def fork_child(self, number, job, pending, recycle):
+    def fork_child(self, number, job, pending, recycle, timed=False):
         read_fd, write_fd = os.pipe()
-        command_read, command_write = os.pipe() if recycle else (-1, -1)
+        command_read, command_write = os.pipe() if recycle or timed else (-1, -1)
         uid, workdir, output = self.next_identity()
         # The child must not hold the dispatcher's ends of any pipe (nor the idle recycled
         # child's): it could then forge results or commands.
         close_fds = [read_fd, self.out.fd, self.feed_fd]
-        if recycle:
+        if recycle or timed:
             close_fds.append(command_write)
         if self.recycled is not None:
             close_fds += [self.recycled.fd, self.recycled.command_fd]
@@ -177,13 +263,13 @@ class Dispatcher:
             os.close(self.diagnostics_fd)
             try:
                 _child_main(self.jobs, self.problems, number, pending, self.limits, write_fd,
-                            command_read, token, recycle)
+                            command_read, token, recycle, timed)
             finally:
                 _os_exit(70)
         os.close(write_fd)
         if output >= 0:
             os.close(output)
-        if recycle:
+        if recycle or timed:
             os.close(command_read)
         child = _Child()
         child.pid, child.fd, child.command_fd, child.token = pid, read_fd, command_write, token
@@ -250,11 +336,13 @@ class Dispatcher:
             position = int(parts[2])
             if position != child.pending[0]:
                 return
-            letter, verdict_ns, timed = parts[3], int(parts[4]), parts[5]
+            letter, verdict_ns = parts[3], int(parts[4])
             detail = parts[6] if _len(parts) > 6 else ""
             if letter == "P":
-                times = None if timed == "-" else [int(t) / 1e9 for t in timed.split(",")]
-                self.emit(child.job, position, "passed", "ok", "", verdict_ns / 1e9, times)
+                key = (child.job["problem"], child.job["tests"][position])
+                if verdict_ns / 1e9 > self.slowest_pass_s.get(key, 0.0):
+                    self.slowest_pass_s[key] = verdict_ns / 1e9
+                self.emit(child.job, position, "passed", "ok", "", verdict_ns / 1e9)
             else:
                 status, reason = _LETTER_TO_REASON.get(letter, ("failed", "exception"))
                 self.emit(child.job, position, status, reason, details.checked(detail), verdict_ns / 1e9)
@@ -262,7 +350,8 @@ class Dispatcher:
         elif kind == "D" and not child.pending:
             child.done = True
             child.idle = parts[2] == "ok" and not child.killed_for_timeout
-        child.deadline = _monotonic() + self.timeout_s
+        child.limit_s = self.limit_for(child.job, child.pending[0]) if child.pending else self.ceiling_s
+        child.deadline = _monotonic() + child.limit_s
 
     def close_child(self, child):
         """The child is gone or going: reap it, blame the test it was on, clean up; returns
@@ -287,7 +376,13 @@ class Dispatcher:
     def cause_of_death(self, child, wait_status):
         """(status, reason, detail) for a child that died before reporting all its tests."""
         if child.killed_for_timeout:
-            return "failed", "timeout", "over %.3g s" % self.timeout_s
+            number = child.job["job"]
+            earlier = self.timeouts.get(number, 0)
+            self.timeouts[number] = earlier + 1
+            if child.limit_s < self.ceiling_s:
+                return "failed", "timeout", "over %.3g s (short limit: %d earlier timeout(s), the first at the " \
+                    "%.3g s ceiling)" % (child.limit_s, earlier, self.ceiling_s)
+            return "failed", "timeout", "over %.3g s" % child.limit_s
         if os.WIFSIGNALED(wait_status):
             signum = os.WTERMSIG(wait_status)
             try:

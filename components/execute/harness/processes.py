@@ -6,12 +6,15 @@ import errno
 import os
 import signal
 import stat
+import time
 
 # (`os._exit = lambda code: None` would otherwise let a child fall back into dispatcher code).
 _os_exit = os._exit
 _os_kill = os.kill
 _os_killpg = os.killpg
 _os_write = os.write
+_os_read = os.read
+_clock_gettime = time.clock_gettime
 _SIGKILL = signal.SIGKILL
 _libc = None  # libc, loaded once in main (prctl, unshare, mount)
 _PR_SET_PDEATHSIG = 1
@@ -159,11 +162,26 @@ def _remove_tree(path):
         pass
 
 
+def _process_cpu_s(pid):
+    """CPU seconds used so far by process `pid` (its CPU-time clock, which the kernel keeps and
+    no candidate can set), or None where the clock cannot be read."""
+    if _libc is None:
+        return None
+    clock = ctypes.c_int()
+    if _libc.clock_getcpuclockid(pid, ctypes.byref(clock)) != 0:
+        return None
+    try:
+        return _clock_gettime(clock.value)
+    except OSError:
+        return None
+
+
 def _load_libc():
     global _libc
     try:
         _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.prctl, _libc.unshare, _libc.mount, _libc.umount2  # resolved now, not after a candidate ran
+        # resolved now, not after a candidate ran
+        _libc.prctl, _libc.unshare, _libc.mount, _libc.umount2, _libc.clock_getcpuclockid
     except (OSError, AttributeError):  # not Linux: no parent-death signal, no private scratch
         _libc = None
 

@@ -1,15 +1,19 @@
 """The verdict path: define one code, run its tests, and say for each test how it went.
 
 `_run_code` runs in the child (candidate code runs right here) and sends one line per test:
-`R <position> <letter> <verdict ns> <repeat ns,...|-> <detail>`, where the letter is P (pass:
+`R <position> <letter> <verdict ns> - <detail>`, where the letter is P (pass:
 the test body ran to its end and every assert it holds executed), A (an assert was false), U
 (an assert or comparison on an object with Python-level truth or comparison), N (asserts that
 never ran), M (memory), X (an exit), E (another exception). A code that fails while being
 defined sends `C <letter> <detail>` instead of its tests. Details come from details.py.
+
+For the timing pass (`fresh_definitions`), the code is defined anew before every test, so that
+nothing the code keeps (a module-level dict, an lru_cache, a default-argument memo, attributes of
+its own classes) carries from one test to the next; the verdict time a child reports is only a
+hint for the limits, never a timing: timings are read by the dispatcher (dispatcher.time_once).
 """
 
 import builtins
-import gc
 import sys
 import time
 
@@ -39,8 +43,10 @@ def _classify(error):
     return "E", details.exception_detail(error)
 
 
-def _run_code(job, tests, pending, send):
-    """Define one code and run its pending tests, sending one result line per test."""
+def _run_code(job, tests, pending, send, fresh_definitions=False, wait_for_start=None):
+    """Define one code and run its pending tests, sending one result line per test. With
+    `fresh_definitions` (the timing pass) the first definition only warms the imports; after
+    `wait_for_start()` returns, the code is defined again in a new namespace before each test."""
 
     # Bound before the candidate runs: patching this module or builtins later changes nothing.
     trusted, operations, type_ = _trusted, dict(_OPERATIONS), _type
@@ -64,38 +70,44 @@ def _run_code(job, tests, pending, send):
             raise untrusted_error(untrusted_result(result))
         return result
 
-    namespace = {"__name__": "__codedpo_candidate__", "__builtins__": builtins}
+    code_object = namespace = None
+    asserts_ran = 0
+
+    def define():
+        namespace = {"__name__": "__codedpo_candidate__", "__builtins__": builtins}
+        exec(code_object, namespace)
+        return namespace
+
     try:
         code_object = compile(job["code"], "<candidate>", "exec")
-        exec(code_object, namespace)
+        namespace = define()
     except BaseException as error:  # the code itself failed while being defined
         letter, detail = _classify(error)
         send("C %s %s" % (letter, detail.replace("\n", " ")))
         return False
     send("C ok")
-
     entry_point = job.get("entry_point")
-    repeats = job.get("repeats", 0)
-    for index in pending:
-        test_code, assert_count, straight = tests[index][:3]
-        times = []
-        letter, detail = "P", ""
-        for round_number in range(1 + repeats):
+
+    def run_tests(report):
+        nonlocal namespace, asserts_ran
+        for index in pending:
+            test_code, assert_count, straight = tests[index][:3]
+            letter, detail = "P", ""
             _BUILTINS_DICT.clear()  # undo what the code or a previous test patched
             _BUILTINS_DICT.update(_PRISTINE_BUILTINS)
             sys.settrace(None)
             sys.setprofile(None)
-            scope = dict(namespace)
-            scope["__builtins__"] = dict(_PRISTINE_BUILTINS)
-            scope[_CHECK] = check
-            scope[_COMPARE] = compare
-            if entry_point and entry_point in namespace:
-                scope["candidate"] = namespace[entry_point]
-            asserts_ran = 0  # counted by check() (nonlocal); set before every round of every test
-            if round_number:
-                gc.disable()
             started = _perf_counter_ns()
             try:
+                if fresh_definitions:
+                    namespace = define()  # nothing the code keeps survives its previous test
+                scope = dict(namespace)
+                scope["__builtins__"] = dict(_PRISTINE_BUILTINS)
+                scope[_CHECK] = check
+                scope[_COMPARE] = compare
+                if entry_point and entry_point in namespace:
+                    scope["candidate"] = namespace[entry_point]
+                asserts_ran = 0  # counted by check() (nonlocal); set before every test
                 exec(test_code, scope)
                 elapsed = _perf_counter_ns() - started
                 if asserts_ran == 0 or (straight and asserts_ran != assert_count):
@@ -103,11 +115,23 @@ def _run_code(job, tests, pending, send):
             except BaseException as error:
                 elapsed = _perf_counter_ns() - started
                 letter, detail = _classify(error)
-            gc.enable()
-            times.append(elapsed)
-            if letter != "P":
-                break
-        verdict_ns = times[0]
-        timed = ",".join(str(t) for t in times[1:]) or "-"
-        send("R %d %s %d %s %s" % (index, letter, verdict_ns, timed, detail.replace("\n", " ")))
+            report("R %d %s %d - %s" % (index, letter, elapsed, detail.replace("\n", " ")))
+            if fresh_definitions and letter != "P":
+                return False  # a timed code that fails is not timed further
+        return True
+
+    if not fresh_definitions:
+        run_tests(send)
+        return True
+    # The timing pass: one untimed round on definitions of their own warms the imports and the
+    # process's memory (a fresh fork's first touches are page faults, costly in gVisor), then the
+    # timed round, its lines sent in one write after the last test.
+    if not run_tests(lambda line: None):
+        return False  # failed now: no timing (the child exits, the dispatcher sees it)
+    if wait_for_start is not None:
+        wait_for_start()  # the dispatcher starts its clocks, then lets the tests run
+    lines = []
+    run_tests(lines.append)
+    lines.append("D ok")  # the end of the timed round, in the same write as its results
+    send("\n".join(lines))
     return True
