@@ -45,7 +45,7 @@ def test_a_hung_code_is_cut_short_after_its_first_timeout(small_config, make_sam
     assert [o.reason for o in row] == [Reason.timeout] * len(TESTS), row
     assert row[0].detail == "over 1 s", row[0]
     for outcome in row[1:]:  # each says which limit applied and why
-        assert outcome.detail == "over 0.05 s (short limit: %d earlier timeout(s), the first at the 1 s ceiling)" % (
+        assert outcome.detail == "over 0.02 s (short limit: %d earlier timeout(s), the first at the 1 s ceiling)" % (
             row.index(outcome)), outcome
     # One ceiling, seven short limits, a sandbox start and some forks; the fixed policy waits 8 s.
     assert seconds < 6.0, seconds
@@ -68,7 +68,7 @@ def test_a_slow_right_code_passes_beside_fast_ones(small_config, make_sample) ->
 def test_a_hung_code_that_is_slow_elsewhere_is_the_explained_difference(small_config, make_sample) -> None:
     # What the adaptive policy changes, and only for a code that already ran past the ceiling:
     # after hanging on f(0) its other tests get 10x the slowest pass seen (FAST's microseconds:
-    # the 0.05 s floor), so its 0.3 s passes become short-limit timeouts that name the limit.
+    # the 0.02 s floor), so its 0.3 s passes become short-limit timeouts that name the limit.
     record, _ = _run(small_config, make_sample, [FAST, HUNG_ON_ZERO_SLOW_ELSEWHERE])
     row = record.outcomes[1]
     assert row[0].detail == "over 1 s", row

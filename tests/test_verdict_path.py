@@ -26,23 +26,18 @@ def _builtins_put_back():
 MAX_NS = 5 * 10**9  # no test here takes seconds: a larger time is a wrong clock reading
 
 
-def run(code: str, tests: list[str], repeats: int | None = 0, entry_point: str = "f") -> list[list[str]]:
+def run(code: str, tests: list[str], entry_point: str = "f") -> list[list[str]]:
     """The lines `_run_code` sends, split as the dispatcher splits them (times checked, then
     dropped). Tests are compiled as the harness's main compiles them (with the recycling flag)."""
     lines: list[str] = []
     compiled = [compile_test(t) + (True,) for t in tests]
     job = {"code": code, "entry_point": entry_point}
-    if repeats is not None:
-        job["repeats"] = repeats
     defined = verdicts._run_code(job, compiled, list(range(len(tests))), lines.append)
     parts = [line.split(" ", 5) for line in lines]
     for part in parts:
         if part[0] == "R":
             assert 0 <= int(part[3]) < MAX_NS
             part[3] = "ns"
-            if repeats and part[2] == "P":
-                assert len(part[4].split(",")) == repeats and all(0 <= int(t) < MAX_NS for t in part[4].split(","))
-                part[4] = "times"
     assert defined == (parts[0] == ["C", "ok"])
     return parts
 
@@ -127,9 +122,42 @@ def test_exits_memory_and_keyboard_interrupts_in_a_test() -> None:
     ]
 
 
-def test_repeats_time_passing_tests_only() -> None:
-    lines = run(RIGHT, ["assert f(1) == 2", "assert f(1) == 5"], repeats=3)
-    assert lines[1:] == [["R", "0", "P", "ns", "times", ""], ["R", "1", "A", "ns", "-", ""]]
+def timed_round(code: str, tests: list[str]) -> tuple[list[str], list[int]]:
+    """What a timing child sends (one write per line group) and when it waited for the start."""
+    sent: list[str] = []
+    waited: list[int] = []
+    compiled = [compile_test(t) + (True,) for t in tests]
+    timed = verdicts._run_code({"code": code, "entry_point": "f"}, compiled, list(range(len(tests))), sent.append,
+                               fresh_definitions=True, wait_for_start=lambda: waited.append(len(sent)))
+    return ([line for text in sent for line in text.split("\n")] if timed else ["not timed", *sent]), waited
+
+
+# Counts its calls: right on its first call only, so right on every test when defined anew for each.
+FIRST_CALL_ONLY = "calls = [0]\n\ndef f(x):\n    calls[0] += 1\n    return x + 1 if calls[0] == 1 else 0\n"
+
+
+def test_the_timing_round_defines_the_code_anew_before_each_test() -> None:
+    lines, waited = timed_round(FIRST_CALL_ONLY, ["assert f(1) == 2", "assert f(2) == 3", "assert f(3) == 4"])
+    # "C ok", then (after the untimed warm-up round) the start, then the timed round in one write.
+    assert waited == [1]
+    assert [line.split(" ")[:3] for line in lines] == [["C", "ok"], ["R", "0", "P"], ["R", "1", "P"], ["R", "2", "P"],
+                                                      ["D", "ok"]]
+    # Defined once, as the verdict pass defines it, the same code fails its second test.
+    assert [part[2] for part in run(FIRST_CALL_ONLY, ["assert f(1) == 2", "assert f(2) == 3"])[1:]] == ["P", "A"]
+
+
+def test_a_code_that_fails_in_the_warm_up_round_is_not_timed() -> None:
+    lines, waited = timed_round(RIGHT, ["assert f(1) == 2", "assert f(1) == 5"])
+    assert lines == ["not timed", "C ok"] and waited == []
+
+
+def test_the_interrupt_stops_a_test_body_only() -> None:
+    verdicts._interrupt(0, None)  # outside a test body: nothing happens
+    verdicts._IN_TEST[0] = True
+    with pytest.raises(verdicts._Interrupted):
+        verdicts._interrupt(0, None)
+    assert verdicts._IN_TEST == [False]  # one interrupt, one raise
+    assert verdicts._classify(verdicts._Interrupted()) == ("T", "")
 
 
 def test_the_entry_point_is_also_candidate_and_builtins_are_fresh_per_test() -> None:
@@ -258,15 +286,6 @@ def test_an_exception_class_that_cannot_be_hashed_is_other() -> None:
     assert run(code, ["assert f(1)"])[1] == ["R", "0", "E", "ns", "-", "other"]
 
 
-def test_the_collector_runs_during_the_verdict_round() -> None:
-    """gc is off only while repeats are timed (so a collection does not land in a timing)."""
-    test = "import gc\nassert gc.isenabled()"
-    assert run(RIGHT, [test])[1][2] == "P"
-    assert run(RIGHT, [test], repeats=2)[1][2] == "A"  # the timed rounds run with gc off
-
-
-def test_a_job_without_repeats_runs_each_test_once() -> None:
-    assert run(RIGHT, ["assert f(1) == 2"], repeats=None)[1] == ["R", "0", "P", "ns", "-", ""]
 
 
 def test_a_slot_from_the_standard_library_ends_the_search_of_the_mro() -> None:

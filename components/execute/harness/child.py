@@ -9,7 +9,7 @@ import sys
 from .processes import (_die_with_parent, _enter_private_namespaces, _kill_uid_processes, _open_output_as_uid,
                         _os_exit, _os_killpg, _os_read, _os_write, _SIGKILL)
 from .recycling import _Baseline
-from .verdicts import _run_code
+from .verdicts import _interrupt, _run_code
 
 _MAX_CODES_PER_CHILD = 200  # a recycled child retires after this many codes (heap growth)
 
@@ -80,6 +80,7 @@ def _enter_child(uid, workdir, output, limits, close_fds, parent_pid):
     os.setsid()
     for signum in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGUSR2, _interrupt)  # the dispatcher's "over your limit" (verdicts.py)
     if limits["private_scratch"]:
         _enter_private_namespaces()
     memory = limits["memory_bytes"]

@@ -29,9 +29,13 @@ class _Child:
     """What a dispatcher knows about one child process."""
 
     __slots__ = ("pid", "fd", "command_fd", "uid", "workdir", "job", "pending", "defined",
-                 "deadline", "limit_s", "buffer", "token", "done", "idle", "killed_for_timeout")
+                 "deadline", "limit_s", "buffer", "token", "done", "idle", "killed_for_timeout",
+                 "wait_status", "interrupted")
 
 
+# A test over its limit is first interrupted (SIGUSR2: the child reports it and goes on with its
+# next test, no fork needed); a child that has not reported it this long after is killed.
+_INTERRUPT_GRACE_S = 0.05
 _SETUP_FAILED = 121  # exit status of a child that could not set itself up (not the code's fault)
 _PIPE_BUF = 4096  # writes up to this size to a pipe are atomic: lines from dispatchers never mix
 
@@ -207,7 +211,7 @@ class Dispatcher:
 
     def reset(self, child, job, pending):
         child.job, child.pending = job, list(pending)
-        child.defined = child.done = child.idle = child.killed_for_timeout = False
+        child.defined = child.done = child.idle = child.killed_for_timeout = child.interrupted = False
         child.limit_s = self.ceiling_s  # defining the code always gets the ceiling
         child.deadline = _monotonic() + child.limit_s
 
@@ -273,6 +277,7 @@ class Dispatcher:
             os.close(command_read)
         child = _Child()
         child.pid, child.fd, child.command_fd, child.token = pid, read_fd, command_write, token
+        child.wait_status = None
         child.uid, child.workdir = uid, workdir
         child.buffer = b""
         self.reset(child, job, pending)
@@ -294,10 +299,20 @@ class Dispatcher:
                 if _len(child.buffer) > 1 << 20:  # a flood on the pipe: not the harness
                     child.buffer = b""
                     self.kill_group(child.pid)
+            elif child.defined and child.pending and not child.interrupted:
+                child.interrupted = True
+                try:
+                    os.kill(child.pid, signal.SIGUSR2)
+                except OSError:
+                    pass
+                child.deadline = _monotonic() + _INTERRUPT_GRACE_S
             elif not child.killed_for_timeout:
                 child.killed_for_timeout = True
                 child.idle = False
                 self.kill_group(child.pid)
+                # Reap it first: its zombie would count as a live process of its uid, and the
+                # reclaimer's kill loop would spin until its round limit (~0.1 s in gVisor).
+                child.wait_status = os.waitpid(child.pid, 0)[1]
                 self.kill_leftovers(child)  # descendants that left the group hold the pipe too
                 child.deadline = _monotonic() + 2.0  # then wait for the pipe to close
             else:
@@ -338,7 +353,9 @@ class Dispatcher:
                 return
             letter, verdict_ns = parts[3], int(parts[4])
             detail = parts[6] if _len(parts) > 6 else ""
-            if letter == "P":
+            if letter == "T":  # interrupted at its limit (never a pass: only the harness's signal)
+                self.emit(child.job, position, "failed", "timeout", self.timeout_detail(child), child.limit_s)
+            elif letter == "P":
                 key = (child.job["problem"], child.job["tests"][position])
                 if verdict_ns / 1e9 > self.slowest_pass_s.get(key, 0.0):
                     self.slowest_pass_s[key] = verdict_ns / 1e9
@@ -352,6 +369,7 @@ class Dispatcher:
             child.idle = parts[2] == "ok" and not child.killed_for_timeout
         child.limit_s = self.limit_for(child.job, child.pending[0]) if child.pending else self.ceiling_s
         child.deadline = _monotonic() + child.limit_s
+        child.interrupted = False
 
     def close_child(self, child):
         """The child is gone or going: reap it, blame the test it was on, clean up; returns
@@ -359,30 +377,36 @@ class Dispatcher:
         os.close(child.fd)
         if child.command_fd >= 0:
             os.close(child.command_fd)
-        wait_status = os.waitpid(child.pid, 0)[1]
+        wait_status = child.wait_status if child.wait_status is not None else os.waitpid(child.pid, 0)[1]
         remaining = []
         if child.pending:
             status, reason, detail = self.cause_of_death(child, wait_status)
+            # A timeout's duration is the limit waited for (once, on the first test it cut).
+            waited = child.limit_s if child.killed_for_timeout else 0.0
             if not child.defined:  # it died before the code was defined: every test shares that
                 prefix = "" if status == "sandbox_error" else "while defining the code: "
-                for position in child.pending:
-                    self.emit(child.job, position, status, reason, prefix + detail)
+                for number, position in enumerate(child.pending):
+                    self.emit(child.job, position, status, reason, prefix + detail, 0.0 if number else waited)
             else:
-                self.emit(child.job, child.pending[0], status, reason, detail)
+                self.emit(child.job, child.pending[0], status, reason, detail, waited)
                 remaining = child.pending[1:]  # the other tests deserve a fresh process
         self.reclaim(child)  # whatever the child reported: it ran candidate code
         return remaining
 
+    def timeout_detail(self, child):
+        """Count a timeout of the child's code and say which limit applied."""
+        number = child.job["job"]
+        earlier = self.timeouts.get(number, 0)
+        self.timeouts[number] = earlier + 1
+        if child.limit_s < self.ceiling_s:
+            return "over %.3g s (short limit: %d earlier timeout(s), the first at the %.3g s ceiling)" % (
+                child.limit_s, earlier, self.ceiling_s)
+        return "over %.3g s" % child.limit_s
+
     def cause_of_death(self, child, wait_status):
         """(status, reason, detail) for a child that died before reporting all its tests."""
         if child.killed_for_timeout:
-            number = child.job["job"]
-            earlier = self.timeouts.get(number, 0)
-            self.timeouts[number] = earlier + 1
-            if child.limit_s < self.ceiling_s:
-                return "failed", "timeout", "over %.3g s (short limit: %d earlier timeout(s), the first at the " \
-                    "%.3g s ceiling)" % (child.limit_s, earlier, self.ceiling_s)
-            return "failed", "timeout", "over %.3g s" % child.limit_s
+            return "failed", "timeout", self.timeout_detail(child)
         if os.WIFSIGNALED(wait_status):
             signum = os.WTERMSIG(wait_status)
             try:

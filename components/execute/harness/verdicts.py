@@ -28,12 +28,30 @@ _BUILTINS_DICT = builtins.__dict__
 _perf_counter_ns = time.perf_counter_ns
 
 
+class _Interrupted(BaseException):
+    """Raised in a test that ran past its limit, by the dispatcher's SIGUSR2 (see `_interrupt`)."""
+
+
+_IN_TEST = [False]  # set while a test body runs: only then does the interrupt raise
+
+
+def _interrupt(signum, frame):
+    """SIGUSR2 handler, installed before any candidate runs: stop the test that is running so
+    the child can go on with the next one (a fork saved). Outside a test body it does nothing,
+    and a candidate that catches, blocks or replaces it is killed after a short grace."""
+    if _IN_TEST[0]:
+        _IN_TEST[0] = False
+        raise _Interrupted()
+
+
 def _classify(error):
     """(status letter, detail) for an exception raised by a test or the code; the detail comes
     from the harness's closed vocabulary (details.py), never from the candidate."""
     kind = _type(error)
     if kind is _AssertFailed:
         return "A", ""
+    if kind is _Interrupted:
+        return "T", ""
     if kind is _Untrusted:
         return "U", error.args[0] if error.args else details.UNTRUSTED_TRUTH
     if isinstance(error, MemoryError):
@@ -49,7 +67,7 @@ def _run_code(job, tests, pending, send, fresh_definitions=False, wait_for_start
     `wait_for_start()` returns, the code is defined again in a new namespace before each test."""
 
     # Bound before the candidate runs: patching this module or builtins later changes nothing.
-    trusted, operations, type_ = _trusted, dict(_OPERATIONS), _type
+    trusted, operations, type_, in_test = _trusted, dict(_OPERATIONS), _type, _IN_TEST
     untrusted_error, assert_failed = _Untrusted, _AssertFailed
     untrusted_truth, untrusted_comparison, untrusted_result = (
         details.UNTRUSTED_TRUTH, details.untrusted_comparison, details.untrusted_result)
@@ -108,7 +126,11 @@ def _run_code(job, tests, pending, send, fresh_definitions=False, wait_for_start
                 if entry_point and entry_point in namespace:
                     scope["candidate"] = namespace[entry_point]
                 asserts_ran = 0  # counted by check() (nonlocal); set before every test
-                exec(test_code, scope)
+                in_test[0] = True
+                try:
+                    exec(test_code, scope)
+                finally:
+                    in_test[0] = False
                 elapsed = _perf_counter_ns() - started
                 if asserts_ran == 0 or (straight and asserts_ran != assert_count):
                     letter, detail = "N", details.asserts_ran(asserts_ran, assert_count)
