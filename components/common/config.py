@@ -240,7 +240,7 @@ class ExecuteConfig(_Section):
         1, ge=1, le=100, description="Timeouts at the ceiling after which a code counts as hung (adaptive policy)."
     )
     hung_limit_s: float = Field(
-        0.02, gt=0, le=600,
+        0.01, gt=0, le=600,
         description="The short limit per test of a hung code (adaptive policy), raised to 10x the slowest "
         "pass of that test seen so far; never above timeout_s.",
     )

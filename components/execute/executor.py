@@ -55,6 +55,9 @@ class ExecutionStats:
     sandboxes_started: int = 0
     seconds: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
+    # What the harnesses did (summed over slots and sandboxes): children forked, tests
+    # interrupted at their limit, children killed, jobs run again unbuffered.
+    harness: dict[str, int] = field(default_factory=dict)
 
 
 def harness_version() -> str:
@@ -126,13 +129,15 @@ def run_jobs(
     on_timing: OnTiming | None = None,
     workers: int | None = None,
     on_batch_done: Callable[[], None] | None = None,
+    harness_counts: dict[str, int] | None = None,
 ) -> tuple[int, int]:
     """Send `jobs` to harnesses, one sandbox per batch of problems; call `on_outcome(job, test
     index, outcome)` for each result of a batch once the batch is over (then `on_batch_done()`).
     Returns (sandboxes started, sandbox errors). Every (job, test) gets exactly one call, a
     sandbox_error when the sandbox failed. With `repeats`, a job whose tests all passed is timed
     `repeats` times and `on_timing(job, wall seconds per repeat, CPU seconds per repeat or None)`
-    is called (both lists empty when a repeat failed)."""
+    is called (both lists empty when a repeat failed). `harness_counts`, if given, gains what the
+    harnesses did (ExecutionStats.harness)."""
     limits = harness_limits(config)
     if workers is not None:
         limits["workers"] = workers
@@ -148,7 +153,7 @@ def run_jobs(
     for start in range(0, len(problem_order), size):
         batch = [job for index in problem_order[start : start + size] for job in by_problem[index]]
         sandboxes += 1
-        errors += _run_batch(samples, batch, limits, repeats, config, on_outcome, on_timing)
+        errors += _run_batch(samples, batch, limits, repeats, config, on_outcome, on_timing, harness_counts)
         if on_batch_done is not None:
             on_batch_done()
     return sandboxes, errors
@@ -162,6 +167,7 @@ def _run_batch(
     config: ExecuteConfig,
     on_outcome: OnOutcome,
     on_timing: OnTiming | None = None,
+    harness_counts: dict[str, int] | None = None,
 ) -> int:
     """One sandbox for `batch`; returns how many of its executions ended as sandbox errors."""
     lines: list[str] = []
@@ -191,15 +197,18 @@ def _run_batch(
             try:
                 process = start_harness(config, Path(workdir), stderr_file)
             except OSError as error:
-                outcomes, timings, failure = {}, {}, f"could not start the sandbox: {error}"
+                outcomes, timings, counts, failure = {}, {}, {}, f"could not start the sandbox: {error}"
             else:
-                outcomes, timings, failure = _collect(process, [header, *lines], batch, expected)
+                outcomes, timings, counts, failure = _collect(process, [header, *lines], batch, expected)
         finally:
             stop_harness(config, process, Path(workdir))
         stderr_file.seek(0)
         stderr_text = stderr_file.read().strip()[-500:]
     if failure and stderr_text:
         failure = f"{failure}: {stderr_text}"
+    if harness_counts is not None:
+        for name, count in counts.items():
+            harness_counts[name] = harness_counts.get(name, 0) + count
     errors = sum(1 for outcome in outcomes.values() if outcome.status == Status.sandbox_error)
     if errors and not failure:
         logger.warning("execute: %d executions could not be run (sandbox_error): %s", errors, stderr_text)
@@ -218,9 +227,10 @@ def _run_batch(
 
 def _collect(
     process, input_lines: list[str], batch: list[Job], expected: set[tuple[int, int]]
-) -> tuple[dict[tuple[int, int], Outcome], dict[int, tuple[list[float], list[float] | None]], str]:
-    """Read one harness's results: (outcomes by (job, test), timings by job, failure). A
-    non-empty failure means the batch's outcomes must not be used (see the module docstring)."""
+) -> tuple[dict[tuple[int, int], Outcome], dict[int, tuple[list[float], list[float] | None]], dict[str, int], str]:
+    """Read one harness's results: (outcomes by (job, test), timings by job, the slots' counts,
+    failure). A non-empty failure means the batch's outcomes must not be used (see the module
+    docstring)."""
     # The harness reads all of its input before it writes anything, so writing stdin fully,
     # then reading stdout, cannot deadlock.
     try:
@@ -230,11 +240,12 @@ def _collect(
         pass
     outcomes: dict[tuple[int, int], Outcome] = {}
     timings: dict[int, tuple[list[float], list[float] | None]] = {}
+    counts: dict[str, int] = {}
     slot_of_job: dict[int, int] = {}
     done: set[int] = set()
     failure, ended = "", False
     for line in process.stdout:
-        failure = _take_line(line, expected, outcomes, timings, slot_of_job, done, batch)
+        failure = _take_line(line, expected, outcomes, timings, counts, slot_of_job, done, batch)
         if failure == "end":
             failure, ended = "", True
             message = json.loads(line)
@@ -248,7 +259,7 @@ def _collect(
         failure = f"sandbox exited with status {code} before finishing"
     if not failure and (len(outcomes) != len(expected) or len(done) != len(batch)):
         failure = f"the harness reported {len(outcomes)} of {len(expected)} executions"
-    return outcomes, timings, failure
+    return outcomes, timings, counts, failure
 
 
 def _seconds_list(value: object) -> list[float] | None:
@@ -258,7 +269,23 @@ def _seconds_list(value: object) -> list[float] | None:
     return [float(v) for v in value]
 
 
-def _take_line(line, expected, outcomes, timings, slot_of_job, done, batch) -> str:
+_STATUSES = {status.value: status for status in Status}
+_REASONS = {reason.value: reason for reason in Reason}
+
+
+def _outcome_of(message: dict) -> Outcome | None:
+    """The Outcome a result line describes, or None if a field is missing or wrong. Checked
+    here field by field (the harness writes ~100 K of these a minute; pydantic's validation of
+    each was a tenth of the host's time), then built without validating again."""
+    status, reason = _STATUSES.get(message.get("status")), _REASONS.get(message.get("reason"))
+    detail, duration = message.get("detail"), message.get("duration_s")
+    if status is None or reason is None or type(detail) is not str or type(duration) not in (int, float) \
+            or not 0 <= duration < 1e6:
+        return None
+    return Outcome.model_construct(status=status, reason=reason, detail=detail, duration_s=float(duration))
+
+
+def _take_line(line, expected, outcomes, timings, counts, slot_of_job, done, batch) -> str:
     """Check and record one line of the harness; returns a failure text, "end", or ""."""
     try:
         message = json.loads(line)
@@ -268,6 +295,12 @@ def _take_line(line, expected, outcomes, timings, slot_of_job, done, batch) -> s
         return f"the harness wrote a malformed line: {line[:200]!r}"
     if message.get("end") is True:
         return "end"
+    if "counts" in message:  # a slot's tally (statistics only: never an outcome)
+        if isinstance(message["counts"], dict):
+            for name, count in message["counts"].items():
+                if isinstance(name, str) and type(count) is int and count >= 0:
+                    counts[name] = counts.get(name, 0) + count
+        return ""
     job, slot = message.get("job"), message.get("slot")
     if not isinstance(job, int) or not 0 <= job < len(batch) or job in done:
         return f"the harness wrote a line for a job it was not running: {line[:200]!r}"
@@ -286,10 +319,8 @@ def _take_line(line, expected, outcomes, timings, slot_of_job, done, batch) -> s
     key = (job, message.get("test"))
     if key not in expected or key in outcomes:
         return f"the harness reported an execution it was not sent, or one twice: {line[:200]!r}"
-    try:
-        outcome = Outcome(status=message["status"], reason=message["reason"],
-                          detail=message["detail"], duration_s=message["duration_s"])
-    except (KeyError, ValueError, TypeError):  # pydantic's ValidationError is a ValueError
+    outcome = _outcome_of(message)
+    if outcome is None:
         return f"the harness wrote a malformed result: {line[:200]!r}"
     outcomes[key] = outcome
     return ""
@@ -349,7 +380,8 @@ def execute_samples(
 
         if jobs:
             # A batch is the unit of resumption: its outcomes are committed when it ends.
-            sandboxes, errors = run_jobs(samples, jobs, config, record, on_batch_done=cache.commit)
+            sandboxes, errors = run_jobs(samples, jobs, config, record, on_batch_done=cache.commit,
+                                         harness_counts=stats.harness)
             stats.sandboxes_started += sandboxes
             stats.sandbox_errors += errors
     finally:
@@ -366,6 +398,7 @@ def execute_samples(
                                        code_counts=[c.count for c in sample.codes],
                                        test_counts=[t.count for t in sample.tests]))
     stats.seconds = time.monotonic() - started
-    logger.info("execute: done in %.1f s (%d run, %d cached, %d sandbox errors)", stats.seconds,
-                stats.executions_run, stats.executions_cached, stats.sandbox_errors)
+    logger.info("execute: done in %.1f s (%d run, %d cached, %d sandbox errors; harness: %s)", stats.seconds,
+                stats.executions_run, stats.executions_cached, stats.sandbox_errors,
+                ", ".join(f"{name} {count}" for name, count in sorted(stats.harness.items())) or "-")
     return records

@@ -42,8 +42,8 @@ def _compile_problem(message):
 def _prepare_job(message, problems):
     """Compile-check the code once in main and decide whether its child may be recycled."""
     message["syntax_error"] = ""
-    try:
-        compile(message["code"], "<candidate>", "exec")
+    try:  # compiled once, here: every child that runs the code inherits the code object
+        message["code_object"] = compile(message["code"], "<candidate>", "exec")
     except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
         message["syntax_error"] = _type(error).__name__
     tests = problems[message["problem"]]

@@ -30,12 +30,17 @@ class _Child:
 
     __slots__ = ("pid", "fd", "command_fd", "uid", "workdir", "job", "pending", "defined",
                  "deadline", "limit_s", "buffer", "token", "done", "idle", "killed_for_timeout",
-                 "wait_status", "interrupted")
+                 "wait_status", "interrupted", "acknowledged", "buffered")
 
 
 # A test over its limit is first interrupted (SIGUSR2: the child reports it and goes on with its
 # next test, no fork needed); a child that has not reported it this long after is killed.
 _INTERRUPT_GRACE_S = 0.05
+# A recycled child writes its lines at most every _FLUSH_S (and at the end of each code) rather
+# than one write per test; every deadline allows for that delay. If such a child dies or is
+# killed with tests pending, lines it had not written yet are lost, so nothing is blamed: the
+# pending tests run again in a child of their own that writes every line at once.
+_FLUSH_S = 0.002
 _SETUP_FAILED = 121  # exit status of a child that could not set itself up (not the code's fault)
 _PIPE_BUF = 4096  # writes up to this size to a pipe are atomic: lines from dispatchers never mix
 
@@ -87,6 +92,10 @@ class Dispatcher:
         self.hung_limit_s = limits.get("hung_limit_s", self.ceiling_s)
         self.slowest_pass_s = {}  # (problem, test index) -> slowest pass this slot has seen
         self.timeouts = {}  # job number -> its timeouts so far (at the ceiling or the short limit)
+        self.unbuffered = set()  # jobs whose tests run again, unbuffered (see _FLUSH_S)
+        # What this slot did, for the executor's stats: children forked (verdicts, timing),
+        # tests interrupted at their limit, children killed, jobs run again unbuffered.
+        self.counts = {"children": 0, "timing_children": 0, "interrupted": 0, "killed": 0, "rerun_unbuffered": 0}
         self.work_root = work_root  # root's own folder: every fresh child's folder is made in it
         self.children_started = 0
         self.diagnostics_fd = os.dup(2)  # the harness's stderr (the child's fd 2 becomes its output)
@@ -193,7 +202,8 @@ class Dispatcher:
     def run_in_child(self, number, job, pending):
         """Run `pending` tests of a job in a child; returns the tests left if the child died."""
         child = None
-        if job["recyclable"] and self.recycled is not None:
+        unbuffered = number in self.unbuffered
+        if job["recyclable"] and not unbuffered and self.recycled is not None:
             child, self.recycled = self.recycled, None
             try:
                 os.write(child.command_fd, ("%d %s\n" % (number, ",".join(map(str, pending)))).encode())
@@ -202,7 +212,7 @@ class Dispatcher:
                 self.close_child(child)
                 child = None
         if child is None:
-            child = self.fork_child(number, job, pending, recycle=job["recyclable"])
+            child = self.fork_child(number, job, pending, recycle=job["recyclable"] and not unbuffered)
         self.watch(child)
         if child.idle:
             self.recycled = child
@@ -212,8 +222,9 @@ class Dispatcher:
     def reset(self, child, job, pending):
         child.job, child.pending = job, list(pending)
         child.defined = child.done = child.idle = child.killed_for_timeout = child.interrupted = False
+        child.acknowledged = False
         child.limit_s = self.ceiling_s  # defining the code always gets the ceiling
-        child.deadline = _monotonic() + child.limit_s
+        child.deadline = _monotonic() + child.limit_s + (_FLUSH_S if child.buffered else 0.0)
 
     def limit_for(self, job, position):
         """The wall-clock limit of one test of a job: the ceiling, or, once the code has run past
@@ -254,6 +265,8 @@ class Dispatcher:
         if self.recycled is not None:
             close_fds += [self.recycled.fd, self.recycled.command_fd]
         token = os.urandom(8).hex()
+        self.counts["timing_children" if timed else "children"] += 1
+        flush_s = _FLUSH_S if recycle else 0.0  # (a code that fails the gate writes every line at once)
         self.out.flush()
         pid = os.fork()
         if pid == 0:
@@ -267,7 +280,7 @@ class Dispatcher:
             os.close(self.diagnostics_fd)
             try:
                 _child_main(self.jobs, self.problems, number, pending, self.limits, write_fd,
-                            command_read, token, recycle, timed)
+                            command_read, token, recycle, timed, flush_s)
             finally:
                 _os_exit(70)
         os.close(write_fd)
@@ -278,6 +291,7 @@ class Dispatcher:
         child = _Child()
         child.pid, child.fd, child.command_fd, child.token = pid, read_fd, command_write, token
         child.wait_status = None
+        child.buffered = flush_s > 0
         child.uid, child.workdir = uid, workdir
         child.buffer = b""
         self.reset(child, job, pending)
@@ -299,8 +313,9 @@ class Dispatcher:
                 if _len(child.buffer) > 1 << 20:  # a flood on the pipe: not the harness
                     child.buffer = b""
                     self.kill_group(child.pid)
-            elif child.defined and child.pending and not child.interrupted:
+            elif child.pending and not child.interrupted:
                 child.interrupted = True
+                self.counts["interrupted"] += 1
                 try:
                     os.kill(child.pid, signal.SIGUSR2)
                 except OSError:
@@ -308,6 +323,7 @@ class Dispatcher:
                 child.deadline = _monotonic() + _INTERRUPT_GRACE_S
             elif not child.killed_for_timeout:
                 child.killed_for_timeout = True
+                self.counts["killed"] += 1
                 child.idle = False
                 self.kill_group(child.pid)
                 # Reap it first: its zombie would count as a live process of its uid, and the
@@ -338,9 +354,20 @@ class Dispatcher:
         if _len(parts) < 3 or parts[0] != child.token:
             return  # not from the harness code of this child: ignored
         kind = parts[1]
+        if kind == "I" and child.interrupted:
+            # It stopped the test and wrote every line it held: what it reports next is about
+            # pending[0]; unwinding a big test (freeing its memory) may take a while.
+            child.acknowledged = True
+            child.deadline = _monotonic() + min(1.0, max(_INTERRUPT_GRACE_S, child.limit_s))
+            return
         if kind == "C":
             if parts[2] == "ok":
                 child.defined = True
+            elif parts[2] == "T":  # interrupted while being defined: every test shares that
+                detail = "while defining the code: " + self.timeout_detail(child)
+                for number, position in enumerate(child.pending):
+                    self.emit(child.job, position, "failed", "timeout", detail, 0.0 if number else child.limit_s)
+                child.pending = []
             else:
                 letter, detail = parts[2], details.checked(" ".join(parts[3:]))
                 reason = "memory" if letter == "M" else "exit" if letter == "X" else "code_error"
@@ -368,8 +395,8 @@ class Dispatcher:
             child.done = True
             child.idle = parts[2] == "ok" and not child.killed_for_timeout
         child.limit_s = self.limit_for(child.job, child.pending[0]) if child.pending else self.ceiling_s
-        child.deadline = _monotonic() + child.limit_s
-        child.interrupted = False
+        child.deadline = _monotonic() + child.limit_s + (_FLUSH_S if child.buffered else 0.0)
+        child.interrupted = child.acknowledged = False
 
     def close_child(self, child):
         """The child is gone or going: reap it, blame the test it was on, clean up; returns
@@ -379,7 +406,11 @@ class Dispatcher:
             os.close(child.command_fd)
         wait_status = child.wait_status if child.wait_status is not None else os.waitpid(child.pid, 0)[1]
         remaining = []
-        if child.pending:
+        if child.pending and child.buffered and not child.acknowledged:  # lines may be lost: again, unbuffered
+            self.unbuffered.add(child.job["job"])
+            self.counts["rerun_unbuffered"] += 1
+            remaining = child.pending
+        elif child.pending:
             status, reason, detail = self.cause_of_death(child, wait_status)
             # A timeout's duration is the limit waited for (once, on the first test it cut).
             waited = child.limit_s if child.killed_for_timeout else 0.0
@@ -465,4 +496,5 @@ class Dispatcher:
         if self.recycled is not None:  # closing its command pipe ends it
             self.close_child(self.recycled)
             self.recycled = None
+        self.out.write(json.dumps({"slot": self.slot, "counts": self.counts}) + "\n")
         self.out.flush()

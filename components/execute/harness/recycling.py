@@ -4,6 +4,7 @@
 import _thread
 import ast
 import gc
+import operator
 import os
 import resource
 import signal
@@ -12,6 +13,8 @@ import sys
 from .processes import _clean_directory, _kill_uid_processes
 
 _len = len
+_all, _map = all, map
+_is = operator.is_
 _ISOLATE_MODULES = frozenset((
     "__main__", "codedpo",
     "ctypes", "_ctypes", "gc", "inspect", "builtins", "importlib", "threading", "_thread",
@@ -124,7 +127,6 @@ def recyclable(source):
     return True
 
 
-_MISSING = object()
 
 
 class _Baseline:
@@ -134,8 +136,11 @@ class _Baseline:
         import decimal
         import random
         self.decimal, self.random = decimal, random
-        self.modules = {name: (module, dict(module.__dict__)) for name, module in list(sys.modules.items())
-                        if module is not None and hasattr(module, "__dict__")}
+        self.modules = {}  # name -> (module, its namespace then, the namespace's values then, in order)
+        for name, module in list(sys.modules.items()):
+            if module is not None and hasattr(module, "__dict__"):
+                snapshot = dict(module.__dict__)
+                self.modules[name] = (module, snapshot, tuple(snapshot.values()))
         self.module_names = set(sys.modules)
         self.sys_attributes = {name: getattr(sys, name) for name in
                                ("stdin", "stdout", "stderr", "excepthook", "displayhook", "breakpointhook")}
@@ -167,19 +172,16 @@ class _Baseline:
             # A module imported now cannot be put back (C extensions such as numpy cannot even
             # be imported twice): the next code gets a fresh child.
             return "imported modules the child did not have"
-        for name, (module, snapshot) in self.modules.items():
+        for name, (module, snapshot, values) in self.modules.items():
             if modules.get(name) is not module:
                 modules[name] = module
             namespace = module.__dict__
-            if _len(namespace) != _len(snapshot):
+            # The same keys bound to the very same objects, in the same order (checked in C:
+            # this runs for every module after every code); anything else puts the namespace back.
+            if _len(namespace) != _len(snapshot) or not _all(_map(_is, namespace.values(), values)) \
+                    or namespace.keys() != snapshot.keys():
                 namespace.clear()
                 namespace.update(snapshot)
-                continue
-            for key, value in snapshot.items():
-                if namespace.get(key, _MISSING) is not value:
-                    namespace.clear()
-                    namespace.update(snapshot)
-                    break
         for name, value in self.sys_attributes.items():
             setattr(sys, name, value)
         for name, value in self.sys_lists.items():

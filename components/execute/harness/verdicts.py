@@ -32,15 +32,21 @@ class _Interrupted(BaseException):
     """Raised in a test that ran past its limit, by the dispatcher's SIGUSR2 (see `_interrupt`)."""
 
 
-_IN_TEST = [False]  # set while a test body runs: only then does the interrupt raise
+_IN_TEST = [False]  # set while a test body (or the definition) runs: only then does the interrupt raise
+_ON_INTERRUPT = [None]  # the child's reporter: writes its buffered lines and an "I" (child.py)
 
 
 def _interrupt(signum, frame):
     """SIGUSR2 handler, installed before any candidate runs: stop the test that is running so
-    the child can go on with the next one (a fork saved). Outside a test body it does nothing,
-    and a candidate that catches, blocks or replaces it is killed after a short grace."""
+    the child can go on with the next one (a fork saved). It first writes every line the child
+    still holds and an "I" (so the dispatcher knows which test it stopped, even if unwinding the
+    test then takes long); outside a test body it does nothing. A candidate that catches, blocks
+    or replaces it is killed after a short grace."""
     if _IN_TEST[0]:
         _IN_TEST[0] = False
+        acknowledge = _ON_INTERRUPT[0]
+        if acknowledge is not None:
+            acknowledge()
         raise _Interrupted()
 
 
@@ -61,10 +67,12 @@ def _classify(error):
     return "E", details.exception_detail(error)
 
 
-def _run_code(job, tests, pending, send, fresh_definitions=False, wait_for_start=None):
+def _run_code(job, tests, pending, send, fresh_definitions=False, wait_for_start=None, tick=None):
     """Define one code and run its pending tests, sending one result line per test. With
     `fresh_definitions` (the timing pass) the first definition only warms the imports; after
-    `wait_for_start()` returns, the code is defined again in a new namespace before each test."""
+    `wait_for_start()` returns, the code is defined again in a new namespace before each test.
+    `tick(force)` is called after the definition and after each test (the reporter's chance to
+    write its buffered lines; forced after an interrupted test)."""
 
     # Bound before the candidate runs: patching this module or builtins later changes nothing.
     trusted, operations, type_, in_test = _trusted, dict(_OPERATIONS), _type, _IN_TEST
@@ -93,17 +101,23 @@ def _run_code(job, tests, pending, send, fresh_definitions=False, wait_for_start
 
     def define():
         namespace = {"__name__": "__codedpo_candidate__", "__builtins__": builtins}
-        exec(code_object, namespace)
+        in_test[0] = True  # the dispatcher's interrupt may stop a definition that hangs too
+        try:
+            exec(code_object, namespace)
+        finally:
+            in_test[0] = False
         return namespace
 
     try:
-        code_object = compile(job["code"], "<candidate>", "exec")
+        code_object = job.get("code_object") or compile(job["code"], "<candidate>", "exec")
         namespace = define()
     except BaseException as error:  # the code itself failed while being defined
         letter, detail = _classify(error)
         send("C %s %s" % (letter, detail.replace("\n", " ")))
         return False
     send("C ok")
+    if tick is not None:
+        tick(False)
     entry_point = job.get("entry_point")
 
     def run_tests(report):
@@ -138,6 +152,8 @@ def _run_code(job, tests, pending, send, fresh_definitions=False, wait_for_start
                 elapsed = _perf_counter_ns() - started
                 letter, detail = _classify(error)
             report("R %d %s %d - %s" % (index, letter, elapsed, detail.replace("\n", " ")))
+            if tick is not None:
+                tick(letter == "T")
             if fresh_definitions and letter != "P":
                 return False  # a timed code that fails is not timed further
         return True
