@@ -45,7 +45,7 @@ def test_a_hung_code_is_cut_short_after_its_first_timeout(small_config, make_sam
     assert [o.reason for o in row] == [Reason.timeout] * len(TESTS), row
     assert row[0].detail == "over 1 s", row[0]
     for outcome in row[1:]:  # each says which limit applied and why
-        assert outcome.detail == "over 0.02 s (short limit: %d earlier timeout(s), the first at the 1 s ceiling)" % (
+        assert outcome.detail == "over 0.01 s (short limit: %d earlier timeout(s), the first at the 1 s ceiling)" % (
             row.index(outcome)), outcome
     # One ceiling, seven short limits, a sandbox start and some forks; the fixed policy waits 8 s.
     assert seconds < 6.0, seconds
@@ -68,7 +68,7 @@ def test_a_slow_right_code_passes_beside_fast_ones(small_config, make_sample) ->
 def test_a_hung_code_that_is_slow_elsewhere_is_the_explained_difference(small_config, make_sample) -> None:
     # What the adaptive policy changes, and only for a code that already ran past the ceiling:
     # after hanging on f(0) its other tests get 10x the slowest pass seen (FAST's microseconds:
-    # the 0.02 s floor), so its 0.3 s passes become short-limit timeouts that name the limit.
+    # the 0.01 s floor), so its 0.3 s passes become short-limit timeouts that name the limit.
     record, _ = _run(small_config, make_sample, [FAST, HUNG_ON_ZERO_SLOW_ELSEWHERE])
     row = record.outcomes[1]
     assert row[0].detail == "over 1 s", row
@@ -85,3 +85,26 @@ def test_the_short_limit_grows_with_what_the_test_needs(small_config, make_sampl
     row = record.outcomes[1]
     assert row[0].reason == Reason.timeout, row
     assert all(o.status == Status.passed for o in row[1:]), row
+
+
+# Recyclable (so its child writes its lines every 2 ms, not one per test), and it aborts the
+# interpreter on f(3): the lines its child still held are lost with it.
+CRASHES_ON_THREE = "import os\n\ndef f(x):\n    if x == 3:\n        os.abort()\n    return x + 1\n"
+
+
+def test_a_buffered_child_that_dies_blames_the_right_test(small_config, make_sample) -> None:
+    config = small_config(workers=1)
+    stats = ExecutionStats()
+    (record,) = execute_samples([make_sample("crash", [CRASHES_ON_THREE], TESTS)], config, stats=stats)
+    (row,) = record.outcomes
+    assert [o.status for o in row[:3]] == [Status.passed] * 3 and all(o.status == Status.passed for o in row[4:]), row
+    assert (row[3].status, row[3].reason, row[3].detail) == (Status.failed, Reason.crash, "SIGABRT"), row[3]
+    assert stats.harness["rerun_unbuffered"] == 1, stats.harness  # run again, every line at once
+
+
+def test_a_hung_code_costs_no_fork_per_test(small_config, make_sample) -> None:
+    stats = ExecutionStats()
+    execute_samples([make_sample("interrupts", [HUNG], TESTS)], small_config(workers=1), stats=stats)
+    # One child: each timeout interrupts the test and the child goes on with the next one.
+    assert stats.harness["children"] == 1 and stats.harness["killed"] == 0, stats.harness
+    assert stats.harness["interrupted"] == len(TESTS), stats.harness
