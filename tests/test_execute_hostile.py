@@ -753,3 +753,30 @@ def test_two_codes_importing_numpy_both_pass(recycling: HostileRun) -> None:
 def test_a_code_cannot_forge_the_verdicts_of_later_codes(recycling: HostileRun) -> None:
     wrong = recycling.records["victim_of_the_forgery"].outcomes[0]
     assert all(o.status == Status.failed for o in wrong), wrong
+
+
+# --------------------------------------------------------------------------- the timing pass
+#
+# A code reaches the timing pass only by passing every trusted test; there each repeat runs in a
+# fresh child that is killed and reclaimed like any other. Codes that pass but leave processes
+# behind are timed next to the canary, which fails (so is not timed) if a leftover of its slot
+# is alive when its own repeats run.
+
+PASSING_SLEEPER = "import os\nimport sys\nimport time\n\ndef f(x):\n" + DETACHED_SLEEPER
+PASSING_SPINNER = "import os\n\ndef f(x):\n    if os.fork() == 0:\n        while True:\n            pass\n    return x + 1\n"
+
+
+def test_the_timing_pass_contains_what_passing_codes_leave_behind(small_config, make_sample) -> None:
+    from codedpo.components.common.records import ScoreRecord
+    from codedpo.components.execute.timing import time_trusted_codes
+
+    config = small_config(workers=1)
+    samples = [make_sample("timed_hostile", [PASSING_SLEEPER, PASSING_SPINNER, CANARY], T2)]
+    (execution,) = execute_samples(samples, config)
+    assert all(o.status == Status.passed for row in execution.outcomes for o in row), execution.outcomes
+    scores = [ScoreRecord(problem_id="timed_hostile", ranker="test", code_ids=execution.code_ids,
+                          code_scores=[1.0] * 3, test_ids=execution.test_ids, test_scores=[1.0] * len(T2),
+                          trusted_test_ids=execution.test_ids, top_code_id=execution.code_ids[0])]
+    timings = time_trusted_codes(samples, [execution], scores, config, repeats=3)
+    assert [t.passed_all for t in timings] == [True, True, True], timings
+    assert not [p for p in _host_processes() if MARK in p[3]]

@@ -45,15 +45,15 @@ def timings(make_sample, small_config):
                           code_scores=[1.0] * len(CODES), test_ids=record.test_ids,
                           test_scores=[1.0] * len(TESTS), trusted_test_ids=record.test_ids,
                           top_code_id=record.code_ids[0])]
-    records = time_trusted_codes(samples, executions, scores, config, repeats=5)
+    records = time_trusted_codes(samples, executions, scores, config, repeats=7)
     return dict(zip(["slow", "memo", "lru", "clock", "fast"], records))
 
 
 def test_every_candidate_is_timed_in_fresh_processes(timings) -> None:
     for name, record in timings.items():
-        assert record.passed_all and len(record.totals_s) == 5, (name, record)
+        assert record.passed_all and len(record.totals_s) == 7, (name, record)
         assert record.basis == "wall" and record.wall_totals_s == record.totals_s
-        assert record.cpu_totals_s is not None and len(record.cpu_totals_s) == 5
+        assert record.cpu_totals_s is not None and len(record.cpu_totals_s) == 7
 
 
 @pytest.mark.parametrize("name", ["memo", "lru", "clock"])
@@ -65,9 +65,8 @@ def test_memoising_and_clock_patching_codes_are_timed_at_their_real_cost(timings
 
 def test_a_truly_faster_code_still_wins(timings) -> None:
     assert timings["fast"].median_s * 5 < timings["slow"].median_s, timings
-    ordered = [timings[name] for name in ("slow", "memo", "lru", "clock", "fast")]
-    choice = choose_efficiency(ordered, PairsConfig())
+    # The pairs stage prefers it over the memoising code (timed at its real, naive cost).
+    choice = choose_efficiency([timings["memo"], timings["fast"]], PairsConfig())
     assert isinstance(choice, EfficiencyChoice), choice
-    assert choice.chosen_id == timings["fast"].code_id
-    assert choice.rejected_id != timings["fast"].code_id
+    assert (choice.chosen_id, choice.rejected_id) == (timings["fast"].code_id, timings["memo"].code_id)
 

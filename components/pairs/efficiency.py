@@ -2,8 +2,9 @@
 tests, the fastest is chosen and the slowest rejected, but only when the gap is real.
 
 The statistic. The execute stage's timing pass runs each candidate `repeats` times over the
-problem's trusted tests; `TimingRecord.totals_s[r]` is the wall time of repeat r. We summarise
-them with `robust_stats`:
+problem's trusted tests, each repeat in a fresh process and timed outside the candidate's reach
+(components/execute/timing.py); `TimingRecord.totals_s[r]` is repeat r's time on the basis
+`pairs.timing` chose (wall or CPU). We summarise them with `robust_stats`:
 
 - `median_s` = the median of the totals. Wall times on a shared machine have a long right tail
   (a descheduled process, a GC pause, a cold cache); the median ignores up to half of such

@@ -202,8 +202,10 @@ class Dispatcher:
     def run_in_child(self, number, job, pending):
         """Run `pending` tests of a job in a child; returns the tests left if the child died."""
         child = None
-        unbuffered = number in self.unbuffered
-        if job["recyclable"] and not unbuffered and self.recycled is not None:
+        # A job of the timing pass never leaves an idle recycled child: its timed repeats run
+        # alone in the slot (nothing else of the slot alive, nothing sharing its core).
+        recycle = job["recyclable"] and number not in self.unbuffered and not job.get("repeats")
+        if recycle and self.recycled is not None:
             child, self.recycled = self.recycled, None
             try:
                 os.write(child.command_fd, ("%d %s\n" % (number, ",".join(map(str, pending)))).encode())
@@ -212,7 +214,7 @@ class Dispatcher:
                 self.close_child(child)
                 child = None
         if child is None:
-            child = self.fork_child(number, job, pending, recycle=job["recyclable"] and not unbuffered)
+            child = self.fork_child(number, job, pending, recycle=recycle)
         self.watch(child)
         if child.idle:
             self.recycled = child
