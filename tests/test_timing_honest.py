@@ -58,9 +58,10 @@ def test_every_candidate_is_timed_in_fresh_processes(timings) -> None:
 
 @pytest.mark.parametrize("name", ["memo", "lru", "clock"])
 def test_memoising_and_clock_patching_codes_are_timed_at_their_real_cost(timings, name) -> None:
-    slow = timings["slow"].median_s
-    # Both tests pay the naive recursion (two fib(23), several ms each): within 2x of the plain code.
-    assert 0.5 * slow <= timings[name].median_s <= 2.0 * slow, (name, timings[name].median_s, slow)
+    slow, fast, median = timings["slow"].median_s, timings["fast"].median_s, timings[name].median_s
+    # Both tests pay the naive recursion (two fib(23), several ms each): about the plain code's
+    # time (within 3x on a loaded machine), far above what cache hits or a stopped clock give.
+    assert slow / 3 <= median <= 3 * slow and median > 3 * fast, (name, median, slow, fast)
 
 
 def test_a_truly_faster_code_still_wins(timings) -> None:
