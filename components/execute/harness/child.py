@@ -66,9 +66,9 @@ def _child_main(jobs, problems, job_number, pending, limits, report_fd, command_
                 flush_s=0.0):
     """Body of a forked child. Runs `jobs[job_number]`; a recycling child then restores its state
     and takes further job numbers from `command_fd` ("<job> <positions>" lines). A `timed` child
-    is one repeat of the timing pass: it defines the code, waits for the dispatcher's start byte
-    on `command_fd`, runs the tests (the code defined anew before each), says `D ok` and waits
-    for the dispatcher to close `command_fd`. `flush_s` > 0 buffers the lines (_Reporter).
+    is one repeat of the timing pass: it defines the code, runs a warm-up round, says `W <ns>`,
+    waits for the dispatcher's `g <rounds>` on `command_fd`, runs the rounds (the code defined
+    anew before each test), says `D ok <rounds>` and waits for the dispatcher to close it. `flush_s` > 0 buffers the lines (_Reporter).
     Never returns."""
     reporter = _Reporter(report_fd, token, 0.0 if timed else flush_s)
     send = reporter.send
@@ -76,8 +76,11 @@ def _child_main(jobs, problems, job_number, pending, limits, report_fd, command_
     if timed:
         job = jobs[job_number]
         tests = [problems[job["problem"]][i] for i in job["tests"]]
-        if _run_code(job, tests, pending, send, fresh_definitions=True,
-                     wait_for_start=lambda: _os_read(command_fd, 1)):
+        def wait_for_start(warm_ns):  # "W <ns>" out, "g <rounds>" in
+            send("W %d" % warm_ns)
+            return int(_read_line(command_fd).split()[1])
+
+        if _run_code(job, tests, pending, send, fresh_definitions=True, wait_for_start=wait_for_start):
             _os_read(command_fd, 1)  # returns when the dispatcher has read its clocks and closes
         _end_child(limits)
     baseline = _Baseline() if recycle else None
