@@ -296,3 +296,60 @@ def test_a_slot_from_the_standard_library_ends_the_search_of_the_mro() -> None:
             "class Counted(Base):\n    __eq__ = collections.Counter.__eq__\n    __ne__ = collections.Counter.__ne__\n"
             "    __hash__ = object.__hash__\n\ndef f(x):\n    return Counted()\n")
     assert run(code, ["assert f(1) != 0"])[1] == ["R", "0", "P", "ns", "-", ""]  # judged, not refused (U)
+
+
+# ----------------------------------------------------------------- interrupts and timed rounds
+
+HARNESS = "from codedpo.components.execute.harness import verdicts as harness\n"
+
+
+def test_the_interrupt_flag_is_up_exactly_while_candidate_code_runs() -> None:
+    code = HARNESS + "AT_DEFINITION = harness._IN_TEST[0]\n\ndef f(x):\n    return harness._IN_TEST[0]\n"
+    tests = ["assert AT_DEFINITION is True", "assert f(1) is True", "assert harness._IN_TEST == [True]"]
+    assert [part[2] for part in run(code, tests)[1:]] == ["P", "P", "P"]
+    assert verdicts._IN_TEST == [False]  # down again once the tests are over
+
+
+def test_an_interrupted_test_reports_T_forces_a_write_and_the_code_goes_on() -> None:
+    acknowledged: list[int] = []
+    ticks: list[bool] = []
+    verdicts._ON_INTERRUPT[0] = lambda: acknowledged.append(1)
+    try:
+        code = HARNESS + "def f(x):\n    if x == 2:\n        harness._interrupt(0, None)\n    return x + 1\n"
+        compiled = [compile_test(t) + (True,) for t in ["assert f(1) == 2", "assert f(2) == 3", "assert f(3) == 4"]]
+        sent: list[str] = []
+        verdicts._run_code({"code": code, "entry_point": "f"}, compiled, [0, 1, 2], sent.append, tick=ticks.append)
+    finally:
+        verdicts._ON_INTERRUPT[0] = None
+    assert [line.split(" ")[:3] for line in sent] == [["C", "ok"], ["R", "0", "P"], ["R", "1", "T"], ["R", "2", "P"]]
+    assert acknowledged == [1] and ticks == [False, False, True, False]
+    verdicts._interrupt(0, None)  # no test running: no acknowledgement, no raise
+    assert acknowledged == [1]
+
+
+def test_an_interrupted_definition_reports_T_for_the_code() -> None:
+    assert run(HARNESS + "harness._interrupt(0, None)\n", ["assert f(1) == 2"]) == [["C", "T", ""]]
+
+
+# Counts its definitions in an imported module (state the timing pass does not reset between
+# rounds): right while defined at most 6 times.
+COUNTS_DEFINITIONS = ("import sys\nsys.__dict__.setdefault('codedpo_defs', [0])[0] += 1\n\n"
+                      "def f(x):\n    return x + 1 if sys.codedpo_defs[0] <= 6 else 0\n")
+
+
+def test_timed_rounds_report_the_first_round_and_the_first_failure() -> None:
+    import sys
+
+    asked: list[int] = []
+    compiled = [compile_test(t) + (True,) for t in ["assert f(1) == 2", "assert f(2) == 3"]]
+    sent: list[str] = []
+    sys.__dict__.pop("codedpo_defs", None)
+    try:
+        timed = verdicts._run_code({"code": COUNTS_DEFINITIONS, "entry_point": "f"}, compiled, [0, 1], sent.append,
+                                   fresh_definitions=True, wait_for_start=lambda warm_ns: asked.append(warm_ns) or 3)
+    finally:
+        sys.__dict__.pop("codedpo_defs", None)
+    assert timed and len(asked) == 1 and 0 < asked[0] < MAX_NS
+    # Definitions: 1 (C ok), 2-3 warm-up, 4-5 round 1, 6-7 round 2 (the 7th fails), round 3 never runs.
+    lines = [line.split(" ")[:3] for text in sent for line in text.split("\n")]
+    assert lines == [["C", "ok"], ["R", "0", "P"], ["R", "1", "P"], ["R", "1", "A"], ["D", "ok", "3"]]
