@@ -98,6 +98,7 @@ class Dispatcher:
         self.slowest_pass_s = {}  # (problem, test index) -> slowest pass this slot has seen
         self.timeouts = {}  # job number -> its timeouts so far (at the ceiling or the short limit)
         self.unbuffered = set()  # jobs whose tests run again, unbuffered (see _FLUSH_S)
+        self.job_failed = False  # whether the job being run has failed a test (emit sets it)
         # What this slot did, for the executor's stats: children forked (verdicts, timing),
         # tests interrupted at their limit, children killed, jobs run again unbuffered.
         self.counts = {"children": 0, "timing_children": 0, "interrupted": 0, "killed": 0, "rerun_unbuffered": 0}
