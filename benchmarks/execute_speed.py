@@ -28,7 +28,6 @@ the share of the sandboxed run's wall time (x cores) spent waiting for timeouts.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import random

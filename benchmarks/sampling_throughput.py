@@ -119,7 +119,9 @@ def main() -> None:
 
     import torch
     import transformers
-    from codedpo.components.sample.backends import HfBackend, SamplingParams
+
+    from codedpo.components.llm.base import SamplingParams
+    from codedpo.components.llm.hf import HfBackend
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

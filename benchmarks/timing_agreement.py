@@ -38,8 +38,8 @@ from realsamples import speed_workload  # noqa: E402
 from codedpo.components.common.config import ExecuteConfig, PairsConfig, ScoreConfig  # noqa: E402
 from codedpo.components.common.records import TimingRecord  # noqa: E402
 from codedpo.components.execute.executor import execute_samples  # noqa: E402
-from codedpo.components.execute.timing import time_trusted_codes  # noqa: E402
-from codedpo.components.pairs.efficiency import EfficiencyChoice, choose_efficiency, robust_stats  # noqa: E402
+from codedpo.components.execute.timing import robust_stats, time_trusted_codes  # noqa: E402
+from codedpo.components.pairs.efficiency import EfficiencyChoice, choose_efficiency  # noqa: E402
 from codedpo.components.score import score_executions  # noqa: E402
 
 TARGET_AGREEMENT = 0.95
@@ -102,8 +102,16 @@ def main() -> int:
     parser.add_argument("--problems", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=PairsConfig().timing_repeats)
     parser.add_argument("--timeout-s", type=float, default=1.0)
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--save-runs", type=Path, help="write both runs' TimingRecords here (JSONL, `run` field)")
+    parser.add_argument("--load-runs", type=Path, help="judge runs saved by --save-runs instead of timing anew")
     args = parser.parse_args()
+    if args.load_runs:
+        runs = [[], []]
+        for line in args.load_runs.read_text().splitlines():
+            row = json.loads(line)
+            runs[row.pop("run") - 1].append(TimingRecord.model_validate(row))
+        return report(runs, args)
     samples = speed_workload(args.codes, min_tests=0, problems=args.problems)
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     execute = ExecuteConfig(timeout_s=args.timeout_s, cache_dir=str(CACHE_DIR))
@@ -118,6 +126,14 @@ def main() -> int:
         timed = sum(r.passed_all for r in runs[-1])
         print(f"timing run {number}: {len(runs[-1])} codes ({timed} timed in every repeat), "
               f"{args.repeats} repeats, {time.monotonic() - started:.0f} s", flush=True)
+    if args.save_runs:
+        args.save_runs.write_text("".join(json.dumps({"run": number, **record.model_dump(mode="json")}) + "\n"
+                                          for number, run in ((1, runs[0]), (2, runs[1])) for record in run))
+    return report(runs, args)
+
+
+def report(runs: list[list[TimingRecord]], args: argparse.Namespace) -> int:
+    """Print (and with --json write) the figures of two timing runs of the same codes."""
     config = PairsConfig()
     results = {}
     for basis in ("wall", "cpu"):

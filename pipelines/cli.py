@@ -12,7 +12,8 @@ each `--set` in order (values are parsed as YAML scalars: `--set score.damping=0
 `examples/quickstart/run.yaml` is used when it exists under the current directory (so
 `codedpo run` in a checkout runs the quickstart), otherwise the plain defaults.
 
-A bad configuration value or record file is reported as one error line (no traceback) and the
+An input error (a bad configuration value, record file, prompt template, seed source, or an empty
+result: any `InputError`) is reported as one error line (no traceback) and the
 command exits with code 2; a step that fails for another reason exits with code 1. `submit` and
 `status` exit with code 3 when the KFP API refuses a request or cannot be reached, and `status`
 with code 1 when the run failed or was canceled.
@@ -30,8 +31,9 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
-from codedpo.components.common.config import ConfigError, RunConfig, SandboxKind, dump_config, load_config
-from codedpo.components.common.jsonl import RecordFileError, iter_json_lines
+from codedpo.components.common.config import RunConfig, SandboxKind, dump_config, load_config
+from codedpo.components.common.errors import ConfigError, InputError
+from codedpo.components.common.jsonl import iter_json_lines
 from codedpo.pipelines.compile import DEFAULT_OUTPUT, compile_pipeline
 
 QUICKSTART_CONFIG = Path("examples/quickstart/run.yaml")
@@ -97,9 +99,16 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def resolve_config(
-    config_path: Path | None, sandbox: SandboxKind | None, sets: list[str] | None, store: str | None = None
+    config_path: Path | None,
+    sandbox: SandboxKind | None,
+    sets: list[str] | None,
+    store: str | None = None,
+    *,
+    on_this_machine: bool = True,
 ) -> tuple[RunConfig, str]:
-    """The effective configuration (defaults, YAML, --sandbox, --store, --set) and where it came from."""
+    """The effective configuration (defaults, YAML, --sandbox, --store, --set) and where it came
+    from. `on_this_machine`: the run file's relative paths resolve against its folder (`run`,
+    `config`); False keeps them as written, paths in the cluster's pods (`compile`, `submit`)."""
     if config_path is None and QUICKSTART_CONFIG.is_file():
         config_path = QUICKSTART_CONFIG
     overrides = {
@@ -112,7 +121,7 @@ def resolve_config(
         layers.append(str(config_path))
     if overrides:
         layers.append("command line")
-    return load_config(config_path, overrides), " + ".join(layers)
+    return load_config(config_path, overrides, paths_beside_file=on_this_machine), " + ".join(layers)
 
 
 def _fail(message: str, code: int = EXIT_INPUT_ERROR) -> typer.Exit:
@@ -143,7 +152,7 @@ def run(
 
     try:
         effective, source = resolve_config(config, sandbox, set_, store)
-    except ConfigError as error:
+    except InputError as error:
         raise _fail(str(error)) from None
     _warn_if_unsafe(effective)
     sandbox_kind = effective.execute.sandbox
@@ -164,7 +173,7 @@ def run(
     try:
         run_dir = run_local(effective, on_step=show)
         counts = _count_pairs(run_dir / "pairs.jsonl")
-    except (ConfigError, RecordFileError, StorageError) as error:
+    except (InputError, StorageError) as error:  # before the first step; a store that refuses us included
         raise _fail(str(error)) from None
     except StepFailedError as error:
         raise _fail(str(error), EXIT_INPUT_ERROR if error.is_input_error else EXIT_STEP_FAILED) from None
@@ -221,13 +230,12 @@ def compile_(
     without --config the quickstart's (replay) is used when it exists. `--cluster` gives the
     cluster settings (default: the built-in ClusterConfig)."""
     from codedpo.pipelines.cluster import load_cluster_config
-    from codedpo.pipelines.images import ImageConfigError
 
     try:
-        run_config, _ = resolve_config(config, None, set_)
+        run_config, _ = resolve_config(config, None, set_, on_this_machine=False)
         settings = load_cluster_config(cluster)
         written = compile_pipeline(output, run_config, settings)
-    except (ConfigError, ImageConfigError) as error:
+    except InputError as error:
         raise _fail(str(error)) from None
     console.print(f"wrote {escape(str(written))}")
 
@@ -262,18 +270,17 @@ def submit(
     settings (`--cluster`) go into the compiled pipeline, and the run uses its service account.
     """
     from codedpo.pipelines.cluster import load_cluster_config
-    from codedpo.pipelines.images import ImageConfigError
     from codedpo.pipelines.submit import KfpApiError, submit_run
 
     try:
-        effective, source = resolve_config(config, None, set_, store)
+        effective, source = resolve_config(config, None, set_, store, on_this_machine=False)
         settings = load_cluster_config(cluster)
-    except ConfigError as error:
+    except InputError as error:
         raise _fail(str(error)) from None
     console.print(f"submitting run [bold]{escape(effective.run_name)}[/] (config: {escape(source)}) to {escape(host)}")
     try:
         submitted = submit_run(host, effective, settings, namespace=namespace, experiment=experiment)
-    except ImageConfigError as error:
+    except InputError as error:  # an image registry or tag that names no image
         raise _fail(str(error)) from None
     except KfpApiError as error:
         raise _fail(str(error), EXIT_API_ERROR) from None
@@ -321,7 +328,7 @@ def show_config(
     """
     try:
         effective, source = resolve_config(config, sandbox, set_, store)
-    except ConfigError as error:
+    except InputError as error:
         raise _fail(str(error)) from None
     typer.echo(f"# effective configuration: {source}")
     typer.echo(dump_config(effective), nl=False)

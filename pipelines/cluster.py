@@ -34,10 +34,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from codedpo.components.common.config import ConfigError, describe_validation_error
+from codedpo.components.common.errors import ConfigError, describe_validation_error, load_yaml_mapping
+from codedpo.components.common.sections import Section
+from codedpo.components.common.workloads import Toleration
 from codedpo.pipelines.images import REGISTRY_ENV, TAG_ENV, image_refs, image_refs_from_env
 
 # Every step of the pipelines, by the short name `apply_cluster_settings` takes: "plan" is both
@@ -67,8 +68,8 @@ STEP_IMAGES: dict[str, ImageName] = {
 SHM_VOLUME = "dshm"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Section(Section):
+    """A section of the cluster file (strict, like every settings section)."""
 
 
 class Images(_Section):
@@ -98,16 +99,6 @@ class Images(_Section):
             refs = image_refs_from_env(env if self.tag is None else {**env, TAG_ENV: self.tag})
             return getattr(refs, image)
         return f"codedpo-{image}:{self.tag or 'latest'}"
-
-
-class Toleration(_Section):
-    """A Kubernetes toleration (the PodSpec field names, in snake case)."""
-
-    key: str | None = None
-    operator: Literal["Equal", "Exists"] = "Equal"
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = Field(None, ge=0)
 
 
 class SecretEnv(_Section):
@@ -237,16 +228,7 @@ def load_cluster_config(path: str | Path | None) -> ClusterConfig:
     Raises ConfigError naming the file and each bad field."""
     if path is None:
         return ClusterConfig()
-    try:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ConfigError(f"cannot read cluster config {path}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    if loaded is None:
-        loaded = {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top, got {type(loaded).__name__}")
+    loaded = load_yaml_mapping(path, "cluster config")
     try:
         return ClusterConfig.model_validate(loaded)
     except ValidationError as error:
@@ -302,7 +284,8 @@ def apply_cluster_settings(task: Any, step: StepName, cluster: ClusterConfig | N
     for key, value in (settings.node_selector or {}).items():
         kubernetes.add_node_selector(task, label_key=key, label_value=value)
     for toleration in settings.tolerations or []:
-        kubernetes.add_toleration(task, **toleration.model_dump())
+        kubernetes.add_toleration(task, key=toleration.key, operator=toleration.operator, value=toleration.value,
+                                  effect=toleration.effect, toleration_seconds=toleration.toleration_s)
     if settings.shm_size:
         kubernetes.empty_dir_mount(
             task, volume_name=SHM_VOLUME, mount_path="/dev/shm", medium="Memory", size_limit=settings.shm_size

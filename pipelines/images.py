@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from importlib import metadata
 
+from codedpo.components.common.errors import InputError
+
 IMAGE_NAMES = ("sampler", "sandbox", "trainer", "light")
 REGISTRY_ENV = "CODEDPO_IMAGE_REGISTRY"
 TAG_ENV = "CODEDPO_IMAGE_TAG"
@@ -34,7 +36,7 @@ _REGISTRY = re.compile(r"^[a-z0-9]([a-z0-9._:-]*[a-z0-9])?(/[a-z0-9]([a-z0-9._-]
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
-class ImageConfigError(ValueError):
+class ImageConfigError(InputError):
     """A registry or tag that cannot name an image; the message names the setting and value."""
 
 

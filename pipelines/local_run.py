@@ -34,21 +34,24 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
-import re
 import shutil
 import sys
 import threading
-import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
-from unittest import mock
 
-from codedpo.components.common.config import ConfigError, RunConfig, dump_config
-from codedpo.components.common.logs import PROGRESS_MARK
+from codedpo.components.common.config import PATH_FIELDS, RunConfig, dump_config
+from codedpo.components.common.errors import ConfigError
+from codedpo.components.common.logs import PROGRESS_MARK, parse_step_error
+from codedpo.pipelines.kfp_local_workarounds import (
+    one_task_logger,
+    quiet_local_runner_warnings,
+    strip_colour,
+    task_event,
+)
 
 # Pipeline output -> file name in the run folder.
 RUN_FILES = {
@@ -74,21 +77,8 @@ TRAIN_TASK = "train"  # kfp.local names the task after its component
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "pipeline.log"
 PIPELINE_ROOT = "pipeline-root"  # under output_dir, shared by all runs
-# The configuration's paths (relative ones resolve against the working directory), and the
-# input files among them, which must exist before a run starts.
+# The input files among the configuration's paths (PATH_FIELDS), which must exist before a run starts.
 INPUT_FILE_FIELDS = ("samples.path", "samples.problems_path", "samples.tests_path")
-PATH_FIELDS = ("output_dir", *INPUT_FILE_FIELDS, "seeds.path", "execute.cache_dir", "sampling.cache_dir", "store")
-# Exceptions that mean "fix your input", not "a bug or an infrastructure fault".
-INPUT_ERRORS = frozenset({"ConfigError", "RecordFileError"})
-# Warnings kfp.local emits for every task of a pipeline written for a cluster: the image is not
-# a "python" image (the local runner uses this interpreter anyway) and display names and
-# resource settings have no local effect.
-_LOCAL_RUNNER_WARNINGS = (
-    r"You may be attemping to run a task that uses custom or non-Python base image",
-    r"Task .* have no effect in the current local runner",
-)
-
-
 StepStatus = Literal["running", "progress", "succeeded", "retrying", "failed"]
 
 
@@ -103,21 +93,19 @@ class StepEvent:
 
 
 class StepFailedError(RuntimeError):
-    """A pipeline step failed. `error_type` and `error` are the exception the step ended with
-    (empty when it died without one); the full output is in `log_path`."""
+    """A pipeline step failed. `error_type` and `error` are the exception the step ended with, as
+    the step declared it (empty when it died without one); `is_input_error` is True when that
+    exception is an `InputError` (a bad record file, configuration value, template, seed source,
+    an empty result...). The full output is in `log_path`."""
 
-    def __init__(self, step: str, error_type: str, error: str, log_path: Path) -> None:
+    def __init__(self, step: str, error_type: str, error: str, log_path: Path, *, is_input_error: bool = False) -> None:
         self.step = step
         self.error_type = error_type
         self.error = error
         self.log_path = log_path
+        self.is_input_error = is_input_error
         what = f"{error_type}: {error}" if error_type else "no exception was reported"
         super().__init__(f"step '{step}' failed: {what}\n(full log: {log_path})")
-
-    @property
-    def is_input_error(self) -> bool:
-        """True when the step rejected its input (a bad record file or configuration value)."""
-        return self.error_type in INPUT_ERRORS
 
 
 def _owner(config: RunConfig, dotted: str) -> tuple[Any, str]:
@@ -130,8 +118,9 @@ def _owner(config: RunConfig, dotted: str) -> tuple[Any, str]:
 
 
 def resolve_paths(config: RunConfig, base_dir: Path) -> RunConfig:
-    """A copy of `config` whose relative paths (`PATH_FIELDS`) are made absolute against
-    `base_dir`: the steps run as subprocesses (or pods) that must not depend on a cwd."""
+    """A copy of `config` whose relative paths (`PATH_FIELDS`: the defaults' and the command
+    line's; a run file's are already absolute, see `load_config`) are made absolute against
+    `base_dir`: the steps run as subprocesses that must not depend on a cwd."""
     resolved = config.model_copy(deep=True)
     for dotted in PATH_FIELDS:
         owner, name = _owner(resolved, dotted)
@@ -148,45 +137,15 @@ def resolve_paths(config: RunConfig, base_dir: Path) -> RunConfig:
 def _check_inputs_exist(config: RunConfig) -> None:
     """Fail before starting any step when an input file is missing (the common mistake)."""
     if config.sampling.backend != "replay":
-        from codedpo.components.seeds.collect import SeedSourceError, check_seed_source
+        from codedpo.components.seeds.collect import check_seed_source
 
-        try:
-            check_seed_source(config.seeds)
-        except SeedSourceError as error:
-            raise ConfigError(str(error)) from None
+        check_seed_source(config.seeds)  # a SeedSourceError (an InputError) names the source
         return  # the samples.* files are only read by the replay import
     for dotted in INPUT_FILE_FIELDS:
         owner, name = _owner(config, dotted)
         path = getattr(owner, name)
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"{dotted}: no such file: {path}")
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_TASK_START = re.compile(r"Executing task '([^']+)'")
-_TASK_END = re.compile(r"Task '([^']+)' finished with status (\w+)")
-_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s?(.*))?$")
-
-
-def _last_exception(lines: list[str]) -> tuple[str, str]:
-    """(type name, message) of the last traceback in a task's output, or ("", "")."""
-    starts = [i for i, line in enumerate(lines) if line.strip() == "Traceback (most recent call last):"]
-    if not starts:
-        return "", ""
-    # The traceback's own indentation (kfp.local may indent a task's output) is removed from
-    # every line after it, so the exception line is the first one that is not indented further.
-    indent = lines[starts[-1]][: lines[starts[-1]].index("Traceback")]
-    for i in range(starts[-1] + 1, len(lines)):
-        line = lines[i].removeprefix(indent)
-        if line and not line[0].isspace():
-            match = _EXCEPTION_LINE.match(line)
-            if match is None:
-                return "", line
-            # A multi-line message (ConfigError lists one field a line) continues to the end.
-            rest = [more.removeprefix(indent).rstrip() for more in lines[i + 1 :]]
-            message = "\n".join([match.group(2) or "", *rest]).strip()
-            return match.group(1).rsplit(".", 1)[-1], message
-    return "", ""
 
 
 @dataclass(frozen=True)
@@ -206,9 +165,9 @@ class _LogWatcher(io.TextIOBase):
         self._steps = steps
         self._on_step = on_step
         self._partial = ""
-        self._task_lines: list[str] = []
+        self._declared: tuple[str, str, bool] | None = None  # the last step error declared
         self._failed_attempts: Counter[str] = Counter()
-        self.failure: tuple[str, str, str] | None = None  # (task, error type, message)
+        self.failure: tuple[str, tuple[str, str, bool]] | None = None  # (task, (type, message, input error))
         self._current: str | None = None  # the task whose progress lines are streaming
         self._lock = threading.RLock()
 
@@ -223,29 +182,29 @@ class _LogWatcher(io.TextIOBase):
             self._partial += text
             *complete, self._partial = self._partial.split("\n")
             for line in complete:
-                self._line(_ANSI.sub("", line))
+                self._line(strip_colour(line))
         return len(text)
 
     def flush(self) -> None:
         self._log.flush()
 
     def _line(self, line: str) -> None:
-        if match := _TASK_START.search(line):
-            self._task_lines = []
-            self._emit(match.group(1), "running")
-        elif match := _TASK_END.search(line):
-            task, status = match.groups()
-            if status == "SUCCESS":
+        if (event := task_event(line)) is not None:
+            task, status = event
+            if status == "running":
+                self._declared = None
+                self._emit(task, "running")
+            elif status == "SUCCESS":
                 self._emit(task, "succeeded")
-                return
-            self.failure = (task, *_last_exception(self._task_lines))
-            self._failed_attempts[task] += 1
-            retries = self._steps[task].retries if task in self._steps else 0
-            self._emit(task, "retrying" if self._failed_attempts[task] <= retries else "failed")
-        else:
-            self._task_lines.append(line)
-            if PROGRESS_MARK in line and self._current is not None:
-                self._emit(self._current, "progress", line.split(PROGRESS_MARK, 1)[1].strip())
+            else:
+                self.failure = (task, self._declared or ("", "", False))
+                self._failed_attempts[task] += 1
+                retries = self._steps[task].retries if task in self._steps else 0
+                self._emit(task, "retrying" if self._failed_attempts[task] <= retries else "failed")
+        elif (declared := parse_step_error(line)) is not None:
+            self._declared = declared
+        elif PROGRESS_MARK in line and self._current is not None:
+            self._emit(self._current, "progress", line.split(PROGRESS_MARK, 1)[1].strip())
 
     def _emit(self, task: str, status: StepStatus, message: str = "") -> None:
         self._current = task if status in ("running", "progress") else None
@@ -255,38 +214,6 @@ class _LogWatcher(io.TextIOBase):
 
     def display_name(self, task: str) -> str:
         return self._steps[task].display_name if task in self._steps else task
-
-
-@contextlib.contextmanager
-def _one_task_logger() -> Iterator[None]:
-    """Replace kfp.local's per-task logger set-up for the duration of a run.
-
-    For every task, kfp 2.17's `logging_utils.local_logger_context` clears the root logger's
-    handlers, adds its own, and on exit puts back the ones it found. The shards of a
-    `ParallelFor` run in threads, so those swaps interleave: a task that logs "finished with
-    status SUCCESS" while another task sits between `handlers.clear()` and `addHandler` loses the
-    line, and the run would show a step that never ended. Its `indented_print` swaps
-    `builtins.print` the same way, and interleaved swaps can leave print indented twice for
-    good. Here every task shares one handler on the current stdout (the run's log watcher),
-    installed once with the same format, and the subprocess output is printed as is.
-    """
-    from kfp.local import logging_utils
-
-    root = logging.getLogger()
-    saved_level, saved_handlers = root.level, root.handlers[:]
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging_utils.MillisecondFormatter(fmt="%(asctime)s - %(levelname)s - %(message)s", datefmt="%H:%M:%S.%f"))
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    try:
-        with (
-            mock.patch.object(logging_utils, "local_logger_context", contextlib.nullcontext),
-            mock.patch.object(logging_utils, "indented_print", contextlib.nullcontext),
-        ):
-            yield
-    finally:
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
 
 
 def _pipeline_steps(pipeline: Any) -> dict[str, _Step]:
@@ -325,13 +252,12 @@ def run_local(
     config = resolve_paths(config, Path.cwd() if base_dir is None else Path(base_dir))
     _check_inputs_exist(config)
     if config.sampling.backend != "replay":
-        from codedpo.components.sample.backends import BackendError
-        from codedpo.components.sample.preflight import check_sampling_setup
-        from codedpo.components.sample.prompts import TemplateError
+        from codedpo.components.llm.base import BackendError
+        from codedpo.pipelines.preflight import check_sampling_setup
 
-        try:  # what would fail every shard fails here, once, in one line
+        try:  # what would fail every shard fails here, once, in one line (a bad template: TemplateError)
             check_sampling_setup(config)
-        except (TemplateError, BackendError) as error:
+        except BackendError as error:  # no endpoint, no such model: the configuration points at nothing
             raise ConfigError(str(error)) from None
     if config.store:
         from codedpo.components.common.storage.runs import stage_location
@@ -350,9 +276,7 @@ def run_local(
         pipeline_root=str(output_dir / PIPELINE_ROOT),
         raise_on_error=True,
     )
-    with open(log_path, "w", encoding="utf-8") as log, warnings.catch_warnings():
-        for message in _LOCAL_RUNNER_WARNINGS:
-            warnings.filterwarnings("ignore", message=message)
+    with open(log_path, "w", encoding="utf-8") as log, quiet_local_runner_warnings():
         pipeline = pipeline_for(config)
         watcher = _LogWatcher(log, _pipeline_steps(pipeline), on_step)
         arguments: dict[str, Any] = {"run_config": run_config_parameter(config),
@@ -360,13 +284,15 @@ def run_local(
         if config.sampling.backend == "replay":
             arguments["samples_path"] = config.samples.path
         try:
-            with contextlib.redirect_stdout(watcher), _one_task_logger():
+            with contextlib.redirect_stdout(watcher), one_task_logger():
                 run = pipeline(**arguments)
         except RuntimeError:
             if watcher.failure is None:
                 raise
-            task, error_type, error = watcher.failure
-            raise StepFailedError(watcher.display_name(task), error_type, error, log_path) from None
+            task, (error_type, error, is_input_error) = watcher.failure
+            raise StepFailedError(
+                watcher.display_name(task), error_type, error, log_path, is_input_error=is_input_error
+            ) from None
 
     for output, file_name in RUN_FILES.items():
         if output in run.outputs:  # the replay pipeline has no seeds or tasks

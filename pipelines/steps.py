@@ -105,7 +105,7 @@ def write_tasks_shard(run_config: dict, seeds: Input[Dataset], shard_index: int,
 
     from codedpo.components.common import config as run_config_module
     from codedpo.components.common import jsonl
-    from codedpo.components.sample.factory import make_backend
+    from codedpo.components.llm.factory import make_backend
     from codedpo.components.seeds.records import Seed
     from codedpo.components.tasks.stage import write_tasks_shard as write_shard
 
@@ -161,7 +161,7 @@ def sample_shard(run_config: dict, tasks: Input[Dataset], shard_index: int, samp
 
     from codedpo.components.common import config as run_config_module
     from codedpo.components.common import jsonl
-    from codedpo.components.sample.factory import make_backend, make_templates
+    from codedpo.components.llm.factory import make_backend, make_templates
     from codedpo.components.sample.stage import sample_shard as sample
     from codedpo.components.tasks.records import TaskRecord
 
@@ -365,13 +365,7 @@ def report(
 
     from codedpo.components.common import config as run_config_module
     from codedpo.components.common import jsonl
-    from codedpo.components.common.records import (
-        ExecutionRecord,
-        PairRecord,
-        SampleSet,
-        ScoreRecord,
-        TimingRecord,
-    )
+    from codedpo.components.common.records import ExecutionRecord, PairRecord, SampleSet, ScoreRecord, TimingRecord
     from codedpo.components.pairs import PairsResult
     from codedpo.components.report import build_report
 

@@ -57,7 +57,7 @@ def build_sample(
 
 
 # Small limits keep the sandbox tests fast (and the hostile ones cheap to contain).
-SMALL_LIMITS = {"timeout_s": 1.0, "memory_mb": 256, "output_limit_kb": 64, "max_processes": 8}
+SMALL_LIMITS = {"timeout_s": 1.0, "memory_mib": 256, "output_limit_kib": 64, "max_processes": 8}
 
 
 @pytest.fixture(scope="session")
@@ -84,10 +84,10 @@ def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["OpenAISer
     """Our loopback OpenAI-compatible server (`openai_server.py`, not `vllm serve`), serving a
     tiny random Llama (`tiny_model.py`) under the name 'tiny-llama'."""
     import torch
-
-    from codedpo.components.sample.backends import HfBackend
     from openai_server import OpenAIServer
     from tiny_model import save_tiny_model
+
+    from codedpo.components.llm.hf import HfBackend
 
     folder = tmp_path_factory.mktemp("tiny-llama")
     torch.manual_seed(0)

@@ -34,7 +34,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from codedpo.components.sample.backends import HfBackend, SamplingParams
+from codedpo.components.llm.base import SamplingParams
+from codedpo.components.llm.hf import HfBackend
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -30,7 +30,7 @@ def test_config_prints_the_defaults_as_yaml() -> None:
 
 def test_config_layers_yaml_then_set(tmp_path: Path) -> None:
     config_file = tmp_path / "run.yaml"
-    config_file.write_text("run_name: mine\nexecute:\n  timeout_s: 3\n  memory_mb: 256\n")
+    config_file.write_text("run_name: mine\nexecute:\n  timeout_s: 3\n  memory_mib: 256\n")
     result = runner.invoke(
         app,
         ["config", "--config", str(config_file), "--set", "execute.timeout_s=1.5", "--set", "pairs.efficiency=false"],
@@ -38,7 +38,7 @@ def test_config_layers_yaml_then_set(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     shown = yaml.safe_load(result.stdout)
     assert shown["run_name"] == "mine"
-    assert shown["execute"]["memory_mb"] == 256  # from the file
+    assert shown["execute"]["memory_mib"] == 256  # from the file
     assert shown["execute"]["timeout_s"] == 1.5  # --set wins over the file
     assert shown["pairs"]["efficiency"] is False  # parsed as a YAML scalar
 

@@ -14,7 +14,7 @@ import yaml
 from kfp import compiler, components, dsl
 from typer.testing import CliRunner
 
-from codedpo.components.common.config import ConfigError
+from codedpo.components.common.errors import ConfigError
 from codedpo.pipelines.cli import app
 from codedpo.pipelines.cluster import ClusterConfig, apply_cluster_settings, load_cluster_config
 from codedpo.pipelines.compile import compile_pipeline

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -218,7 +217,7 @@ def test_workers_do_not_change_the_cache_key(make_sample, small_config, tmp_path
     execute_samples(samples, small_config(sandbox="unsafe-none", cache_dir=str(tmp_path), workers=2), stats=stats)
     assert (stats.executions_run, stats.executions_cached) == (0, 4)
     stats = ExecutionStats()
-    execute_samples(samples, small_config(sandbox="unsafe-none", cache_dir=str(tmp_path), memory_mb=128), stats=stats)
+    execute_samples(samples, small_config(sandbox="unsafe-none", cache_dir=str(tmp_path), memory_mib=128), stats=stats)
     assert (stats.executions_run, stats.executions_cached) == (4, 0)
 
 
@@ -243,7 +242,7 @@ RESUME_WORKLOAD = textwrap.dedent('''
 
     def config(cache_dir):
         # Small batches: outcomes are committed batch by batch, so a kill lands between two.
-        return ExecuteConfig(cache_dir=cache_dir, timeout_s=2.0, memory_mb=256, workers=2, problems_per_sandbox=5)
+        return ExecuteConfig(cache_dir=cache_dir, timeout_s=2.0, memory_mib=256, workers=2, problems_per_sandbox=5)
 
     if __name__ == "__main__":
         execute_samples(workload(), config(sys.argv[1]))

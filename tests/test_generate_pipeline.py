@@ -17,16 +17,16 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from tiny_model import train_tiny_coder
 
 from codedpo.components.common.config import RunConfig, SeedsConfig, load_config
 from codedpo.components.common.jsonl import read_records
 from codedpo.components.common.records import PairRecord, SampleSet
-from codedpo.components.sample.factory import make_templates
+from codedpo.components.llm.factory import make_templates
 from codedpo.components.seeds.collect import collect_seeds
 from codedpo.components.tasks.records import TaskRecord
 from codedpo.components.tasks.writing import parse_task_answer, task_template
 from codedpo.pipelines import local_run
-from tiny_model import train_tiny_coder
 
 REPO = Path(__file__).resolve().parents[1]
 STDLIB = Path(sysconfig.get_paths()["stdlib"])

@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+from fake_kubernetes import FakeKubernetesApi
+
 from codedpo.components.common import kube
-from codedpo.components.train.config import TrainConfig
+from codedpo.components.common.config import TrainConfig
 from codedpo.components.train.launcher import launch_pytorchjob, launch_training
 from codedpo.components.train.pytorchjob import PyTorchJobSpec, build_pytorchjob
-
-from fake_kubernetes import FakeKubernetesApi
 
 NS = "kubeflow"
 

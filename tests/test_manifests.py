@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from codedpo.components.common.storage import S3Settings
-from codedpo.components.train.pytorchjob import S3Env
+from codedpo.components.common.workloads import S3SecretRef
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO / "manifests"
@@ -265,7 +265,7 @@ def test_s3_secret_feeds_the_store_minio_and_the_training_job(render: Callable[[
     minio_service = one(objects, "Service", "minio", "codedpo")
     assert {p["port"] for p in minio_service["spec"]["ports"]} >= {9000}
     # The PyTorchJob builder's defaults name this Secret and these keys.
-    s3_env = S3Env()
+    s3_env = S3SecretRef()
     assert s3_env.secret_name == "codedpo-s3"
     assert {s3_env.access_key_id_key, s3_env.secret_access_key_key, s3_env.endpoint_key} <= data.keys()
     # MinIO's root credentials come from the same keys.

@@ -17,12 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from codedpo.components.sample.backends import BackendError, SamplingParams, derive_seed
-
 import torch  # the test extra installs it: a broken install must fail, not skip
+from openai_server import OpenAIServer
+from tiny_model import save_tiny_model
 
-from codedpo.components.sample.backends import HfBackend
-from codedpo.components.sample.openai_backend import (
+from codedpo.components.llm.base import BackendError, SamplingParams, derive_seed
+from codedpo.components.llm.hf import HfBackend
+from codedpo.components.llm.openai import (
     EndpointUnreachableError,
     MalformedResponseError,
     ModelNotFoundError,
@@ -30,8 +31,6 @@ from codedpo.components.sample.openai_backend import (
     RequestRejectedError,
     split_tokens,
 )
-from openai_server import OpenAIServer
-from tiny_model import save_tiny_model
 
 TEXTS = [
     'def add(a, b):\n    """Return the sum of a and b."""\n    return a + b\n',

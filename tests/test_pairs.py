@@ -7,7 +7,8 @@ import pytest
 from codedpo.components.common.config import PairsConfig
 from codedpo.components.common.jsonl import read_records
 from codedpo.components.common.records import Candidate, PairRecord, SampleSet, ScoreRecord, TimingRecord
-from codedpo.components.pairs import build_pairs, load_pairs_dataset, robust_stats, write_pairs
+from codedpo.components.execute.timing import robust_stats
+from codedpo.components.pairs import build_pairs, load_pairs_dataset, write_pairs
 from codedpo.components.pairs.correctness import CorrectnessChoice, choose_correctness
 from codedpo.components.pairs.efficiency import EfficiencyChoice, choose_efficiency
 

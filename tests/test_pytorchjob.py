@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from codedpo.components.common.config import ConfigError
-from codedpo.components.train.config import TrainConfig
+
+from codedpo.components.common.config import TrainConfig
+from codedpo.components.common.errors import ConfigError
 from codedpo.components.train.pytorchjob import (
     PyTorchJobSpec,
     PyTorchJobValidationError,

@@ -13,8 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch  # the test extra installs it: a broken install must fail, not skip
+from tiny_model import save_tiny_model
+
 from codedpo.components.common.records import SampleSet
-from codedpo.components.sample.backends import (
+from codedpo.components.llm.base import (
     Backend,
     BackendError,
     Completion,
@@ -22,21 +25,17 @@ from codedpo.components.sample.backends import (
     SamplingParamsError,
     cut_at_stop,
 )
-from codedpo.components.sample.extract import Discard
-from codedpo.components.sample.generate import sample_codes_and_tests
-from codedpo.components.sample.prompts import (
+from codedpo.components.llm.hf import HfBackend
+from codedpo.components.llm.prompts import (
     BASE_TEMPLATES,
     CHAT_TEMPLATES,
     PromptTemplates,
     TemplateError,
     default_templates,
 )
+from codedpo.components.sample.extract import Discard
+from codedpo.components.sample.generate import sample_codes_and_tests
 from codedpo.components.seeds.benchmarks import BenchmarkTask
-
-import torch  # the test extra installs it: a broken install must fail, not skip
-
-from codedpo.components.sample.backends import HfBackend
-from tiny_model import save_tiny_model
 
 TEXTS = [
     'def add(a, b):\n    """Return the sum of a and b."""\n    return a + b\n',

@@ -13,10 +13,11 @@ import sys
 import types
 
 import pytest
+
 from codedpo.components.common.config import SamplingConfig
-from codedpo.components.sample.backends import BackendError, SamplingParams
-from codedpo.components.sample.factory import make_backend, make_templates
-from codedpo.components.sample.prompts import BASE_TEMPLATES, CHAT_TEMPLATES, TemplateError
+from codedpo.components.llm.base import BackendError, SamplingParams
+from codedpo.components.llm.factory import make_backend, make_templates
+from codedpo.components.llm.prompts import BASE_TEMPLATES, CHAT_TEMPLATES, TemplateError
 
 
 def one_line(error: pytest.ExceptionInfo[BaseException]) -> str:
@@ -59,7 +60,7 @@ def closed_port() -> int:
 
 
 def test_openai_backend_from_the_config_and_an_unreachable_endpoint(monkeypatch):
-    from codedpo.components.sample.openai_backend import EndpointUnreachableError, OpenAIBackend
+    from codedpo.components.llm.openai import EndpointUnreachableError, OpenAIBackend
 
     monkeypatch.setenv("MY_KEY", "secret")
     url = f"http://127.0.0.1:{closed_port()}/v1"

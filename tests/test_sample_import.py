@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from codedpo.components.common.config import ConfigError, SamplesConfig, load_config
-from codedpo.components.common.jsonl import RecordFileError
+from codedpo.components.common.config import SamplesConfig, load_config
+from codedpo.components.common.errors import ConfigError, RecordFileError
 from codedpo.components.common.records import content_id
 from codedpo.components.sample import import_samples, read_samples, write_samples
 from codedpo.components.sample.candidates import extract_asserts, normalize_source

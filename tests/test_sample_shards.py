@@ -11,15 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from openai_server import OpenAIServer
 
 from codedpo.components.common.config import RunConfig, load_config
-from codedpo.components.common.shards import ChunkCache, merge_reports, run_in_chunks, shard_slice
 from codedpo.components.common.records import SampleSet
-from codedpo.components.sample.backends import Backend, BackendError, HfBackend
-from codedpo.components.sample.factory import make_backend, make_templates
+from codedpo.components.common.shards import ChunkCache, merge_reports, run_in_chunks, shard_slice
+from codedpo.components.llm.base import Backend, BackendError
+from codedpo.components.llm.factory import make_backend, make_templates
+from codedpo.components.llm.hf import HfBackend
 from codedpo.components.sample.stage import sample_shard
 from codedpo.components.seeds.benchmarks import load_humaneval
-from openai_server import OpenAIServer
 
 TASKS = load_humaneval()[:4]
 

@@ -21,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -223,19 +222,19 @@ def test_scratch_writes_stop_at_the_cap_and_nothing_is_shared(make_sample, small
            "    made = libc.shmget(4242, 4096, 0o3666)\n    return x + 1 if made >= 0 else 0\n")
     scratch_is_empty = "import os\n\ndef f(x):\n    return x + 1 + len([n for n in os.listdir('.') if n != '.output'])\n"
     samples = [make_sample("memory", [fill, scratch_is_empty, shared, shm, shm.replace("4096", "8192")], ["assert f(1) == 2"])]
-    (record,) = execute_samples(samples, small_config(workers=1, scratch_mib=8, output_limit_kb=1 << 17))
+    (record,) = execute_samples(samples, small_config(workers=1, scratch_mib=8, output_limit_kib=1 << 17))
     assert _rows(record) == [[P]] * 5, record.outcomes
 
 
 def test_the_sandbox_as_a_whole_has_a_memory_cap(make_sample, small_config) -> None:
-    """Finding 4, the whole sandbox: processes that each stay under memory_mb but together pass
+    """Finding 4, the whole sandbox: processes that each stay under memory_mib but together pass
     sandbox_memory_mib get the sandbox killed (its batch: sandbox_error, never cached); the next
     sandbox (the next problem) runs as usual."""
     hog = ("import os, time\n\ndef f(x):\n    for _ in range(6):\n        if os.fork() == 0:\n"
            "            block = b'\\x01' * (150 << 20)\n            time.sleep(5)\n            os._exit(0)\n"
            "    block = b'\\x01' * (150 << 20)\n    time.sleep(5)\n    return x + 1\n")
     samples = [make_sample("hog", [hog], ["assert f(1) == 2"]), make_sample("after", [RIGHT], T2)]
-    config = small_config(workers=1, memory_mb=256, timeout_s=4.0, max_processes=16,
+    config = small_config(workers=1, memory_mib=256, timeout_s=4.0, max_processes=16,
                           sandbox_memory_mib=400, problems_per_sandbox=1)
     stats = ExecutionStats()
     hog_record, after = execute_samples(samples, config, stats=stats)
@@ -245,7 +244,7 @@ def test_the_sandbox_as_a_whole_has_a_memory_cap(make_sample, small_config) -> N
 
 
 def test_the_bundle_holds_only_what_candidates_need(small_config, tmp_path) -> None:
-    config = small_config(workers=2, memory_mb=256, scratch_mib=32)
+    config = small_config(workers=2, memory_mib=256, scratch_mib=32)
     bundle.write_bundle(tmp_path / "b", config)
     spec = json.loads((tmp_path / "b" / "config.json").read_text())
     assert spec["root"]["readonly"] is True

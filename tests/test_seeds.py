@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from codedpo.components.common.jsonl import RecordFileError, read_records, write_records
+from codedpo.components.common.errors import RecordFileError
+from codedpo.components.common.jsonl import read_records, write_records
 from codedpo.components.seeds import (
     FileDropReason,
     Seed,

@@ -14,10 +14,11 @@ import ast
 from pathlib import Path
 
 import pytest
+
 from codedpo.components.common.config import TasksConfig
-from codedpo.components.sample.backends import Backend, Completion, SamplingParams
+from codedpo.components.llm.base import Backend, Completion, SamplingParams
+from codedpo.components.llm.prompts import TemplateError, default_templates
 from codedpo.components.sample.extract import extract_code
-from codedpo.components.sample.prompts import TemplateError, default_templates
 from codedpo.components.seeds.benchmarks import load_humaneval
 from codedpo.components.seeds.records import Seed, SeedProvenance, seed_id
 from codedpo.components.tasks import (
@@ -316,8 +317,9 @@ def test_no_seeds_is_an_empty_report():
 @pytest.fixture(scope="module")
 def tiny_backend(tmp_path_factory):
     import torch
-    from codedpo.components.sample.backends import HfBackend
     from tiny_model import save_tiny_model
+
+    from codedpo.components.llm.hf import HfBackend
 
     folder: Path = tmp_path_factory.mktemp("tiny-task-writer")
     torch.manual_seed(0)

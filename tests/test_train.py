@@ -15,7 +15,8 @@ import pytest
 from s3_server import s3_server_fixture  # noqa: F401 - the s3_server fixture
 from train_data import engine_pairs_fixture, fast_config, tiny_model  # noqa: F401 - the engine_pairs fixture
 
-from codedpo.components.common.config import ConfigError, RunConfig, validate_config
+from codedpo.components.common.config import RunConfig, validate_config
+from codedpo.components.common.errors import ConfigError
 from codedpo.components.pairs import load_pairs_dataset, write_pairs
 from codedpo.components.train import EmptyPairsError, TrainConfig, train, validate_train_config
 from codedpo.components.train.trainer import read_metrics, shape_rows

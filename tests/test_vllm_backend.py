@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import pytest
-from codedpo.components.sample.backends import BackendError, SamplingParams, derive_seed
-from codedpo.components.sample.vllm_backend import VllmBackend
+
+from codedpo.components.llm.base import BackendError, SamplingParams, derive_seed
+from codedpo.components.llm.vllm import VllmBackend
 
 
 @dataclass

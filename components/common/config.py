@@ -3,19 +3,20 @@
 Settings layer as: defaults here, then a YAML file (`codedpo run --config run.yaml`), then
 command-line overrides. Defaults follow the CodeDPO paper (arXiv 2410.05605) where it gives
 them: 15 codes and 15 tests per problem, damping 0.85, 10 iterations. Units are in the names
-(`timeout_s`, `memory_mb`). A bad value raises ConfigError naming the field, the value and why.
+(`timeout_s`, `memory_mib`, `output_limit_kib`). A bad value raises ConfigError naming the field, the value and why.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-# The train section's model lives with the trainer; that module imports only pydantic (no torch).
-from codedpo.components.train.config import TrainConfig
+from codedpo.components.common.errors import ConfigError, describe_validation_error, load_yaml_mapping
+from codedpo.components.common.sections import Section
+from codedpo.components.common.workloads import SandboxJobConfig, TrainJobConfig
 
 SandboxKind = Literal["runsc", "pod", "unsafe-none"]
 RankerName = Literal["weighted_self_validation", "self_validation", "pass_count", "all_tests", "random", "codet"]
@@ -24,12 +25,8 @@ SamplingBackendName = Literal["replay", "hf", "openai", "vllm"]
 PromptStyle = Literal["chat", "base"]
 
 
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field and how to fix it."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class _Section(Section):
+    """A section of the run configuration (strict; see sections.py for renamed fields)."""
 
 
 class SamplesConfig(_Section):
@@ -181,36 +178,11 @@ class SamplingConfig(_Section):
         return self
 
 
-class SandboxJobConfig(_Section):
-    """The Kubernetes Indexed Job that runs the execute stage on a cluster
-    (`execute.launcher: kubernetes-job`; see components/execute/sandbox_job.py)."""
-
-    namespace: str = Field("codedpo", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63,
-                           description="Namespace of the Job, the S3 Secret and the sandbox service account "
-                           "(manifests/ put them in `codedpo`).")
-    image: str = Field("codedpo-sandbox:latest", min_length=1, description="Sandbox worker image (images/sandbox).")
-    runtime_class: str = Field("gvisor", min_length=1, description="RuntimeClass of the pods (handler runsc).")
-    service_account: str = Field(
-        "codedpo-sandbox", min_length=1, description="The pods' service account: a dedicated one with no permissions."
-    )
-    store_uri: str = Field(
-        "", description="s3://bucket/prefix where shards and results go; required for kubernetes-job."
-    )
-    s3_secret: str = Field("codedpo-s3", min_length=1, description="Secret with AWS_ACCESS_KEY_ID, "
-                           "AWS_SECRET_ACCESS_KEY and CODEDPO_S3_ENDPOINT (unless s3_endpoint is set).")
-    s3_endpoint: str | None = Field(None, description="CODEDPO_S3_ENDPOINT as a plain value; None = from the Secret.")
-    shards: int = Field(16, ge=1, le=10_000, description="Shards (completion indexes); fewer if fewer problems.")
-    parallelism: int = Field(8, ge=1, le=10_000, description="Pods running at once.")
-    cpu_cores: float = Field(2.0, gt=0, description="CPU request = limit of the sandbox container.")
-    memory_mib: int = Field(2048, ge=128, description="Memory request = limit of the sandbox container, MiB.")
-    timeout_s: float = Field(3600.0, gt=0, description="Limit for one Job (attempt); then it is deleted.")
-    max_attempts: int = Field(3, ge=1, le=20, description="Jobs in all: the first, then re-runs of failed shards.")
-    backoff_limit_per_index: int = Field(1, ge=0, le=10, description="Pod retries per shard inside one Job.")
-    poll_s: float = Field(5.0, gt=0, description="Seconds between Job status reads.")
-
-
 class ExecuteConfig(_Section):
     """How every code runs against every test (see components/execute/)."""
+
+    section: ClassVar[str] = "execute"
+    renamed: ClassVar[dict[str, str]] = {"memory_mb": "memory_mib", "output_limit_kb": "output_limit_kib"}
 
     launcher: Literal["inline", "kubernetes-job"] = Field(
         "inline",
@@ -244,9 +216,11 @@ class ExecuteConfig(_Section):
         description="The short limit per test of a hung code (adaptive policy), raised to 10x the slowest "
         "pass of that test seen so far; never above timeout_s.",
     )
-    memory_mb: int = Field(512, ge=32, description="Address-space limit per candidate process.")
+    memory_mib: int = Field(512, ge=32, description="Address-space limit per candidate process, MiB.")
     max_processes: int = Field(8, ge=1, description="Processes (threads count too) a candidate may hold at once.")
-    output_limit_kb: int = Field(1024, ge=1, description="Bytes a candidate may write (stdout, stderr, files).")
+    output_limit_kib: int = Field(
+        1024, ge=1, description="What a candidate may write (stdout, stderr, files), KiB."
+    )
     workers: int = Field(0, ge=0, description="Concurrent candidate processes; 0 = one per CPU.")
     scratch_mib: int = Field(
         64, ge=1, le=4096,
@@ -256,7 +230,7 @@ class ExecuteConfig(_Section):
     sandbox_memory_mib: int | None = Field(
         None, ge=0,
         description="Memory cap (MiB) on each local sandbox as a whole (a cgroup made by runsc); unset: every "
-        "worker at memory_mb + scratch_mib plus 1024 for gVisor; 0: no cap (where cgroups are not writable).",
+        "worker at memory_mib + scratch_mib plus 1024 for gVisor; 0: no cap (where cgroups are not writable).",
     )
     sandbox_packages: list[str] = Field(
         default_factory=lambda: ["numpy"],
@@ -315,6 +289,135 @@ class PairsConfig(_Section):
     )
 
 
+TrainMethod = Literal["dpo", "kto", "sft"]
+Launcher = Literal["inline", "torchrun", "pytorchjob"]
+
+
+class LoraSettings(_Section):
+    """Low-rank adapters (peft's LoraConfig) instead of full fine-tuning."""
+
+    r: int = Field(16, ge=1, description="Rank of the adapter matrices.")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (the update is scaled by alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: str | list[str] = Field(
+        "all-linear", description="Modules that get adapters: peft's 'all-linear' or a list of module names."
+    )
+    merge: bool = Field(
+        False,
+        description="Save final/ as a full model with the adapters merged in (True) or as the adapter "
+        "alone (False; load it with peft on top of the base model).",
+    )
+
+
+class TrainConfig(_Section):
+    """How a model is trained on the pairs file (see components/train/). Defaults follow the
+    CodeDPO paper where it gives them: DPO with an RPO-style NLL term on the chosen code, learning
+    rate 5e-6, linear schedule with warm-up; beta 0.1 is TRL's and the DPO paper's usual value.
+    TRL 1.16 has no `rpo_alpha` field: the RPO loss is `loss_type=["sigmoid", "sft"]` with
+    `loss_weights=[1.0, rpo_alpha]` (components/train/arguments.py)."""
+
+    model: str | None = Field(
+        None,
+        description="Model to train: a checkpoint folder or a Hugging Face hub id. None = no training "
+        "step in the pipeline.",
+    )
+    output: str | None = Field(
+        None,
+        description="Where checkpoints/, final/, metrics.jsonl and the plot are published: a local folder "
+        "or s3://bucket/prefix. None = output_dir.",
+    )
+    launcher: Launcher = Field(
+        "inline",
+        description="How the pipeline runs the trainer: 'inline' (in the step's process), 'torchrun' "
+        "(nproc_per_node processes on the step's machine), 'pytorchjob' (a Kubeflow PyTorchJob).",
+    )
+    nproc_per_node: int = Field(1, ge=1, le=64, description="Processes (devices) per machine for 'torchrun'.")
+    method: TrainMethod = Field(
+        "dpo",
+        description="'dpo': TRL DPOTrainer on the pairs (the paper). Ablations: 'kto' (KTOTrainer, each pair "
+        "unrolled into a desirable and an undesirable row), 'sft' (SFTTrainer on prompt + chosen).",
+    )
+    output_dir: str = Field(
+        "runs/train", description="Local working folder: checkpoints are written here before they are published."
+    )
+    learning_rate: float = Field(5e-6, gt=0, le=1, description="Peak learning rate (paper: 5e-6).")
+    lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = Field(
+        "linear", description="Learning-rate schedule after the warm-up (paper: linear)."
+    )
+    warmup_ratio: float = Field(
+        0.1, ge=0, lt=1, description="Share of the training steps spent warming the learning rate up from 0."
+    )
+    beta: float = Field(0.1, gt=0, description="DPO/KTO beta: strength of the pull towards the reference model.")
+    rpo_alpha: float = Field(
+        1.0,
+        ge=0,
+        description="Weight of the NLL term on the chosen code added to the DPO loss (RPO; 0 = plain DPO). "
+        "Method 'dpo' only.",
+    )
+    max_length_tokens: int = Field(
+        1024, ge=16, description="Prompt + completion tokens per example; longer examples are truncated at the end."
+    )
+    num_epochs: float = Field(1.0, gt=0, description="Passes over the training rows (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps; when set, overrides num_epochs.")
+    per_device_batch_size: int = Field(4, ge=1, description="Examples per device per forward pass.")
+    gradient_accumulation_steps: int = Field(
+        8, ge=1, description="Forward passes per optimizer step (effective batch = this x batch x devices)."
+    )
+    seed: int = Field(0, description="Seed of weights init helpers, data order and dropout.")
+    save_steps: int = Field(500, ge=1, description="Optimizer steps between intermediate checkpoints.")
+    save_total_limit: int = Field(
+        2, ge=1, description="Checkpoints kept (locally and under `output`); older ones are deleted."
+    )
+    logging_steps: int = Field(10, ge=1, description="Optimizer steps between logged metrics.")
+    activation_checkpointing: bool = Field(
+        True, description="Recompute activations in the backward pass: less memory, about 20% slower."
+    )
+    precompute_ref_log_probs: bool = Field(
+        False,
+        description="'dpo'/'kto': compute the reference model's log-probs once before training, so the "
+        "reference model is not kept in memory during training.",
+    )
+    lora: LoraSettings | None = Field(None, description="Train LoRA adapters (peft) instead of all weights.")
+    job: TrainJobConfig | None = Field(
+        None,
+        description="launcher 'pytorchjob': the job's cluster shape (image, namespace, workers, nproc_per_node, "
+        "gpus_per_pod, cpu/memory, node_selector, tolerations, s3, ...); its name is derived from the run.",
+    )
+    job_timeout_s: float = Field(
+        7 * 24 * 3600.0, gt=0, description="launcher 'pytorchjob': how long the step follows the job before deleting it."
+    )
+
+    @model_validator(mode="after")
+    def _kto_needs_pairs_in_batch(self) -> "TrainConfig":
+        # KTO estimates its KL term from mismatched completions within a batch; with one example the
+        # KL term equals the implied reward and the loss is meaningless (TRL warns, we refuse).
+        if self.method == "kto" and self.per_device_batch_size < 2:
+            raise ValueError("per_device_batch_size must be at least 2 for method 'kto' (its KL term pairs "
+                             "examples within a batch)")
+        if self.method == "sft" and self.precompute_ref_log_probs:
+            raise ValueError("precompute_ref_log_probs needs a reference model: use it with 'dpo' or 'kto'")
+        if self.launcher == "pytorchjob":
+            # The job's pods see neither the step's files nor its folder: they read and publish
+            # through object storage, and need an image to run.
+            if self.output is not None and not self.output.startswith("s3://"):
+                raise ValueError(f"launcher 'pytorchjob' publishes through object storage: output must be an "
+                                 f"s3:// URI (got {self.output!r})")
+            if self.job is None or not self.job.image:
+                raise ValueError("launcher 'pytorchjob' needs job.image (the trainer image) and the job's shape "
+                                 "under train.job")
+        return self
+
+
+def validate_train_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
+    """Validate a plain dict into a TrainConfig, or raise ConfigError naming each bad field."""
+    from codedpo.components.common.errors import ConfigError, describe_validation_error
+
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error, f"invalid train configuration ({source})")) from None
+
+
 class RunConfig(_Section):
     """One run: samples in, pairs out (and a trained model when `train.model` is set)."""
 
@@ -344,21 +447,6 @@ class RunConfig(_Section):
         return self
 
 
-def describe_validation_error(error: ValidationError, title: str, unknown_field_hint: str = "") -> str:
-    """One line per bad field, `field: why (got value)`, under `title`; shared by every typed
-    configuration so that all of them fail the same way."""
-    lines = [f"{title}:"]
-    for item in error.errors():
-        field = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        value = item.get("input")
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = f"unknown field (check the spelling{unknown_field_hint})"
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"  {field}: {message}{shown}")
-    return "\n".join(lines)
-
-
 def _describe(error: ValidationError, source: str) -> str:
     return describe_validation_error(error, f"invalid run configuration ({source})",
                                      "; `codedpo config` prints every field")
@@ -382,28 +470,58 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+# The configuration's local paths. Written in a run file, a relative one means "beside this
+# file" (as in compose files, kustomize, Helm values): `load_config` makes it absolute against the
+# file's folder, so `codedpo run --config other/dir/run.yaml` works from any directory. Defaults
+# and command-line values are relative to the working directory (resolved when a run starts).
+PATH_FIELDS = ("output_dir", "samples.path", "samples.problems_path", "samples.tests_path", "seeds.path",
+               "execute.cache_dir", "sampling.cache_dir", "store", "train.output_dir", "train.output")
+# ... and the fields that hold a path only when it exists as one (else a name: a Hugging Face
+# model id, a served model, a built-in benchmark).
+PATH_OR_NAME_FIELDS = ("sampling.model", "train.model")
+
+
+def _is_local_path(value: object) -> bool:
+    return isinstance(value, str) and bool(value) and "://" not in value and not Path(value).expanduser().is_absolute()
+
+
+def resolve_file_paths(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """`data` (a run file's mapping) with its relative local paths made absolute against
+    `base_dir` (see PATH_FIELDS); what is not a mapping is left for validation to reject."""
+    data = {key: dict(value) if isinstance(value, dict) else value for key, value in data.items()}
+    for dotted in (*PATH_FIELDS, *PATH_OR_NAME_FIELDS, "tasks.decontaminate"):
+        *sections, name = dotted.split(".")
+        node: Any = data
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or name not in node:
+            continue
+        value = node[name]
+        if dotted == "tasks.decontaminate" and isinstance(value, list):
+            node[name] = [str(base_dir / v) if _is_local_path(v) and v.lower() != "humaneval" else v for v in value]
+        elif _is_local_path(value) and (dotted in PATH_FIELDS or (base_dir / value).exists()):
+            node[name] = str((base_dir / Path(value).expanduser()).resolve())
+    return data
+
+
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None, *, paths_beside_file: bool = True
+) -> RunConfig:
     """Defaults, then the YAML file at `path` (if any), then dotted overrides like
-    {"execute.timeout_s": 2}. Raises ConfigError with the field and the reason."""
+    {"execute.timeout_s": 2}. Relative paths in the file resolve against the file's folder
+    (PATH_FIELDS) unless `paths_beside_file` is False: a configuration compiled or submitted
+    for a cluster keeps them as written, paths inside the pods, not on this machine. Raises
+    ConfigError with the field and the reason."""
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
         source = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as error:
-            raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {error}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(loaded).__name__}")
-        data = loaded
+        data = load_yaml_mapping(path, "config")
+        if paths_beside_file:
+            data = resolve_file_paths(data, Path(path).resolve().parent)
     for dotted, value in (overrides or {}).items():
         _set_dotted(data, dotted, value)
+    if overrides:
         source = f"{source} + overrides"
     return validate_config(data, source)
 

@@ -11,24 +11,9 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from codedpo.components.common.errors import RecordFileError, describe_validation_error
+
 RecordT = TypeVar("RecordT", bound=BaseModel)
-
-
-class RecordFileError(ValueError):
-    """A record file could not be read; the message starts with `path:line:`."""
-
-    def __init__(self, path: Path | str, line: int, message: str) -> None:
-        self.path = str(path)
-        self.line = line
-        super().__init__(f"{path}:{line}: {message}")
-
-
-def _short_validation_message(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors()[:3]:
-        where = ".".join(str(p) for p in item["loc"]) or "record"
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
 
 
 def parse_json_lines(path: Path | str, lines: Iterable[str]) -> Iterator[tuple[int, dict]]:
@@ -61,7 +46,7 @@ def read_records(path: Path | str, model: type[RecordT]) -> list[RecordT]:
         try:
             records.append(model.model_validate(value))
         except ValidationError as error:
-            raise RecordFileError(path, number, f"not a valid {model.__name__}: {_short_validation_message(error)}") from None
+            raise RecordFileError(path, number, f"not a valid {model.__name__}: {describe_validation_error(error, limit=3)}") from None
     return records
 
 

@@ -106,7 +106,7 @@ def sandbox_memory_bytes(config: ExecuteConfig) -> int:
     if config.sandbox_memory_mib is not None:
         return config.sandbox_memory_mib << 20
     workers = config.workers or os.cpu_count() or 1
-    return (workers * (config.memory_mb + config.scratch_mib) + 1024) << 20
+    return (workers * (config.memory_mib + config.scratch_mib) + 1024) << 20
 
 
 def write_bundle(folder: Path, config: ExecuteConfig, container_id: str = "codedpo-sandbox") -> Path:

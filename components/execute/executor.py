@@ -26,8 +26,8 @@ from pathlib import Path
 
 from codedpo.components.common.config import ExecuteConfig
 from codedpo.components.common.records import ExecutionRecord, Outcome, Reason, SampleSet, Status
-from codedpo.components.execute.cache import OutcomeCache, limits_fingerprint, outcome_key
 from codedpo.components.execute.bundle import SCRATCH_ROOT
+from codedpo.components.execute.cache import OutcomeCache, limits_fingerprint, outcome_key
 from codedpo.components.execute.sandbox import HARNESS_DIR, start_harness, stop_harness
 
 logger = logging.getLogger(__name__)
@@ -75,8 +75,8 @@ def harness_limits(config: ExecuteConfig) -> dict:
         "limit_policy": config.limit_policy,
         "hung_after_timeouts": config.hung_after_timeouts,
         "hung_limit_s": min(config.hung_limit_s, config.timeout_s),
-        "memory_bytes": config.memory_mb << 20,
-        "output_bytes": config.output_limit_kb << 10,
+        "memory_bytes": config.memory_mib << 20,
+        "output_bytes": config.output_limit_kib << 10,
         "max_processes": config.max_processes,
         "workers": config.workers,
         "no_uid_switch": config.sandbox == "unsafe-none",

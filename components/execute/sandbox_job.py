@@ -95,7 +95,7 @@ from typing import Any
 from codedpo.components.common import kube
 from codedpo.components.common.config import ExecuteConfig, SandboxJobConfig
 from codedpo.components.common.records import ExecutionRecord, SampleSet
-from codedpo.components.common.storage import Store, StorageError, open_store, run_prefix
+from codedpo.components.common.storage import StorageError, Store, open_store, run_prefix
 from codedpo.components.execute.executor import harness_limits, harness_version
 from codedpo.components.execute.harness.processes import REQUIRED_CAPABILITIES
 from codedpo.components.execute.shard_worker import INPUT, RESULT, shard_key
@@ -188,25 +188,6 @@ def job_name(run_id: str, shard_ids: list[str], job: SandboxJobConfig) -> str:
 # --- the Job -------------------------------------------------------------------------------------
 
 
-def _secret_env(secret: str, name: str, key: str | None = None, optional: bool = False) -> dict[str, Any]:
-    ref: dict[str, Any] = {"name": secret, "key": key or name}
-    if optional:
-        ref["optional"] = True
-    return {"name": name, "valueFrom": {"secretKeyRef": ref}}
-
-
-def _s3_env(job: SandboxJobConfig) -> list[dict[str, Any]]:
-    """The S3 settings for the data-moving containers only (never the sandbox container)."""
-    env = [_secret_env(job.s3_secret, "AWS_ACCESS_KEY_ID"), _secret_env(job.s3_secret, "AWS_SECRET_ACCESS_KEY")]
-    if job.s3_endpoint:
-        env.append({"name": "CODEDPO_S3_ENDPOINT", "value": job.s3_endpoint})
-    else:
-        env.append(_secret_env(job.s3_secret, "CODEDPO_S3_ENDPOINT"))
-    env += [_secret_env(job.s3_secret, "CODEDPO_S3_SECURE", optional=True),
-            _secret_env(job.s3_secret, "AWS_REGION", optional=True)]
-    return env
-
-
 def _security_context(root: bool = False) -> dict[str, Any]:
     """Non-root with no capability (the data movers), or gVisor's root with only the harness's
     capabilities (the sandbox container; see the module docstring for why)."""
@@ -250,11 +231,11 @@ def build_sandbox_job(name: str, run_id: str, shard_ids: list[str], config: Exec
     sandbox_resources = {"requests": {"cpu": cpu, "memory": f"{job.memory_mib}Mi"},
                          "limits": {"cpu": cpu, "memory": f"{job.memory_mib}Mi"}}
     fetch = _container("fetch", job, ["fetch", *store_args, "--shards", ",".join(shard_ids)],
-                       [index_env, *_s3_env(job)], DATA_MOVER_RESOURCES, [work, tmp])
+                       [index_env, *job.s3.to_env()], DATA_MOVER_RESOURCES, [work, tmp])
     sandbox = _container("sandbox", job, ["run", "--dir", WORK_DIR, "--sandbox", "pod", "--execute-json", execute_json],
                          [], sandbox_resources, [work, tmp], root=True)
     uploader = _container("upload", job, ["upload", *store_args, "--wait-timeout-s", str(math.ceil(job.timeout_s))],
-                          _s3_env(job), DATA_MOVER_RESOURCES, [{**work, "readOnly": True}, tmp])
+                          job.s3.to_env(), DATA_MOVER_RESOURCES, [{**work, "readOnly": True}, tmp])
     pod_spec = {
         "runtimeClassName": job.runtime_class,
         "serviceAccountName": job.service_account,

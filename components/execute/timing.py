@@ -20,22 +20,32 @@ they do not slow each other down.
 from __future__ import annotations
 
 import logging
+import statistics
 import time
+from collections.abc import Sequence
 from typing import Literal
 
 from codedpo.components.common.config import ExecuteConfig
-from codedpo.components.common.records import (
-    ExecutionRecord,
-    Outcome,
-    SampleSet,
-    ScoreRecord,
-    Status,
-    TimingRecord,
-)
+from codedpo.components.common.records import ExecutionRecord, Outcome, SampleSet, ScoreRecord, Status, TimingRecord
 from codedpo.components.execute.executor import Job, run_jobs
-from codedpo.components.pairs.efficiency import robust_stats
 
 logger = logging.getLogger(__name__)
+
+MAD_TO_SIGMA = 1.4826
+"""Scales the median absolute deviation to the standard deviation of a normal distribution."""
+
+
+def robust_stats(values: Sequence[float]) -> tuple[float, float]:
+    """(median, 1.4826 x median absolute deviation) of repeated timings, in their unit.
+
+    The timing pass fills `TimingRecord.median_s` / `noise_s` with this; the pairs stage judges
+    gaps with it (components/pairs/efficiency.py says why the median and the MAD). Raises ValueError on no values.
+    """
+    if not values:
+        raise ValueError("robust_stats needs at least one value, got none")
+    median = statistics.median(values)
+    mad = statistics.median(abs(value - median) for value in values)
+    return float(median), float(MAD_TO_SIGMA * mad)
 
 
 def _candidates(sample: SampleSet, execution: ExecutionRecord, score: ScoreRecord) -> tuple[list[int], list[int]]:

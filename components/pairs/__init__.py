@@ -26,12 +26,12 @@ from codedpo.components.common.jsonl import iter_json_lines, write_records
 from codedpo.components.common.records import PairRecord, SampleSet, ScoreRecord, TimingRecord
 from codedpo.components.pairs import correctness, efficiency
 from codedpo.components.pairs.correctness import CorrectnessChoice, choose_correctness
-from codedpo.components.pairs.efficiency import EfficiencyChoice, choose_efficiency, robust_stats
+from codedpo.components.pairs.efficiency import EfficiencyChoice, choose_efficiency
 
 if TYPE_CHECKING:  # `datasets` is imported lazily: the CPU stages do not need it to build pairs.
     import datasets
 
-__all__ = ["PairsResult", "build_pairs", "load_pairs_dataset", "robust_stats", "write_pairs"]
+__all__ = ["PairsResult", "build_pairs", "load_pairs_dataset", "write_pairs"]
 
 
 @dataclass

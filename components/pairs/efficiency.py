@@ -4,7 +4,8 @@ tests, the fastest is chosen and the slowest rejected, but only when the gap is 
 The statistic. The execute stage's timing pass runs each candidate `repeats` times over the
 problem's trusted tests, each repeat in a fresh process and timed outside the candidate's reach
 (components/execute/timing.py); `TimingRecord.totals_s[r]` is repeat r's time on the basis
-`pairs.timing` chose (wall or CPU). We summarise them with `robust_stats`:
+`pairs.timing` chose (wall or CPU), summarised by the timing pass with `robust_stats`
+(components/execute/timing.py):
 
 - `median_s` = the median of the totals. Wall times on a shared machine have a long right tail
   (a descheduled process, a GC pause, a cold cache); the median ignores up to half of such
@@ -31,32 +32,15 @@ of equally fast codes is chosen, the last of equally slow codes is rejected.
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from codedpo.components.common.config import PairsConfig
 from codedpo.components.common.records import TimingRecord
 
-MAD_TO_SIGMA = 1.4826
-"""Scales the median absolute deviation to the standard deviation of a normal distribution."""
-
 SKIP_REASONS: tuple[str, ...] = ("too_few_timed_codes", "zero_time", "below_min_speedup", "within_noise")
 """Why a problem gave no efficiency pair; every reason is always reported (0 when unused).
 `zero_time` means the fastest median is 0 s, below the clock's resolution: no ratio exists."""
-
-
-def robust_stats(values: Sequence[float]) -> tuple[float, float]:
-    """(median, 1.4826 x median absolute deviation) of repeated timings, in their unit.
-
-    The execute stage's timing pass fills `TimingRecord.median_s` / `noise_s` with this, so the
-    pairs stage judges gaps with the statistic it documents. Raises ValueError on no values.
-    """
-    if not values:
-        raise ValueError("robust_stats needs at least one value, got none")
-    median = statistics.median(values)
-    mad = statistics.median(abs(value - median) for value in values)
-    return float(median), float(MAD_TO_SIGMA * mad)
 
 
 @dataclass(frozen=True)

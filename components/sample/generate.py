@@ -28,15 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from codedpo.components.common.records import SampleSet
-from codedpo.components.sample.backends import (
-    Backend,
-    SamplingParams,
-    derive_seed,
-    resolve_seed,
-)
+from codedpo.components.llm.base import Backend, SamplingParams, derive_seed, resolve_seed
+from codedpo.components.llm.prompts import Prompt, PromptTemplates
 from codedpo.components.sample.candidates import TestUnit, dedupe, split_test_units
 from codedpo.components.sample.extract import Extraction, extract_code, extract_tests
-from codedpo.components.sample.prompts import Prompt, PromptTemplates
 from codedpo.components.sample.replay import Skipped
 
 log = logging.getLogger(__name__)

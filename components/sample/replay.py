@@ -38,8 +38,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from codedpo.components.common.config import ConfigError, SamplesConfig
-from codedpo.components.common.jsonl import RecordFileError, iter_json_lines, read_records, write_records
+from codedpo.components.common.config import SamplesConfig
+from codedpo.components.common.errors import ConfigError, RecordFileError, describe_validation_error
+from codedpo.components.common.jsonl import iter_json_lines, read_records, write_records
 from codedpo.components.common.records import SampleSet
 from codedpo.components.sample.candidates import (
     cut_at_stop_strings,
@@ -174,27 +175,11 @@ class ImportResult:
         }
 
 
-def _describe(error: ValidationError) -> str:
-    """Pydantic errors as short phrases that name the field: "missing field 'codes'"."""
-    parts = []
-    for item in error.errors()[:3]:
-        where = ".".join(str(p) for p in item["loc"])
-        if item["type"] == "missing":
-            parts.append(f"missing field '{where}'")
-        elif item["type"] == "extra_forbidden":
-            parts.append(f"unknown field '{where}'")
-        elif where:
-            parts.append(f"field '{where}': {item['msg']}")
-        else:
-            parts.append(item["msg"].removeprefix("Value error, "))
-    return "; ".join(parts)
-
-
 def _validate(model: type[BaseModel], value: dict, path: Path, line: int, what: str) -> Any:
     try:
         return model.model_validate(value)
     except ValidationError as error:
-        raise RecordFileError(path, line, f"not a valid {what}: {_describe(error)}") from None
+        raise RecordFileError(path, line, f"not a valid {what}: {describe_validation_error(error, limit=3)}") from None
 
 
 def _resolve(value: str | None, base_dir: Path | None, setting: str) -> Path:

@@ -23,13 +23,9 @@ from typing import Any
 from codedpo.components.common.config import RunConfig
 from codedpo.components.common.records import SampleSet
 from codedpo.components.common.shards import ShardResult, run_shard
-from codedpo.components.sample.backends import Backend, SamplingParams, derive_seed
-from codedpo.components.sample.generate import (
-    SamplingReport,
-    Task,
-    sample_codes_and_tests,
-)
-from codedpo.components.sample.prompts import PromptTemplates
+from codedpo.components.llm.base import Backend, SamplingParams, derive_seed
+from codedpo.components.llm.prompts import PromptTemplates
+from codedpo.components.sample.generate import SamplingReport, Task, sample_codes_and_tests
 
 log = logging.getLogger(__name__)
 

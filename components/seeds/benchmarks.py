@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from codedpo.components.common.jsonl import RecordFileError
+from codedpo.components.common.errors import RecordFileError
 from codedpo.components.seeds.repo import SeedSourceError
 from codedpo.components.seeds.snippets import iter_json_rows
 

@@ -40,15 +40,9 @@ import tokenize
 from collections.abc import Iterator
 from pathlib import Path
 
+from codedpo.components.common.errors import InputError
 from codedpo.components.seeds.analysis import is_trivial, name_usage, structure_key
-from codedpo.components.seeds.records import (
-    FileDropReason,
-    Seed,
-    SeedDropReason,
-    SeedProvenance,
-    SeedReport,
-    seed_id,
-)
+from codedpo.components.seeds.records import FileDropReason, Seed, SeedDropReason, SeedProvenance, SeedReport, seed_id
 
 MAX_FILE_BYTES = 1_000_000
 _GENERATED_MARKER_LINES = 10
@@ -76,7 +70,7 @@ _KNOWN_LICENSES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-class SeedSourceError(ValueError):
+class SeedSourceError(InputError):
     """The seed source cannot be read as asked; the message names it and says why."""
 
 

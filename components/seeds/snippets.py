@@ -23,7 +23,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from codedpo.components.common.jsonl import RecordFileError, parse_json_lines
+from codedpo.components.common.errors import RecordFileError
+from codedpo.components.common.jsonl import parse_json_lines
 from codedpo.components.seeds.analysis import structure_key, text_key
 from codedpo.components.seeds.records import Seed, SeedDropReason, SeedProvenance, SeedReport, seed_id
 from codedpo.components.seeds.repo import SeedSourceError, check_size_limits

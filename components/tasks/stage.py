@@ -18,7 +18,7 @@ from typing import Any
 
 from codedpo.components.common.config import RunConfig
 from codedpo.components.common.shards import ShardResult, merge_reports, run_shard
-from codedpo.components.sample.backends import Backend, derive_seed
+from codedpo.components.llm.base import Backend, derive_seed
 from codedpo.components.seeds.records import Seed
 from codedpo.components.tasks.decontaminate import load_benchmarks
 from codedpo.components.tasks.records import TaskRecord

@@ -48,8 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codedpo.components.common.config import PromptStyle, TasksConfig
-from codedpo.components.sample.backends import Backend, SamplingParams, derive_seed
-from codedpo.components.sample.prompts import Prompt, TemplateError
+from codedpo.components.llm.base import Backend, SamplingParams, derive_seed
+from codedpo.components.llm.prompts import Prompt, TemplateError
 from codedpo.components.seeds.benchmarks import BenchmarkTask
 from codedpo.components.seeds.records import Seed
 from codedpo.components.tasks.decontaminate import decontaminate, load_benchmarks

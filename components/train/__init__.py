@@ -8,7 +8,7 @@ the trainer (torch, TRL) must not load with it.
 
 from typing import Any
 
-from codedpo.components.train.config import LoraSettings, TrainConfig, validate_train_config
+from codedpo.components.common.config import LoraSettings, TrainConfig, validate_train_config
 
 _LAZY = {
     "EmptyPairsError": "codedpo.components.train.trainer",

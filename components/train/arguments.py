@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from codedpo.components.train.config import TrainConfig
+from codedpo.components.common.config import TrainConfig
 
 _NAMES = {"dpo": ("DPOConfig", "DPOTrainer"), "kto": ("KTOConfig", "KTOTrainer"), "sft": ("SFTConfig", "SFTTrainer")}
 

@@ -16,8 +16,8 @@ import argparse
 import logging
 import sys
 
-from codedpo.components.common.config import ConfigError
-from codedpo.components.train.config import validate_train_config
+from codedpo.components.common.config import validate_train_config
+from codedpo.components.common.errors import ConfigError, InputError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,8 +33,6 @@ def main(argv: list[str] | None = None) -> int:
     """Run one rank of a training run; returns the process exit status."""
     import json
 
-    from codedpo.components.train.locations import PairsNotFoundError
-
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -49,15 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     except json.JSONDecodeError as error:
         print(f"error: --config-json is not valid JSON: {error}", file=sys.stderr)
         return 2
-    except ConfigError as error:
+    except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    from codedpo.components.train.trainer import EmptyPairsError, train
+    from codedpo.components.train.trainer import train
 
     try:
         result = train(config, args.pairs)
-    except (EmptyPairsError, PairsNotFoundError) as error:
+    except InputError as error:  # no pairs there (PairsNotFoundError), none in the file (EmptyPairsError)
         print(f"error: {error}", file=sys.stderr)
         return 2
     import os

@@ -36,13 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from codedpo.components.common import kube
-from codedpo.components.train.config import TrainConfig
-from codedpo.components.train.pytorchjob import (
-    CONTAINER_NAME,
-    PyTorchJobSpec,
-    build_pytorchjob,
-    validate_pytorchjob,
-)
+from codedpo.components.common.config import TrainConfig
+from codedpo.components.train.pytorchjob import CONTAINER_NAME, PyTorchJobSpec, build_pytorchjob, validate_pytorchjob
 
 logger = logging.getLogger(__name__)
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from codedpo.components.common.errors import InputError
 from codedpo.components.common.storage import MANIFEST_NAME, Store, open_store
 
 PAIRS_FILE = "pairs.jsonl"
 
 
-class PairsNotFoundError(FileNotFoundError):
+class PairsNotFoundError(FileNotFoundError, InputError):
     """The pairs URI names no pairs file, folder with one, or sharded artifact."""
 
 

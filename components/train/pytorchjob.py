@@ -55,19 +55,14 @@ import json
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from codedpo.components.common.config import ConfigError, describe_validation_error
-from codedpo.components.train.config import TrainConfig
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from codedpo.components.common.config import TrainConfig
+from codedpo.components.common.errors import ConfigError, describe_validation_error
+from codedpo.components.common.workloads import TrainJobConfig
 
 API_VERSION = "kubeflow.org/v1"
 KIND = "PyTorchJob"
@@ -77,194 +72,18 @@ TRAINER_MODULE = "codedpo.components.train"
 SHM_VOLUME = "dshm"
 
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
-_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-_INT32_MAX = 2**31 - 1
 
 
 class PyTorchJobValidationError(ValueError):
     """A generated PyTorchJob does not validate; the message lists each failing path and why."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-def _check_label_key(key: str) -> str:
-    prefix, _, name = key.rpartition("/")
-    if prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
-        raise ValueError(f"label/selector key {key!r}: prefix must be a DNS-1123 subdomain of at most 253 characters")
-    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
-        raise ValueError(f"label/selector key {key!r}: name must be 1-63 alphanumerics, '-', '_' or '.', "
-                         "starting and ending with an alphanumeric")
-    return key
-
-
-def _check_label_value(key: str, value: str) -> str:
-    if len(value) > 63 or not _LABEL_NAME.match(value):
-        raise ValueError(f"label/selector value {value!r} (key {key!r}): at most 63 alphanumerics, '-', '_' "
-                         "or '.', starting and ending with an alphanumeric")
-    return value
-
-
-def _check_labels(labels: dict[str, str]) -> dict[str, str]:
-    for key, value in labels.items():
-        _check_label_key(key)
-        _check_label_value(key, value)
-    return labels
-
-
-class Toleration(_Strict):
-    """One pod toleration (Kubernetes core/v1 Toleration), e.g. for tainted GPU nodes."""
-
-    key: str | None = Field(None, description="Taint key; None with operator 'Exists' tolerates every taint.")
-    operator: Literal["Equal", "Exists"] = Field("Equal", description="'Equal': key and value match; 'Exists': key only.")
-    value: str | None = Field(None, description="Taint value (operator 'Equal' only).")
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
-        None, description="Taint effect to tolerate; None = all effects."
-    )
-    toleration_s: int | None = Field(
-        None, ge=0, description="NoExecute only: seconds the pod stays bound after the taint appears."
-    )
-
-    @field_validator("key")
-    @classmethod
-    def _key_syntax(cls, key: str | None) -> str | None:
-        return None if key is None else _check_label_key(key)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Toleration:
-        if self.operator == "Exists" and self.value:
-            raise ValueError("operator 'Exists' takes no value")
-        if self.operator == "Equal" and not self.key:
-            raise ValueError("operator 'Equal' needs a key")
-        if self.toleration_s is not None and self.effect != "NoExecute":
-            raise ValueError("toleration_s applies to effect 'NoExecute' only")
-        return self
-
-    def to_k8s(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"operator": self.operator}
-        if self.key is not None:
-            out["key"] = self.key
-        if self.value is not None:
-            out["value"] = self.value
-        if self.effect is not None:
-            out["effect"] = self.effect
-        if self.toleration_s is not None:
-            out["tolerationSeconds"] = self.toleration_s
-        return out
-
-
-class S3Env(_Strict):
-    """Where the trainer pods get the S3 settings that `S3Settings.from_env()` reads."""
-
-    secret_name: str = Field("codedpo-s3", description="Secret (in the job's namespace) holding the S3 credentials.")
-    access_key_id_key: str = Field("AWS_ACCESS_KEY_ID", description="Key in the Secret holding the access key.")
-    secret_access_key_key: str = Field(
-        "AWS_SECRET_ACCESS_KEY", description="Key in the Secret holding the secret key."
-    )
-    endpoint: str | None = Field(
-        None, description="CODEDPO_S3_ENDPOINT as a plain value (host:port or http(s)://host:port); None = read "
-        "it from the Secret's `endpoint_key`."
-    )
-    endpoint_key: str = Field(
-        "CODEDPO_S3_ENDPOINT", description="Key in the Secret holding the endpoint (used when `endpoint` is None)."
-    )
-    secure: bool | None = Field(None, description="CODEDPO_S3_SECURE; None = leave it to the endpoint / default.")
-    region: str | None = Field(None, description="AWS_REGION; None = the client asks the bucket's location.")
-
-    @field_validator("secret_name")
-    @classmethod
-    def _secret_name(cls, name: str) -> str:
-        if len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
-            raise ValueError("must be a DNS-1123 subdomain (lower-case alphanumerics, '-', '.'), at most 253 characters")
-        return name
-
-    @field_validator("access_key_id_key", "secret_access_key_key", "endpoint_key")
-    @classmethod
-    def _secret_key(cls, key: str) -> str:
-        if len(key) > 253 or not _SECRET_KEY.match(key):
-            raise ValueError("a Secret key is 1-253 characters of alphanumerics, '-', '_' or '.'")
-        return key
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, endpoint: str | None) -> str | None:
-        if endpoint is not None and (not endpoint.strip() or any(c.isspace() for c in endpoint)):
-            raise ValueError("must be host:port or http(s)://host:port, without spaces")
-        return endpoint
-
-    def to_env(self) -> list[dict[str, Any]]:
-        def from_secret(name: str, key: str) -> dict[str, Any]:
-            return {"name": name, "valueFrom": {"secretKeyRef": {"name": self.secret_name, "key": key}}}
-
-        env = [
-            from_secret("AWS_ACCESS_KEY_ID", self.access_key_id_key),
-            from_secret("AWS_SECRET_ACCESS_KEY", self.secret_access_key_key),
-            {"name": "CODEDPO_S3_ENDPOINT", "value": self.endpoint}
-            if self.endpoint is not None
-            else from_secret("CODEDPO_S3_ENDPOINT", self.endpoint_key),
-        ]
-        if self.secure is not None:
-            env.append({"name": "CODEDPO_S3_SECURE", "value": "true" if self.secure else "false"})
-        if self.region is not None:
-            env.append({"name": "AWS_REGION", "value": self.region})
-        return env
-
-
-class PyTorchJobSpec(_Strict):
-    """The cluster shape of one training run: what `build_pytorchjob` turns into a PyTorchJob."""
+class PyTorchJobSpec(TrainJobConfig):
+    """The cluster shape of one training run with its name: what `build_pytorchjob` turns into
+    a PyTorchJob (`train.job` plus the name derived from the run)."""
 
     name: str = Field(
         ..., description="Job name (DNS-1035 label); pods are named <name>-master-0, <name>-worker-<i>."
-    )
-    namespace: str = Field("kubeflow", description="Namespace the job (and the S3 Secret) live in.")
-    image: str = Field(..., min_length=1, description="Trainer image: codedpo installed with its train extra.")
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
-        "IfNotPresent", description="When the kubelet pulls the image."
-    )
-    service_account_name: str | None = Field(None, description="Service account of the pods; None = the default.")
-    workers: int = Field(0, ge=0, le=10_000, description="Worker replicas besides the one Master (0 = one pod).")
-    nproc_per_node: int | Literal["auto", "cpu", "gpu"] | None = Field(
-        None,
-        description="torchrun processes per pod (the job's nprocPerNode); None = gpus_per_pod on GPU "
-        "configurations, 1 on CPU.",
-    )
-    gpus_per_pod: int = Field(0, ge=0, le=64, description="GPUs per pod (requests = limits); 0 = a CPU job (gloo).")
-    gpu_resource: str = Field("nvidia.com/gpu", description="Extended resource name of the GPUs.")
-    cpu_request_cores: float = Field(2.0, gt=0, description="CPU cores requested per pod.")
-    cpu_limit_cores: float | None = Field(None, gt=0, description="CPU limit per pod; None = the request.")
-    memory_request_mib: int = Field(8192, ge=64, description="Memory requested per pod, MiB.")
-    memory_limit_mib: int | None = Field(None, ge=64, description="Memory limit per pod, MiB; None = the request.")
-    shm_size_mib: int = Field(
-        1024, ge=1, description="Size limit of the memory-backed /dev/shm, MiB; counts against the memory limit."
-    )
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pods must match.")
-    tolerations: list[Toleration] = Field(default_factory=list, description="Taints the pods tolerate.")
-    labels: dict[str, str] = Field(
-        default_factory=dict, description="Extra labels on the job and its pods (besides app.kubernetes.io/*)."
-    )
-    s3: S3Env = Field(default_factory=S3Env, description="Where the S3 settings come from.")
-    env: dict[str, str] = Field(default_factory=dict, description="Extra plain environment variables of the trainer.")
-    master_port: int = Field(23456, ge=1, le=65535, description="Rendezvous port (the operator's default).")
-    restart_policy: Literal["OnFailure", "Never", "Always", "ExitCode"] = Field(
-        "OnFailure",
-        description="Pod restart policy per replica; restarts resume from the latest checkpoint.",
-    )
-    clean_pod_policy: Literal["None", "Running", "All"] = Field(
-        "Running",
-        description="Pods deleted when the job finishes: 'Running' frees still-running pods (and their GPUs) "
-        "and keeps finished ones and their logs until the TTL.",
-    )
-    ttl_after_finished_s: int | None = Field(
-        86400, ge=0, le=_INT32_MAX, description="Seconds after the job finishes before it is deleted; None = never."
-    )
-    backoff_limit: int = Field(3, ge=0, le=_INT32_MAX, description="Retries before the job is marked failed.")
-    active_deadline_s: int | None = Field(
-        None, ge=1, description="Seconds the job may run before it is stopped; None = no limit."
     )
 
     @field_validator("name")
@@ -274,85 +93,15 @@ class PyTorchJobSpec(_Strict):
             raise ValueError("must be a DNS-1035 label: lower-case alphanumerics and '-', starting with a letter")
         return name
 
-    @field_validator("namespace")
-    @classmethod
-    def _namespace(cls, namespace: str) -> str:
-        if len(namespace) > 63 or not _DNS1123_LABEL.match(namespace):
-            raise ValueError("must be a DNS-1123 label (lower-case alphanumerics and '-'), at most 63 characters")
-        return namespace
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, image: str) -> str:
-        if image != image.strip() or any(c.isspace() for c in image):
-            raise ValueError("an image reference has no spaces")
-        return image
-
-    @field_validator("service_account_name")
-    @classmethod
-    def _service_account(cls, name: str | None) -> str | None:
-        if name is not None and (len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name)):
-            raise ValueError("must be a DNS-1123 subdomain")
-        return name
-
-    @field_validator("gpu_resource")
-    @classmethod
-    def _gpu_resource(cls, name: str) -> str:
-        if "/" not in name:
-            raise ValueError("an extended resource name has a domain prefix, e.g. 'nvidia.com/gpu'")
-        return _check_label_key(name)
-
-    @field_validator("node_selector", "labels")
-    @classmethod
-    def _label_syntax(cls, labels: dict[str, str]) -> dict[str, str]:
-        return _check_labels(labels)
-
-    @field_validator("env")
-    @classmethod
-    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
-        for name in env:
-            if not _ENV_NAME.match(name):
-                raise ValueError(f"{name!r} is not a valid environment variable name")
-        return env
-
     @model_validator(mode="after")
-    def _consistent(self) -> PyTorchJobSpec:
+    def _named(self) -> PyTorchJobSpec:
         # Pod names double as DNS names (the master's service): <name>-worker-<index> must fit 63 characters.
         longest = f"{self.name}-worker-{max(self.workers - 1, 0)}" if self.workers else f"{self.name}-master-0"
         if len(longest) > 63:
             raise ValueError(f"name: too long, pod name {longest!r} would exceed 63 characters")
-        if self.cpu_limit_cores is not None and self.cpu_limit_cores < self.cpu_request_cores:
-            raise ValueError("cpu_limit_cores must be at least cpu_request_cores")
-        if self.memory_limit_mib is not None and self.memory_limit_mib < self.memory_request_mib:
-            raise ValueError("memory_limit_mib must be at least memory_request_mib")
-        if self.shm_size_mib >= self.memory_limit:
-            raise ValueError(f"shm_size_mib ({self.shm_size_mib}) must stay below the memory limit "
-                             f"({self.memory_limit} MiB): /dev/shm pages count against it")
-        if self.nproc_per_node == "gpu" and self.gpus_per_pod == 0:
-            raise ValueError("nproc_per_node 'gpu' needs gpus_per_pod > 0")
-        if isinstance(self.nproc_per_node, int):
-            if self.nproc_per_node < 1:
-                raise ValueError("nproc_per_node must be at least 1")
-            if self.gpus_per_pod and self.nproc_per_node > self.gpus_per_pod:
-                raise ValueError(f"nproc_per_node ({self.nproc_per_node}) exceeds gpus_per_pod "
-                                 f"({self.gpus_per_pod}): one process per GPU at most")
-        reserved = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "CODEDPO_S3_ENDPOINT", "CODEDPO_S3_SECURE",
-                     "AWS_REGION", "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK"}
-        clash = sorted(reserved & set(self.env) | {n for n in self.env if n.startswith("PET_")})
-        if clash:
-            raise ValueError(f"env: {', '.join(clash)} are set by the s3 section or the operator")
+        if not self.image:
+            raise ValueError("image: the trainer image is required (images/trainer)")
         return self
-
-    @property
-    def memory_limit(self) -> int:
-        return self.memory_limit_mib if self.memory_limit_mib is not None else self.memory_request_mib
-
-    @property
-    def nproc(self) -> str:
-        """The job's nprocPerNode (a string in the CRD)."""
-        if self.nproc_per_node is None:
-            return str(self.gpus_per_pod or 1)
-        return str(self.nproc_per_node)
 
 
 def validate_pytorchjob_spec(data: dict[str, Any], source: str = "config") -> PyTorchJobSpec:

@@ -22,10 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from codedpo.components.common.config import RunConfig
-from codedpo.components.train.config import TrainConfig
+from codedpo.components.common.config import RunConfig, TrainConfig
 from codedpo.components.train.trainer import RESULT_FILE, TrainResult
-
 
 # Where the step hands the pairs to a PyTorchJob, under the run's output.
 PAIRS_INPUT_PREFIX = "input"
@@ -85,6 +83,8 @@ def _run_pytorchjob(config: TrainConfig, pairs_uri: str, output_uri: str, *, api
         pairs_sha256 = hashlib.sha256(data).hexdigest()
         store.put_bytes(f"{PAIRS_INPUT_PREFIX}/pairs.jsonl", data)
         pairs_uri = f"{output_uri.rstrip('/')}/{PAIRS_INPUT_PREFIX}"
-    spec = validate_pytorchjob_spec({**(config.job or {}), "name": pytorchjob_name(config, pairs_sha256)}, source="train.job")
+    spec = validate_pytorchjob_spec(
+        {**(config.job.model_dump() if config.job else {}), "name": pytorchjob_name(config, pairs_sha256)}, source="train.job"
+    )
     launch_training(spec, config, pairs_uri=pairs_uri, model_path=config.model or "", timeout_s=config.job_timeout_s, api=api)
     return TrainResult.from_json(store.get_bytes(RESULT_FILE).decode("utf-8"))

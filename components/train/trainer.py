@@ -43,8 +43,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from codedpo.components.common.config import TrainConfig
+from codedpo.components.common.errors import EmptyResultError
 from codedpo.components.train.arguments import trl_arguments
-from codedpo.components.train.config import TrainConfig
 
 if TYPE_CHECKING:
     import datasets
@@ -68,7 +69,7 @@ PLOTTED = {
 }
 
 
-class EmptyPairsError(ValueError):
+class EmptyPairsError(EmptyResultError):
     """The pairs file holds no pair, so there is nothing to train on."""
 
 

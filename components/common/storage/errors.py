@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from codedpo.components.common.errors import InputError
+
 
 class StorageError(Exception):
     """Base of the store's errors; the message is one line naming what failed and why."""
 
 
-class StorageConfigError(StorageError, ValueError):
+class StorageConfigError(StorageError, InputError):
     """A store URI or S3 setting is invalid or missing."""
 
 

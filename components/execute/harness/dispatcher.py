@@ -9,8 +9,16 @@ import time
 
 from . import details
 from .child import _child_main, _enter_child
-from .processes import (_clean_directory, _kill_uid_processes, _mount_scratch, _os_exit, _process_cpu_s,
-                        _remove_empty_directory, _uid_has_processes, _unmount_scratch)
+from .processes import (
+    _clean_directory,
+    _kill_uid_processes,
+    _mount_scratch,
+    _os_exit,
+    _process_cpu_s,
+    _remove_empty_directory,
+    _uid_has_processes,
+    _unmount_scratch,
+)
 
 _len = len
 _monotonic = time.monotonic
@@ -99,6 +107,7 @@ class Dispatcher:
         self.timeouts = {}  # job number -> its timeouts so far (at the ceiling or the short limit)
         self.unbuffered = set()  # jobs whose tests run again, unbuffered (see _FLUSH_S)
         self.job_failed = False  # whether the job being run has failed a test (emit sets it)
+        self.to_time = []  # jobs of one problem that passed all their tests, waiting to be timed
         # What this slot did, for the executor's stats: children forked (verdicts, timing),
         # tests interrupted at their limit, children killed, jobs run again unbuffered.
         self.counts = {"children": 0, "timing_children": 0, "interrupted": 0, "killed": 0, "rerun_unbuffered": 0}
@@ -134,30 +143,58 @@ class Dispatcher:
             pending = []
         while pending:
             pending = self.run_in_child(number, job, pending)
-        done = {"job": job["job"], "done": True, "slot": self.slot}
         if job.get("repeats") and not self.job_failed:
-            done["repeat_wall_s"], done["repeat_cpu_s"] = self.time_job(number, job)
-        self.out.write(json.dumps(done) + "\n")
+            self.to_time.append(number)  # timed with the problem's other codes (time_queued)
+        else:
+            self.out.write(json.dumps({"job": job["job"], "done": True, "slot": self.slot}) + "\n")
 
     # -- the timing pass ------------------------------------------------------------------
-    def time_job(self, number, job):
-        """`repeats` timings of a code that passed all its tests: (wall seconds, CPU seconds)
-        per repeat, each list empty when a repeat failed (CPU: None where the clock is missing).
+    def time_queued(self):
+        """Time the codes in `self.to_time` (one problem's codes that passed all their tests),
+        `repeats` timings each, then write their done lines with (wall seconds, CPU seconds) per
+        repeat, each list empty when a repeat failed (CPU: None where the clock is missing).
+
+        The repeats are interleaved: round r times every code once, in an order that rotates
+        and reverses from round to round. This machine's speed drifts by up to ~1.5x over
+        hundreds of milliseconds (a busy neighbour, the host's frequency); timed one after the
+        other, one code would catch a slow phase and another a fast one, and their order would
+        be the machine's. Interleaved, every code of a problem samples the same phases, so the
+        drift moves their medians together (docs/design-notes.md "Honest timing").
 
         Each repeat is a fresh child (nothing kept from an earlier repeat), which defines the
         code anew before each test (nothing kept from an earlier test). The clocks are read HERE,
         in a process that never runs candidate code: the wall clock, and the child's CPU-time
         clock, each from the moment the child is told to start its tests to the moment it says
         it is done. Patching time.*, sys or the harness inside the child changes neither."""
-        walls, cpus = [], []
-        positions = list(range(_len(job["tests"])))
-        for _ in range(job["repeats"]):
-            measured = self.time_once(number, job, positions)
-            if measured is None:
-                return [], []
-            walls.append(measured[0])
-            cpus.append(measured[1])
-        return walls, (cpus if None not in cpus else None)
+        queued, self.to_time = self.to_time, []
+        if not queued:
+            return
+        walls = {number: [] for number in queued}
+        cpus = {number: [] for number in queued}
+        failed = set()
+        for round_number in range(max(self.jobs[number]["repeats"] for number in queued)):
+            shift = round_number % _len(queued)
+            order = queued[shift:] + queued[:shift]
+            if round_number % 2:
+                order.reverse()
+            for number in order:
+                job = self.jobs[number]
+                if number in failed or round_number >= job["repeats"]:
+                    continue
+                measured = self.time_once(number, job, list(range(_len(job["tests"]))))
+                if measured is None:
+                    failed.add(number)
+                    continue
+                walls[number].append(measured[0])
+                cpus[number].append(measured[1])
+        for number in queued:
+            done = {"job": self.jobs[number]["job"], "done": True, "slot": self.slot}
+            if number in failed:
+                done["repeat_wall_s"], done["repeat_cpu_s"] = [], []
+            else:
+                done["repeat_wall_s"] = walls[number]
+                done["repeat_cpu_s"] = cpus[number] if None not in cpus[number] else None
+            self.out.write(json.dumps(done) + "\n")
 
     def time_once(self, number, job, positions):
         """One timed repeat in a fresh child: (wall s, CPU s or None), or None if it failed."""
@@ -508,8 +545,12 @@ class Dispatcher:
             data = os.read(feed_fd, 4)
             if _len(data) < 4:
                 break
-            self.run_job(int.from_bytes(data, "little"))
+            number = int.from_bytes(data, "little")
+            if self.to_time and self.jobs[self.to_time[0]]["problem"] != self.jobs[number]["problem"]:
+                self.time_queued()  # the previous problem's codes are all in
+            self.run_job(number)
             self.out.flush()
+        self.time_queued()
         if self.recycled is not None:  # closing its command pipe ends it
             self.close_child(self.recycled)
             self.recycled = None

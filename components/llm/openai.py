@@ -51,7 +51,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from typing import Any
 
-from codedpo.components.sample.backends import (
+from codedpo.components.llm.base import (
     Backend,
     BackendError,
     Completion,
@@ -60,7 +60,7 @@ from codedpo.components.sample.backends import (
     cut_at_stop,
     derive_seed,
 )
-from codedpo.components.sample.prompts import Prompt
+from codedpo.components.llm.prompts import Prompt
 
 
 class OpenAIBackendError(BackendError):

@@ -32,15 +32,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from codedpo.components.sample.backends import (
-    Backend,
-    BackendError,
-    Completion,
-    FinishReason,
-    SamplingParams,
-    derive_seed,
-)
-from codedpo.components.sample.prompts import Prompt
+from codedpo.components.llm.base import Backend, BackendError, Completion, FinishReason, SamplingParams, derive_seed
+from codedpo.components.llm.prompts import Prompt
 
 
 def _first_line(error: BaseException) -> str:

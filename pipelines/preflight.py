@@ -17,13 +17,9 @@ import urllib.error
 import urllib.request
 
 from codedpo.components.common.config import RunConfig, SamplingConfig
-from codedpo.components.sample.backends import BackendError
-from codedpo.components.sample.factory import make_templates
-from codedpo.components.sample.openai_backend import (
-    EndpointUnreachableError,
-    ModelNotFoundError,
-    RequestRejectedError,
-)
+from codedpo.components.llm.base import BackendError
+from codedpo.components.llm.factory import make_templates
+from codedpo.components.llm.openai import EndpointUnreachableError, ModelNotFoundError, RequestRejectedError
 from codedpo.components.tasks.writing import task_template
 
 PROBE_TIMEOUT_S = 10.0

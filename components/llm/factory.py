@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 
 from codedpo.components.common.config import SamplingConfig
-from codedpo.components.sample.backends import Backend, BackendError
-from codedpo.components.sample.prompts import PromptTemplates, TemplateError, check_template, default_templates
+from codedpo.components.llm.base import Backend, BackendError
+from codedpo.components.llm.prompts import PromptTemplates, TemplateError, check_template, default_templates
 
 
 def make_backend(sampling: SamplingConfig) -> Backend:
@@ -28,11 +28,11 @@ def make_backend(sampling: SamplingConfig) -> Backend:
     if not sampling.model:
         raise BackendError(f"sampling.model: backend {sampling.backend!r} needs a model")
     if sampling.backend == "hf":
-        from codedpo.components.sample.backends import HfBackend
+        from codedpo.components.llm.hf import HfBackend
 
         return HfBackend(sampling.model, batch_size=sampling.batch_size, device=sampling.device, dtype=sampling.dtype)
     if sampling.backend == "openai":
-        from codedpo.components.sample.openai_backend import OpenAIBackend
+        from codedpo.components.llm.openai import OpenAIBackend
 
         if not sampling.base_url:
             raise BackendError("sampling.base_url: backend 'openai' needs the server's URL (http://host:8000/v1)")
@@ -45,7 +45,7 @@ def make_backend(sampling: SamplingConfig) -> Backend:
             timeout=sampling.request_timeout_s,
         )
     if sampling.backend == "vllm":
-        from codedpo.components.sample.vllm_backend import VllmBackend
+        from codedpo.components.llm.vllm import VllmBackend
 
         return VllmBackend(
             sampling.model,

@@ -34,6 +34,8 @@ import string
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+from codedpo.components.common.errors import InputError
+
 Style = Literal["chat", "base"]
 Message = dict[str, str]
 Prompt = str | list[Message]
@@ -74,7 +76,7 @@ BASE_CODE_STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 BASE_TESTS_STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(")
 
 
-class TemplateError(ValueError):
+class TemplateError(InputError):
     """A prompt template is malformed; the message names the template and the problem."""
 
 

@@ -1,0 +1,325 @@
+"""The Kubernetes workloads the stages launch, as settings: the sandbox Job (`execute.job`)
+and the PyTorchJob (`train.job`), with the pieces they share: one Toleration model (also the
+pipeline steps', pipelines/cluster.py), one reference to the S3 Secret, one namespace default.
+
+The objects themselves are built where they run: components/execute/sandbox_job.py and
+components/train/pytorchjob.py. This module imports only pydantic, so the run configuration
+(components/common/config.py) can hold both sections without importing a stage.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from codedpo.components.common.sections import Section
+
+# Where codedpo's workloads run unless a section says otherwise: the namespace manifests/ create
+# (the launcher's RBAC, the S3 Secret, the sandbox service account are all there).
+DEFAULT_NAMESPACE = "codedpo"
+
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+_INT32_MAX = 2**31 - 1
+
+
+def check_label_key(key: str) -> str:
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+        raise ValueError(f"label/selector key {key!r}: prefix must be a DNS-1123 subdomain of at most 253 characters")
+    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+        raise ValueError(f"label/selector key {key!r}: name must be 1-63 alphanumerics, '-', '_' or '.', "
+                         "starting and ending with an alphanumeric")
+    return key
+
+
+def _check_label_value(key: str, value: str) -> str:
+    if len(value) > 63 or not _LABEL_NAME.match(value):
+        raise ValueError(f"label/selector value {value!r} (key {key!r}): at most 63 alphanumerics, '-', '_' "
+                         "or '.', starting and ending with an alphanumeric")
+    return value
+
+
+def check_labels(labels: dict[str, str]) -> dict[str, str]:
+    for key, value in labels.items():
+        check_label_key(key)
+        _check_label_value(key, value)
+    return labels
+
+
+class Toleration(Section):
+    """One pod toleration (Kubernetes core/v1 Toleration), e.g. for tainted GPU nodes; the same
+    model for the pipeline's steps (pipelines/cluster.py), the sandbox Job and the PyTorchJob."""
+
+    renamed: ClassVar[dict[str, str]] = {"toleration_seconds": "toleration_s"}
+
+    key: str | None = Field(None, description="Taint key; None with operator 'Exists' tolerates every taint.")
+    operator: Literal["Equal", "Exists"] = Field("Equal", description="'Equal': key and value match; 'Exists': key only.")
+    value: str | None = Field(None, description="Taint value (operator 'Equal' only).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect to tolerate; None = all effects."
+    )
+    toleration_s: int | None = Field(
+        None, ge=0, description="NoExecute only: seconds the pod stays bound after the taint appears."
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _key_syntax(cls, key: str | None) -> str | None:
+        return None if key is None else check_label_key(key)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Toleration:
+        if self.operator == "Exists" and self.value:
+            raise ValueError("operator 'Exists' takes no value")
+        if self.operator == "Equal" and not self.key:
+            raise ValueError("operator 'Equal' needs a key")
+        if self.toleration_s is not None and self.effect != "NoExecute":
+            raise ValueError("toleration_s applies to effect 'NoExecute' only")
+        return self
+
+    def to_k8s(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"operator": self.operator}
+        if self.key is not None:
+            out["key"] = self.key
+        if self.value is not None:
+            out["value"] = self.value
+        if self.effect is not None:
+            out["effect"] = self.effect
+        if self.toleration_s is not None:
+            out["tolerationSeconds"] = self.toleration_s
+        return out
+
+
+class S3SecretRef(Section):
+    """Where a workload's pods get the S3 settings that `S3Settings.from_env()` reads: the
+    credentials from a Secret, the endpoint, CODEDPO_S3_SECURE and AWS_REGION from the same
+    Secret or as plain values. One reference for the sandbox Job's data movers and the PyTorchJob."""
+
+    secret_name: str = Field("codedpo-s3", description="Secret (in the job's namespace) holding the S3 credentials.")
+    access_key_id_key: str = Field("AWS_ACCESS_KEY_ID", description="Key in the Secret holding the access key.")
+    secret_access_key_key: str = Field(
+        "AWS_SECRET_ACCESS_KEY", description="Key in the Secret holding the secret key."
+    )
+    endpoint: str | None = Field(
+        None, description="CODEDPO_S3_ENDPOINT as a plain value (host:port or http(s)://host:port); None = read "
+        "it from the Secret's `endpoint_key`."
+    )
+    endpoint_key: str = Field(
+        "CODEDPO_S3_ENDPOINT", description="Key in the Secret holding the endpoint (used when `endpoint` is None)."
+    )
+    secure: bool | None = Field(None, description="CODEDPO_S3_SECURE; None = from the Secret if it has the key, else the endpoint decides.")
+    region: str | None = Field(None, description="AWS_REGION; None = from the Secret if it has the key, else the client asks the bucket's location.")
+
+    @field_validator("secret_name")
+    @classmethod
+    def _secret_name(cls, name: str) -> str:
+        if len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
+            raise ValueError("must be a DNS-1123 subdomain (lower-case alphanumerics, '-', '.'), at most 253 characters")
+        return name
+
+    @field_validator("access_key_id_key", "secret_access_key_key", "endpoint_key")
+    @classmethod
+    def _secret_key(cls, key: str) -> str:
+        if len(key) > 253 or not _SECRET_KEY.match(key):
+            raise ValueError("a Secret key is 1-253 characters of alphanumerics, '-', '_' or '.'")
+        return key
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, endpoint: str | None) -> str | None:
+        if endpoint is not None and (not endpoint.strip() or any(c.isspace() for c in endpoint)):
+            raise ValueError("must be host:port or http(s)://host:port, without spaces")
+        return endpoint
+
+    def to_env(self) -> list[dict[str, Any]]:
+        def from_secret(name: str, key: str, optional: bool = False) -> dict[str, Any]:
+            ref: dict[str, Any] = {"name": self.secret_name, "key": key}
+            if optional:
+                ref["optional"] = True
+            return {"name": name, "valueFrom": {"secretKeyRef": ref}}
+
+        env = [
+            from_secret("AWS_ACCESS_KEY_ID", self.access_key_id_key),
+            from_secret("AWS_SECRET_ACCESS_KEY", self.secret_access_key_key),
+            {"name": "CODEDPO_S3_ENDPOINT", "value": self.endpoint}
+            if self.endpoint is not None
+            else from_secret("CODEDPO_S3_ENDPOINT", self.endpoint_key),
+        ]
+        # Unset, CODEDPO_S3_SECURE and AWS_REGION come from the Secret when it holds them.
+        if self.secure is not None:
+            env.append({"name": "CODEDPO_S3_SECURE", "value": "true" if self.secure else "false"})
+        else:
+            env.append(from_secret("CODEDPO_S3_SECURE", "CODEDPO_S3_SECURE", optional=True))
+        if self.region is not None:
+            env.append({"name": "AWS_REGION", "value": self.region})
+        else:
+            env.append(from_secret("AWS_REGION", "AWS_REGION", optional=True))
+        return env
+
+
+class SandboxJobConfig(Section):
+    """The Kubernetes Indexed Job that runs the execute stage on a cluster
+    (`execute.launcher: kubernetes-job`; see components/execute/sandbox_job.py)."""
+
+    section: ClassVar[str] = "execute.job"
+    renamed: ClassVar[dict[str, str]] = {"s3_secret": "s3.secret_name", "s3_endpoint": "s3.endpoint"}
+
+    namespace: str = Field(DEFAULT_NAMESPACE, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63,
+                           description="Namespace of the Job, the S3 Secret and the sandbox service account "
+                           "(manifests/ put them in `codedpo`).")
+    image: str = Field("codedpo-sandbox:latest", min_length=1, description="Sandbox worker image (images/sandbox).")
+    runtime_class: str = Field("gvisor", min_length=1, description="RuntimeClass of the pods (handler runsc).")
+    service_account: str = Field(
+        "codedpo-sandbox", min_length=1, description="The pods' service account: a dedicated one with no permissions."
+    )
+    store_uri: str = Field(
+        "", description="s3://bucket/prefix where shards and results go; required for kubernetes-job."
+    )
+    s3: S3SecretRef = Field(
+        default_factory=S3SecretRef,
+        description="Where the data-moving containers get the S3 settings (never the sandbox container).",
+    )
+    shards: int = Field(16, ge=1, le=10_000, description="Shards (completion indexes); fewer if fewer problems.")
+    parallelism: int = Field(8, ge=1, le=10_000, description="Pods running at once.")
+    cpu_cores: float = Field(2.0, gt=0, description="CPU request = limit of the sandbox container.")
+    memory_mib: int = Field(2048, ge=128, description="Memory request = limit of the sandbox container, MiB.")
+    timeout_s: float = Field(3600.0, gt=0, description="Limit for one Job (attempt); then it is deleted.")
+    max_attempts: int = Field(3, ge=1, le=20, description="Jobs in all: the first, then re-runs of failed shards.")
+    backoff_limit_per_index: int = Field(1, ge=0, le=10, description="Pod retries per shard inside one Job.")
+    poll_s: float = Field(5.0, gt=0, description="Seconds between Job status reads.")
+
+
+class TrainJobConfig(Section):
+    """`train.job`: the cluster shape of a training run (launcher 'pytorchjob'), what
+    components/train/pytorchjob.py turns into a PyTorchJob; its name comes from the run."""
+
+    section: ClassVar[str] = "train.job"
+
+    namespace: str = Field(DEFAULT_NAMESPACE, description="Namespace the job (and the S3 Secret) live in.")
+    image: str = Field("", description="Trainer image (images/trainer): required by launcher 'pytorchjob'.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="When the kubelet pulls the image."
+    )
+    service_account_name: str | None = Field(None, description="Service account of the pods; None = the default.")
+    workers: int = Field(0, ge=0, le=10_000, description="Worker replicas besides the one Master (0 = one pod).")
+    nproc_per_node: int | Literal["auto", "cpu", "gpu"] | None = Field(
+        None,
+        description="torchrun processes per pod (the job's nprocPerNode); None = gpus_per_pod on GPU "
+        "configurations, 1 on CPU.",
+    )
+    gpus_per_pod: int = Field(0, ge=0, le=64, description="GPUs per pod (requests = limits); 0 = a CPU job (gloo).")
+    gpu_resource: str = Field("nvidia.com/gpu", description="Extended resource name of the GPUs.")
+    cpu_request_cores: float = Field(2.0, gt=0, description="CPU cores requested per pod.")
+    cpu_limit_cores: float | None = Field(None, gt=0, description="CPU limit per pod; None = the request.")
+    memory_request_mib: int = Field(8192, ge=64, description="Memory requested per pod, MiB.")
+    memory_limit_mib: int | None = Field(None, ge=64, description="Memory limit per pod, MiB; None = the request.")
+    shm_size_mib: int = Field(
+        1024, ge=1, description="Size limit of the memory-backed /dev/shm, MiB; counts against the memory limit."
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pods must match.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Taints the pods tolerate.")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra labels on the job and its pods (besides app.kubernetes.io/*)."
+    )
+    s3: S3SecretRef = Field(default_factory=S3SecretRef, description="Where the S3 settings come from.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra plain environment variables of the trainer.")
+    master_port: int = Field(23456, ge=1, le=65535, description="Rendezvous port (the operator's default).")
+    restart_policy: Literal["OnFailure", "Never", "Always", "ExitCode"] = Field(
+        "OnFailure",
+        description="Pod restart policy per replica; restarts resume from the latest checkpoint.",
+    )
+    clean_pod_policy: Literal["None", "Running", "All"] = Field(
+        "Running",
+        description="Pods deleted when the job finishes: 'Running' frees still-running pods (and their GPUs) "
+        "and keeps finished ones and their logs until the TTL.",
+    )
+    ttl_after_finished_s: int | None = Field(
+        86400, ge=0, le=_INT32_MAX, description="Seconds after the job finishes before it is deleted; None = never."
+    )
+    backoff_limit: int = Field(3, ge=0, le=_INT32_MAX, description="Retries before the job is marked failed.")
+    active_deadline_s: int | None = Field(
+        None, ge=1, description="Seconds the job may run before it is stopped; None = no limit."
+    )
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, namespace: str) -> str:
+        if len(namespace) > 63 or not _DNS1123_LABEL.match(namespace):
+            raise ValueError("must be a DNS-1123 label (lower-case alphanumerics and '-'), at most 63 characters")
+        return namespace
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, image: str) -> str:
+        if image != image.strip() or any(c.isspace() for c in image):
+            raise ValueError("an image reference has no spaces")
+        return image
+
+    @field_validator("service_account_name")
+    @classmethod
+    def _service_account(cls, name: str | None) -> str | None:
+        if name is not None and (len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name)):
+            raise ValueError("must be a DNS-1123 subdomain")
+        return name
+
+    @field_validator("gpu_resource")
+    @classmethod
+    def _gpu_resource(cls, name: str) -> str:
+        if "/" not in name:
+            raise ValueError("an extended resource name has a domain prefix, e.g. 'nvidia.com/gpu'")
+        return check_label_key(name)
+
+    @field_validator("node_selector", "labels")
+    @classmethod
+    def _label_syntax(cls, labels: dict[str, str]) -> dict[str, str]:
+        return check_labels(labels)
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for name in env:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+        return env
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainJobConfig:
+        if self.cpu_limit_cores is not None and self.cpu_limit_cores < self.cpu_request_cores:
+            raise ValueError("cpu_limit_cores must be at least cpu_request_cores")
+        if self.memory_limit_mib is not None and self.memory_limit_mib < self.memory_request_mib:
+            raise ValueError("memory_limit_mib must be at least memory_request_mib")
+        if self.shm_size_mib >= self.memory_limit:
+            raise ValueError(f"shm_size_mib ({self.shm_size_mib}) must stay below the memory limit "
+                             f"({self.memory_limit} MiB): /dev/shm pages count against it")
+        if self.nproc_per_node == "gpu" and self.gpus_per_pod == 0:
+            raise ValueError("nproc_per_node 'gpu' needs gpus_per_pod > 0")
+        if isinstance(self.nproc_per_node, int):
+            if self.nproc_per_node < 1:
+                raise ValueError("nproc_per_node must be at least 1")
+            if self.gpus_per_pod and self.nproc_per_node > self.gpus_per_pod:
+                raise ValueError(f"nproc_per_node ({self.nproc_per_node}) exceeds gpus_per_pod "
+                                 f"({self.gpus_per_pod}): one process per GPU at most")
+        reserved = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "CODEDPO_S3_ENDPOINT", "CODEDPO_S3_SECURE",
+                     "AWS_REGION", "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK"}
+        clash = sorted(reserved & set(self.env) | {n for n in self.env if n.startswith("PET_")})
+        if clash:
+            raise ValueError(f"env: {', '.join(clash)} are set by the s3 section or the operator")
+        return self
+
+    @property
+    def memory_limit(self) -> int:
+        return self.memory_limit_mib if self.memory_limit_mib is not None else self.memory_request_mib
+
+    @property
+    def nproc(self) -> str:
+        """The job's nprocPerNode (a string in the CRD)."""
+        if self.nproc_per_node is None:
+            return str(self.gpus_per_pod or 1)
+        return str(self.nproc_per_node)
