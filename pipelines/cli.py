@@ -21,10 +21,13 @@ with code 1 when the run failed or was canceled.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 import yaml
@@ -35,6 +38,9 @@ from codedpo.components.common.config import RunConfig, SandboxKind, dump_config
 from codedpo.components.common.errors import ConfigError, InputError
 from codedpo.components.common.jsonl import iter_json_lines
 from codedpo.pipelines.compile import DEFAULT_OUTPUT, compile_pipeline
+
+if TYPE_CHECKING:
+    from codedpo.pipelines.cluster import ClusterConfig
 
 QUICKSTART_CONFIG = Path("examples/quickstart/run.yaml")
 EXIT_INPUT_ERROR = 2  # bad configuration or record file: fix the input and re-run
@@ -121,7 +127,31 @@ def resolve_config(
         layers.append(str(config_path))
     if overrides:
         layers.append("command line")
-    return load_config(config_path, overrides, paths_beside_file=on_this_machine), " + ".join(layers)
+    with renamed_fields_shown():
+        effective = load_config(config_path, overrides, paths_beside_file=on_this_machine)
+    return effective, " + ".join(layers)
+
+
+@contextlib.contextmanager
+def renamed_fields_shown() -> Iterator[None]:
+    """Show each renamed field the block met (a FutureWarning from `common/sections.py`) as one
+    `warning:` line on stderr, instead of Python's two-line warning with a source location."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FutureWarning)
+        yield
+    for warning in caught:
+        if issubclass(warning.category, FutureWarning) and " is renamed " in str(warning.message):
+            err_console.print(f"[bold yellow]warning:[/] {escape(str(warning.message))}")
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+def load_cluster_file(path: Path | None) -> ClusterConfig:
+    """`load_cluster_config(path)`, renamed fields shown as in `resolve_config`."""
+    from codedpo.pipelines.cluster import load_cluster_config
+
+    with renamed_fields_shown():
+        return load_cluster_config(path)
 
 
 def _fail(message: str, code: int = EXIT_INPUT_ERROR) -> typer.Exit:
@@ -229,11 +259,9 @@ def compile_(
     The configuration picks the pipeline's shape (`sampling.backend`: from seeds, or replay);
     without --config the quickstart's (replay) is used when it exists. `--cluster` gives the
     cluster settings (default: the built-in ClusterConfig)."""
-    from codedpo.pipelines.cluster import load_cluster_config
-
     try:
         run_config, _ = resolve_config(config, None, set_, on_this_machine=False)
-        settings = load_cluster_config(cluster)
+        settings = load_cluster_file(cluster)
         written = compile_pipeline(output, run_config, settings)
     except InputError as error:
         raise _fail(str(error)) from None
@@ -269,12 +297,11 @@ def submit(
     The run's parameters are the run configuration (the same layering as `run`); the cluster
     settings (`--cluster`) go into the compiled pipeline, and the run uses its service account.
     """
-    from codedpo.pipelines.cluster import load_cluster_config
     from codedpo.pipelines.submit import KfpApiError, submit_run
 
     try:
         effective, source = resolve_config(config, None, set_, store, on_this_machine=False)
-        settings = load_cluster_config(cluster)
+        settings = load_cluster_file(cluster)
     except InputError as error:
         raise _fail(str(error)) from None
     console.print(f"submitting run [bold]{escape(effective.run_name)}[/] (config: {escape(source)}) to {escape(host)}")

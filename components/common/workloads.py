@@ -194,6 +194,17 @@ class SandboxJobConfig(Section):
     max_attempts: int = Field(3, ge=1, le=20, description="Jobs in all: the first, then re-runs of failed shards.")
     backoff_limit_per_index: int = Field(1, ge=0, le=10, description="Pod retries per shard inside one Job.")
     poll_s: float = Field(5.0, gt=0, description="Seconds between Job status reads.")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the sandbox pods must match (e.g. a gVisor node pool)."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Taints the sandbox pods tolerate (e.g. a dedicated sandbox pool's)."
+    )
+
+    @field_validator("node_selector")
+    @classmethod
+    def _node_selector_syntax(cls, selector: dict[str, str]) -> dict[str, str]:
+        return check_labels(selector)
 
 
 class TrainJobConfig(Section):

@@ -250,6 +250,10 @@ def build_sandbox_job(name: str, run_id: str, shard_ids: list[str], config: Exec
         "volumes": [{"name": "work", "emptyDir": {"sizeLimit": "2Gi"}},
                     {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}],
     }
+    if job.node_selector:
+        pod_spec["nodeSelector"] = dict(job.node_selector)
+    if job.tolerations:
+        pod_spec["tolerations"] = [toleration.to_k8s() for toleration in job.tolerations]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
