@@ -4,14 +4,18 @@ raised (before the first step or inside one), found by class, never by reading a
 from __future__ import annotations
 
 import importlib
+import io
 import pkgutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from codedpo.components.common.errors import InputError
-from codedpo.components.common.logs import _step_error_hook, parse_step_error
+from codedpo.components.common.logs import parse_step_error
+from codedpo.pipelines import local_run
 from codedpo.pipelines.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,39 +30,66 @@ def _all_subclasses(cls: type) -> set[type]:
     return found
 
 
-def _import_every_module() -> None:
-    """Every codedpo module but entry points (`__main__`) and the sandbox harness (its files run
-    inside the sandbox, not as imports of the package)."""
+def _input_error_classes() -> list[type]:
+    """Every InputError class of codedpo: every module imported but entry points (`__main__`) and
+    the sandbox harness (its files run inside the sandbox, not as imports of the package)."""
     import codedpo.components
     import codedpo.pipelines
 
     modules = [*pkgutil.walk_packages(codedpo.components.__path__, "codedpo.components."),
                *pkgutil.walk_packages(codedpo.pipelines.__path__, "codedpo.pipelines.")]
     for module in modules:
-        if module.name.endswith("__main__") or ".harness" in module.name:
-            continue
-        importlib.import_module(module.name)
+        if not module.name.endswith("__main__") and ".harness" not in module.name:
+            importlib.import_module(module.name)
+    classes = [cls for cls in _all_subclasses(InputError) if cls.__module__.startswith("codedpo.")]
+    return sorted([InputError, *classes], key=lambda cls: cls.__name__)
 
 
-def test_every_input_error_is_declared_an_input_error_by_the_step_hook(capsys: pytest.CaptureFixture[str]) -> None:
-    _import_every_module()
-    classes = {cls for cls in _all_subclasses(InputError) if cls.__module__.startswith("codedpo.")}
-    names = {cls.__name__ for cls in classes}
-    assert names >= {
+INPUT_ERROR_CLASSES = _input_error_classes()
+
+
+def test_the_known_input_errors_are_all_input_errors() -> None:
+    assert {cls.__name__ for cls in INPUT_ERROR_CLASSES} >= {
         "ConfigError", "RecordFileError", "EmptyResultError", "EmptyPairsError", "TemplateError", "SeedSourceError",
         "SamplingParamsError", "ImageConfigError", "StorageConfigError", "PairsNotFoundError",
     }
-    hook = _step_error_hook(lambda *exc_info: None)
-    for cls in sorted(classes, key=lambda c: c.__name__):
-        error = cls.__new__(cls)
-        Exception.__init__(error, "what was wrong")
-        hook(cls, error, None)
-        declared = [parse_step_error(line) for line in capsys.readouterr().err.splitlines()]
-        assert declared == [(cls.__name__, str(error), True)], cls
-    hook(RuntimeError, RuntimeError("a bug"), None)
-    assert [parse_step_error(line) for line in capsys.readouterr().err.splitlines()] == [
-        ("RuntimeError", "a bug", False)
+
+
+def _step_output(raise_line: str, imports: str = "") -> str:
+    """The stderr of a step process (as a KFP component starts: `enable_stage_logging` first)
+    that dies of the exception `raise_line` raises."""
+    program = f"from codedpo.components.common.logs import enable_stage_logging\n{imports}enable_stage_logging()\n{raise_line}\n"
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback (most recent call last)" in done.stderr, done.stderr
+    return done.stderr
+
+
+def _watched_failure(step_output: str) -> object:
+    """What the runner's log watcher makes of a failed task with that output."""
+    watcher = local_run._LogWatcher(io.StringIO(), {}, None)
+    watcher.write("Executing task 'train'\n" + step_output + "Task 'train' finished with status FAILURE\n")
+    return watcher.failure
+
+
+@pytest.mark.parametrize("cls", INPUT_ERROR_CLASSES, ids=lambda cls: cls.__name__)
+def test_every_input_error_raised_in_a_step_is_an_input_error_for_the_runner(cls: type) -> None:
+    """The step's output goes through the runner's log watcher between kfp.local's task lines:
+    an input error (exit 2 in `codedpo run`), known from the step's declaration line."""
+    output = _step_output(
+        "error = Raised.__new__(Raised)\nException.__init__(error, 'what was\\nwrong')\nraise error",
+        f"from {cls.__module__} import {cls.__name__} as Raised\n",
+    )
+    assert [parse_step_error(line) for line in output.splitlines() if parse_step_error(line)] == [
+        (cls.__name__, "what was\nwrong", True)
     ]
+    assert _watched_failure(output) == ("train", (cls.__name__, "what was\nwrong", True))
+
+
+def test_another_exception_in_a_step_is_not_an_input_error() -> None:
+    output = _step_output("raise RuntimeError('a bug')")
+    assert _watched_failure(output) == ("train", ("RuntimeError", "a bug", False))
+    assert parse_step_error("[codedpo step error] {not json") is None
+    assert parse_step_error("an ordinary line") is None
 
 
 def _case(name: str, tmp_path: Path) -> tuple[list[str], list[str]]:

@@ -260,39 +260,6 @@ def test_a_failing_step_is_reported_with_its_exception(tmp_path: Path) -> None:
     assert "Traceback" in error.log_path.read_text()
 
 
-@pytest.mark.parametrize(
-    ("raised", "expected"),
-    [
-        ("ConfigError('invalid run configuration (run_config):\\n  execute.timeout_s: must be > 0')",
-         ("ConfigError", "invalid run configuration (run_config):\n  execute.timeout_s: must be > 0", True)),
-        ("EmptyPairsError('no pairs')", ("EmptyPairsError", "no pairs", True)),
-        ("RuntimeError('a bug')", ("RuntimeError", "a bug", False)),
-    ],
-)
-def test_a_step_declares_how_it_ended_without_its_traceback_being_read(raised: str, expected: tuple) -> None:
-    """The step process (as kfp.local starts it) dies of an exception: `enable_stage_logging`'s
-    hook prints one declaration line that the runner reads, an InputError subclass included, and
-    the usual traceback still follows for the log."""
-    import subprocess
-    import sys
-
-    from codedpo.components.common.logs import parse_step_error
-
-    program = (
-        "from codedpo.components.common.logs import enable_stage_logging\n"
-        "from codedpo.components.common.errors import ConfigError\n"
-        "from codedpo.components.train.trainer import EmptyPairsError\n"
-        f"enable_stage_logging()\nraise {raised}\n"
-    )
-    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1
-    declared = [parse_step_error(line) for line in done.stderr.splitlines() if parse_step_error(line)]
-    assert declared == [expected]
-    assert "Traceback (most recent call last)" in done.stderr
-    assert parse_step_error("[codedpo step error] {not json") is None
-    assert parse_step_error("an ordinary line") is None
-
-
 # --------------------------------------------------------------------------- end to end
 
 

@@ -46,6 +46,13 @@ def _check_label_value(key: str, value: str) -> str:
     return value
 
 
+def check_namespace(namespace: str) -> str:
+    """`namespace`, if it is a Kubernetes namespace name (a DNS-1123 label)."""
+    if len(namespace) > 63 or not _DNS1123_LABEL.match(namespace):
+        raise ValueError("must be a DNS-1123 label (lower-case alphanumerics and '-'), at most 63 characters")
+    return namespace
+
+
 def check_labels(labels: dict[str, str]) -> dict[str, str]:
     for key, value in labels.items():
         check_label_key(key)
@@ -171,9 +178,8 @@ class SandboxJobConfig(Section):
     section: ClassVar[str] = "execute.job"
     renamed: ClassVar[dict[str, str]] = {"s3_secret": "s3.secret_name", "s3_endpoint": "s3.endpoint"}
 
-    namespace: str = Field(DEFAULT_NAMESPACE, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63,
-                           description="Namespace of the Job, the S3 Secret and the sandbox service account "
-                           "(manifests/ put them in `codedpo`).")
+    namespace: str = Field(DEFAULT_NAMESPACE, description="Namespace of the Job, the S3 Secret and the sandbox "
+                           "service account (manifests/ put them in `codedpo`).")
     image: str = Field("codedpo-sandbox:latest", min_length=1, description="Sandbox worker image (images/sandbox).")
     runtime_class: str = Field("gvisor", min_length=1, description="RuntimeClass of the pods (handler runsc).")
     service_account: str = Field(
@@ -205,6 +211,11 @@ class SandboxJobConfig(Section):
     @classmethod
     def _node_selector_syntax(cls, selector: dict[str, str]) -> dict[str, str]:
         return check_labels(selector)
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, namespace: str) -> str:
+        return check_namespace(namespace)
 
 
 class TrainJobConfig(Section):
@@ -262,9 +273,7 @@ class TrainJobConfig(Section):
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, namespace: str) -> str:
-        if len(namespace) > 63 or not _DNS1123_LABEL.match(namespace):
-            raise ValueError("must be a DNS-1123 label (lower-case alphanumerics and '-'), at most 63 characters")
-        return namespace
+        return check_namespace(namespace)
 
     @field_validator("image")
     @classmethod
