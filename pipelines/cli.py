@@ -3,8 +3,9 @@
     codedpo run [--config run.yaml] [--sandbox runsc|pod|unsafe-none] [--store URI] [--set section.field=value ...]
     codedpo compile [--output codedpo-pipeline.yaml] [--cluster cluster.yaml]
     codedpo config [--config run.yaml] [--set ...]
-    codedpo submit --host URL [--namespace NS] [--config run.yaml] [--cluster cluster.yaml] [--experiment NAME]
-    codedpo status RUN_ID --host URL [--follow]
+    codedpo submit --host URL [--namespace NS] [--token-file FILE] [--config run.yaml] [--cluster cluster.yaml]
+                   [--experiment NAME]
+    codedpo status RUN_ID --host URL [--namespace NS] [--token-file FILE] [--follow]
 
 Settings layer as: the defaults of `RunConfig`, then the YAML file, then `--sandbox`, `--store` and
 each `--set` in order (values are parsed as YAML scalars: `--set score.damping=0.9` is a float,
@@ -57,13 +58,12 @@ console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 ConfigOption = Annotated[
-    Optional[Path],
+    Optional[str],  # a path, or a store URI (s3://bucket/run.yaml): not a Path, which would mangle the URI
     typer.Option(
         "--config",
         "-c",
-        help=f"Run configuration (YAML). Default: {QUICKSTART_CONFIG} if it exists under the "
-        "current directory, otherwise the built-in defaults.",
-        dir_okay=False,
+        help=f"Run configuration (YAML): a file, or an object in the artifact store (s3://bucket/run.yaml). "
+        f"Default: {QUICKSTART_CONFIG} if it exists under the current directory, otherwise the built-in defaults.",
     ),
 ]
 SandboxOption = Annotated[
@@ -105,7 +105,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def resolve_config(
-    config_path: Path | None,
+    config_path: str | Path | None,
     sandbox: SandboxKind | None,
     sets: list[str] | None,
     store: str | None = None,
@@ -211,7 +211,8 @@ def run(
     if effective.store:
         from codedpo.components.common.storage.runs import stage_location
 
-        location = stage_location(str(load_config(run_dir / "config.yaml").store), effective.run_name)
+        used = load_config(run_dir / "config.yaml")  # as the run resolved it (store path, run id)
+        location = stage_location(str(used.store), used.run_id or used.run_name)
         console.print(f"store: [bold]{escape(location)}[/] (one folder per stage)")
     _show_import_summary(run_dir / IMPORT_SUMMARY_FILE)
     console.print(
@@ -259,6 +260,8 @@ def compile_(
     The configuration picks the pipeline's shape (`sampling.backend`: from seeds, or replay);
     without --config the quickstart's (replay) is used when it exists. `--cluster` gives the
     cluster settings (default: the built-in ClusterConfig)."""
+    from codedpo.pipelines.cluster import MIN_KFP_BACKEND
+
     try:
         run_config, _ = resolve_config(config, None, set_, on_this_machine=False)
         settings = load_cluster_file(cluster)
@@ -266,6 +269,13 @@ def compile_(
     except InputError as error:
         raise _fail(str(error)) from None
     console.print(f"wrote {escape(str(written))}")
+    console.print(escape(settings.images.summary()))
+    # Which training API the cluster needs (Training Operator v1 or Trainer v2) is the run's choice.
+    from codedpo.components.train.run import describe_launcher
+
+    console.print(escape(describe_launcher(run_config.train)))
+    # The platform spec's fields (kfp-kubernetes >= 2.15) fail the pods of an older backend.
+    console.print(f"needs a Kubeflow Pipelines backend >= {MIN_KFP_BACKEND}")
 
 
 HostOption = Annotated[
@@ -274,11 +284,21 @@ HostOption = Annotated[
         "--host",
         envvar="KF_PIPELINES_ENDPOINT",
         help="The KFP API (and UI) address, e.g. http://localhost:8080 after "
-        "`kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80`. Token: KF_PIPELINES_TOKEN.",
+        "`kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80`. Token: KF_PIPELINES_TOKEN or --token-file.",
     ),
 ]
 NamespaceOption = Annotated[
     Optional[str], typer.Option("--namespace", "-n", help="Kubeflow profile namespace (multi-user deployments).")
+]
+TokenFileOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--token-file",
+        help="A file holding the bearer token for a multi-user KFP, re-read before each request (a projected "
+        "ServiceAccount token, audience pipelines.kubeflow.org, rotates). Default: KF_PIPELINES_TOKEN, else the "
+        "file KF_PIPELINES_SA_TOKEN_PATH names.",
+        dir_okay=False,
+    ),
 ]
 
 
@@ -291,6 +311,7 @@ def submit(
     experiment: Annotated[str, typer.Option(help="Experiment to run in (created if missing).")] = "codedpo",
     store: StoreOption = None,
     set_: SetOption = None,
+    token_file: TokenFileOption = None,
 ) -> None:
     """Compile, upload a new pipeline version and start a run on a Kubeflow Pipelines server.
 
@@ -306,8 +327,10 @@ def submit(
         raise _fail(str(error)) from None
     console.print(f"submitting run [bold]{escape(effective.run_name)}[/] (config: {escape(source)}) to {escape(host)}")
     try:
-        submitted = submit_run(host, effective, settings, namespace=namespace, experiment=experiment)
-    except InputError as error:  # an image registry or tag that names no image
+        console.print(escape(settings.images.summary()))
+        submitted = submit_run(host, effective, settings, namespace=namespace, experiment=experiment,
+                               token_file=token_file)  # fmt: skip
+    except InputError as error:  # an image registry or tag that names no image, an unreadable token file
         raise _fail(str(error)) from None
     except KfpApiError as error:
         raise _fail(str(error), EXIT_API_ERROR) from None
@@ -323,6 +346,7 @@ def status(
     namespace: NamespaceOption = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Poll until the run finishes.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between polls with --follow.", min=0.1)] = 10.0,
+    token_file: TokenFileOption = None,
 ) -> None:
     """Print a run's state and its tasks' states; exit 1 if the run failed or was canceled."""
     from codedpo.pipelines.submit import KfpApiError, RunStatus, follow_run, make_client, run_status, run_url
@@ -334,8 +358,10 @@ def status(
             console.print(f"  {task.state:<10} {escape(task.name)}")
 
     try:
-        client = make_client(host, namespace)
+        client = make_client(host, namespace, token_file=token_file)
         final = follow_run(client, host, run_id, show, interval_s=interval) if follow else run_status(client, host, run_id)
+    except InputError as error:  # an unreadable token file
+        raise _fail(str(error)) from None
     except KfpApiError as error:
         raise _fail(str(error), EXIT_API_ERROR) from None
     if not follow:

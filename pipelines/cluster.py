@@ -6,9 +6,9 @@ volumes, retries, caching and timeouts per step, in one typed model read from YA
 `build_pipeline(cluster)` (pipeline.py) calls `apply_cluster_settings(task, step, cluster)` on
 every step; with `cluster=None` (the local runner) nothing is applied. A step's settings are the
 `defaults` overlaid with its entry under `steps`: a field set on the step replaces the default,
-except `env`, which is merged (the step's value wins for the same name). A `steps` section in the
-YAML replaces the built-in one (`_default_steps`: task writing and sampling on one GPU with
-/dev/shm and the HF token, execute and time retried twice).
+except `env` and `labels`, which are merged (the step's value wins for the same name). A `steps`
+section in the YAML replaces the built-in one (`_default_steps`: task writing and sampling on one
+GPU with /dev/shm and the HF token, execute and time retried twice).
 
 Where each setting lands in the compiled YAML (the KFP v2 backend reads it from there):
 - image, CPU / memory requests and limits, accelerator type and count: the component's
@@ -17,8 +17,16 @@ Where each setting lands in the compiled YAML (the KFP v2 backend reads it from 
   model-cache PVC, image-pull secrets and the timeout (`activeDeadlineSeconds`): the task's
   Kubernetes platform spec (`platforms.kubernetes.deploymentSpec.executors.<exec>`), written by
   `kfp-kubernetes`;
+- pod labels (e.g. a Kueue queue): the platform spec's `podMetadata`;
 - retries and caching: the task in the DAG (`root.dag.tasks.<task>`: `retryPolicy`,
-  `cachingOptions`).
+  `cachingOptions`); every retried task gets a retry window (`backoffMaxDuration`) that fits all
+  its attempts (`retry_window_s`), because the SDK's default is one hour counted from the first
+  attempt's start, after which Argo retries nothing (kubeflow/pipelines#14245);
+- `parallelism` of the sharded steps: the `ParallelFor` task's `iteratorPolicy.parallelismLimit`.
+
+The compiled platform spec needs a KFP backend >= `MIN_KFP_BACKEND`: kfp-kubernetes >= 2.15 writes
+`optional` and `secretNameParameter` in `secretAsEnv`, which older drivers refuse ("unknown field",
+kubeflow/pipelines#12495, #11935).
 
 Not per task: KFP v2 runs every pod of a run under the run's service account, set when the run is
 created (`codedpo submit` passes `service_account`); kfp-kubernetes has no per-task service account.
@@ -29,17 +37,21 @@ The GPU model is chosen with a node selector (e.g. `nvidia.com/gpu.product` or
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
 from codedpo.components.common.errors import ConfigError, describe_validation_error, load_yaml_mapping
 from codedpo.components.common.sections import Section
 from codedpo.components.common.workloads import Toleration
-from codedpo.pipelines.images import REGISTRY_ENV, TAG_ENV, image_refs, image_refs_from_env
+from codedpo.pipelines.images import REGISTRY_ENV, TAG_ENV, image_refs
+
+if TYPE_CHECKING:
+    from codedpo.components.common.config import RunConfig
 
 # Every step of the pipelines, by the short name `apply_cluster_settings` takes: "plan" is both
 # shard planners, "tasks" and "sample" the sharded model steps, "merge" both merges. A step not
@@ -48,6 +60,8 @@ StepName = Literal[
     "seeds", "plan", "tasks", "sample", "merge", "import", "execute", "score", "time", "pairs", "report", "train"
 ]
 ImageName = Literal["light", "sampler", "trainer"]
+# Every image images/build.sh makes: the steps' three and the sandbox Job's pods'.
+BuiltImage = Literal["light", "sampler", "sandbox", "trainer"]
 
 # The image each step's own container runs. execute/time and train only coordinate on a cluster:
 # the sandbox Job's and the PyTorchJob's images are part of the run configuration.
@@ -66,6 +80,25 @@ STEP_IMAGES: dict[str, ImageName] = {
     "train": "trainer",  # inline / torchrun train in the step's pod; pytorchjob only launches
 }
 SHM_VOLUME = "dshm"
+# The oldest KFP backend whose driver reads every field the compiled platform spec holds: the
+# kfp-kubernetes >= 2.15 that pyproject.toml requires writes `optional` (and
+# `secretNameParameter`) in each `secretAsEnv`, and a driver from before them fails the pod with
+# "unknown field" (kubeflow/pipelines#12495: KFP 2.2 from Kubeflow 1.9 manifests; #11935).
+# docs/kubeflow.md "What the cluster needs" states the same version (tests/test_cluster.py).
+MIN_KFP_BACKEND = "2.15.0"
+# The sharded steps, each a `dsl.ParallelFor` over shard indices: `parallelism` caps how many of
+# their (GPU) pods run at once.
+LOOP_STEPS = ("tasks", "sample")
+# The retries pipeline.py gives these steps (SANDBOX_STEP_RETRIES, MODEL_STEP_RETRIES) when the
+# cluster file sets none: `apply_cluster_settings` sets them again with a retry window that fits
+# the step's timeout (tests/test_cluster.py checks both agree).
+BUILT_IN_RETRIES = {"execute": 2, "time": 2, "tasks": 1, "sample": 1}
+# Argo's retry window (`backoff.maxDuration`) runs from the first attempt's start and includes
+# the time each pod waits to be scheduled (a GPU node, a Kueue quota) and pulls its image: this
+# much is allowed per attempt on top of its timeout.
+RETRY_START_SLACK_S = 3600
+# The window of a retried step without a timeout (nothing bounds an attempt): one week.
+UNBOUNDED_RETRY_WINDOW_S = 7 * 24 * 3600
 
 
 class _Section(Section):
@@ -75,14 +108,16 @@ class _Section(Section):
 class Images(_Section):
     """Where the steps' images (`images/`, named by `pipelines/images.py`) were pushed.
 
-    The registry and tag come from here, else from CODEDPO_IMAGE_REGISTRY / CODEDPO_IMAGE_TAG
-    (read when compiling); the tag defaults to codedpo's version, as `images/build.sh` tags. With
-    no registry at all the names stay unqualified (`codedpo-light:latest`, `steps.BASE_IMAGE`),
-    which only a cluster with the images loaded on its nodes (e.g. kind) can run.
+    Precedence, each of registry and tag on its own: CODEDPO_IMAGE_REGISTRY / CODEDPO_IMAGE_TAG
+    (read when compiling: what the user typed for this compile, as for `images/build.sh`), then
+    this section (the cluster file's default), then, for the tag, codedpo's version (build.sh's
+    default). A step's own `image` (a full reference) beats all of them. With no registry at all
+    the names stay unqualified (`codedpo-light:latest`, `steps.BASE_IMAGE`), which only a cluster
+    with the images loaded on its nodes (e.g. kind) can run.
     """
 
-    registry: str | None = Field(None, description="e.g. ghcr.io/acme; default: CODEDPO_IMAGE_REGISTRY.")
-    tag: str | None = Field(None, description="Default: CODEDPO_IMAGE_TAG, else codedpo's version.")
+    registry: str | None = Field(None, description="e.g. ghcr.io/acme; CODEDPO_IMAGE_REGISTRY wins over it.")
+    tag: str | None = Field(None, description="CODEDPO_IMAGE_TAG wins over it; default: codedpo's version.")
 
     @model_validator(mode="after")
     def _valid_names(self) -> Images:
@@ -90,15 +125,32 @@ class Images(_Section):
             image_refs(self.registry, self.tag, source="images.registry", tag_source="images.tag")
         return self
 
-    def ref(self, image: ImageName, environ: Mapping[str, str] | None = None) -> str:
-        """The full reference of one image; raises ImageConfigError naming a bad setting."""
+    def _resolved(self, environ: Mapping[str, str] | None) -> tuple[str | None, str, str | None, str]:
+        """(registry, where it came from, tag, where it came from) after the precedence above."""
         env = os.environ if environ is None else environ
-        if self.registry is not None:
-            return getattr(image_refs(self.registry, self.tag or env.get(TAG_ENV) or None), image)
+        registry, registry_source = self.registry, "images.registry"
         if env.get(REGISTRY_ENV, "").strip():
-            refs = image_refs_from_env(env if self.tag is None else {**env, TAG_ENV: self.tag})
-            return getattr(refs, image)
-        return f"codedpo-{image}:{self.tag or 'latest'}"
+            registry, registry_source = env[REGISTRY_ENV], REGISTRY_ENV
+        tag, tag_source = self.tag, "images.tag"
+        if env.get(TAG_ENV, "").strip():
+            tag, tag_source = env[TAG_ENV], TAG_ENV
+        return registry, registry_source, tag, tag_source
+
+    def ref(self, image: BuiltImage, environ: Mapping[str, str] | None = None) -> str:
+        """The full reference of one image; raises ImageConfigError naming a bad setting."""
+        registry, registry_source, tag, tag_source = self._resolved(environ)
+        if registry is None:
+            return f"codedpo-{image}:{tag.strip() if tag else 'latest'}"
+        return getattr(image_refs(registry, tag, source=registry_source, tag_source=tag_source), image)
+
+    def summary(self, environ: Mapping[str, str] | None = None) -> str:
+        """One line saying which image names the steps get and where registry and tag came from
+        (`codedpo compile` prints it, so a registry from the environment is never a surprise)."""
+        registry, registry_source, tag, tag_source = self._resolved(environ)
+        name = self.ref("light", environ).replace("codedpo-light", "codedpo-{light,sampler,sandbox,trainer}")
+        if registry is None:
+            return f"images: {name} (no registry: set {REGISTRY_ENV} or images.registry; only nodes with the images loaded can run them)"
+        return f"images: {name} (registry from {registry_source}, tag from {tag_source if tag else 'codedpo version'})"
 
 
 class SecretEnv(_Section):
@@ -137,6 +189,12 @@ class StepSettings(_Section):
     retry_backoff_s: int | None = Field(None, ge=0, description="Wait before the first retry (doubles each time).")
     caching: bool | None = Field(None, description="Reuse a finished task with the same inputs.")
     timeout_s: int | None = Field(None, ge=1, description="Pod activeDeadlineSeconds.")
+    labels: dict[str, str] | None = Field(
+        None, description="Pod labels (merged with defaults), e.g. {kueue.x-k8s.io/queue-name: gpu-queue}."
+    )
+    parallelism: int | None = Field(
+        None, ge=1, description="tasks / sample only: at most this many shard pods at once (ParallelFor parallelism)."
+    )
 
 
 def _default_secrets() -> dict[str, SecretEnv]:
@@ -207,6 +265,8 @@ class ClusterConfig(_Section):
                 raise ValueError(f"{where}.model_cache is true but no `model_cache` PVC is configured")
             if settings.accelerator_count is not None and not (settings.accelerator_type or self.defaults.accelerator_type):
                 raise ValueError(f"{where}.accelerator_count needs an accelerator_type (e.g. nvidia.com/gpu)")
+            if settings.parallelism is not None and where not in {f"steps.{step}" for step in LOOP_STEPS}:
+                raise ValueError(f"{where}.parallelism applies to the sharded steps only (steps.tasks, steps.sample)")
         return self
 
     def step(self, name: StepName) -> StepSettings:
@@ -219,7 +279,20 @@ class ClusterConfig(_Section):
             if value is not None:
                 merged[field] = value
         merged["env"] = {**(self.defaults.env or {}), **(own.env or {})} or None
+        merged["labels"] = {**(self.defaults.labels or {}), **(own.labels or {})} or None
         return StepSettings.model_validate(merged)
+
+
+def with_cluster_images(config: RunConfig, cluster: ClusterConfig) -> RunConfig:
+    """`config` with the sandbox Job's image (`execute.job.image`) named like the steps' images
+    (`cluster.images`) when the run configuration does not name one, so the sandbox pods pull
+    the image images/build.sh pushed with the other three rather than the unqualified default
+    `codedpo-sandbox:latest`. `codedpo compile` and `codedpo submit` (its run parameters) use it."""
+    job = config.execute.job
+    if "image" in job.model_fields_set:
+        return config
+    job = job.model_copy(update={"image": cluster.images.ref("sandbox")})
+    return config.model_copy(update={"execute": config.execute.model_copy(update={"job": job})})
 
 
 def load_cluster_config(path: str | Path | None) -> ClusterConfig:
@@ -243,6 +316,47 @@ POD_FIELD_ENV = {
     "CODEDPO_POD_UID": "metadata.uid",
     "CODEDPO_POD_NAMESPACE": "metadata.namespace",
 }
+
+
+def retry_window_s(retries: int, backoff_s: int | None = None, timeout_s: int | None = None) -> int:
+    """Seconds from a step's first attempt within which KFP (Argo) may still retry it: every
+    attempt's timeout plus `RETRY_START_SLACK_S`, plus the back-off waits (doubling from
+    `backoff_s`); `UNBOUNDED_RETRY_WINDOW_S` when no timeout bounds an attempt."""
+    if timeout_s is None:
+        return UNBOUNDED_RETRY_WINDOW_S
+    waits = (backoff_s or 0) * (2**retries - 1)
+    return (retries + 1) * (timeout_s + RETRY_START_SLACK_S) + waits
+
+
+@functools.cache
+def _sdk_keeps_long_retry_windows() -> bool:
+    """Whether this kfp SDK compiles a retry window above one hour as given: releases before
+    kubeflow/pipelines#13452 cut every `backoff_max_duration` to 3600 s."""
+    from kfp.dsl.structures import RetryPolicy
+
+    return RetryPolicy(max_retry_count=1, backoff_max_duration="7200s").to_proto().backoff_max_duration.seconds == 7200
+
+
+def set_step_retry(task: Any, retries: int, backoff_s: int | None = None, timeout_s: int | None = None) -> Any:
+    """`task.set_retry` with a retry window (`retry_window_s`) that fits every attempt, instead
+    of the SDK's one hour from the first attempt; returns the task. Raises ConfigError when the
+    installed kfp SDK would cut the window to one hour."""
+    window = retry_window_s(retries, backoff_s, timeout_s)
+    if window > 3600 and not _sdk_keeps_long_retry_windows():
+        import kfp
+
+        raise ConfigError(
+            f"kfp {kfp.__version__} compiles every retry window as at most 1 h (kubeflow/pipelines#13452), so a "
+            f"step running longer than that is never retried; install the kfp SDK that images/constraints.txt pins"
+        )
+    backoff = f"{backoff_s}s" if backoff_s is not None else None
+    return task.set_retry(num_retries=retries, backoff_duration=backoff, backoff_factor=2.0 if backoff else None,
+                          backoff_max_duration=f"{window}s")  # fmt: skip
+
+
+def loop_parallelism(cluster: ClusterConfig | None, step: Literal["tasks", "sample"]) -> int | None:
+    """The `parallelism` of the `dsl.ParallelFor` around a sharded step (None: every shard at once)."""
+    return None if cluster is None else cluster.step(step).parallelism
 
 
 def apply_cluster_settings(task: Any, step: StepName, cluster: ClusterConfig | None) -> Any:
@@ -286,6 +400,8 @@ def apply_cluster_settings(task: Any, step: StepName, cluster: ClusterConfig | N
     for toleration in settings.tolerations or []:
         kubernetes.add_toleration(task, key=toleration.key, operator=toleration.operator, value=toleration.value,
                                   effect=toleration.effect, toleration_seconds=toleration.toleration_s)
+    for key, value in (settings.labels or {}).items():
+        kubernetes.add_pod_label(task, label_key=key, label_value=value)
     if settings.shm_size:
         kubernetes.empty_dir_mount(
             task, volume_name=SHM_VOLUME, mount_path="/dev/shm", medium="Memory", size_limit=settings.shm_size
@@ -302,9 +418,11 @@ def apply_cluster_settings(task: Any, step: StepName, cluster: ClusterConfig | N
         for env_name, field_path in POD_FIELD_ENV.items():
             kubernetes.use_field_path_as_env(task, env_name=env_name, field_path=field_path)
 
-    if settings.retries is not None:
-        backoff = f"{settings.retry_backoff_s}s" if settings.retry_backoff_s is not None else None
-        task.set_retry(num_retries=settings.retries, backoff_duration=backoff, backoff_factor=2.0 if backoff else None)
+    # The cluster file's retries, else the step's built-in ones (set again here: only now is the
+    # step's timeout known, which its retry window must fit).
+    retries = settings.retries if settings.retries is not None else BUILT_IN_RETRIES.get(step)
+    if retries is not None:
+        set_step_retry(task, retries, settings.retry_backoff_s, settings.timeout_s)
     if settings.caching is not None:
         task.set_caching_options(enable_caching=settings.caching)
     return task

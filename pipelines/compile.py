@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from codedpo.pipelines.cluster import ClusterConfig, load_cluster_config
+from codedpo.pipelines.cluster import ClusterConfig, load_cluster_config, with_cluster_images
 
 if TYPE_CHECKING:
     from codedpo.components.common.config import RunConfig
@@ -38,10 +38,12 @@ def compile_pipeline(
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     config = config or RunConfig()
+    cluster = cluster if cluster is not None else ClusterConfig()
+    config = with_cluster_images(config, cluster)  # the sandbox Job's image named like the steps'
     build = build_replay_pipeline if config.sampling.backend == "replay" else build_generate_pipeline
     # The configuration is also the `run_config` parameter's default: the KFP UI shows it, and a
     # run started there without edits runs what was compiled.
-    pipeline = build(cluster if cluster is not None else ClusterConfig(), run_config_parameter(config))
+    pipeline = build(cluster, run_config_parameter(config))
     compiler.Compiler().compile(pipeline_func=pipeline, package_path=str(output))
     return output
 

@@ -21,7 +21,7 @@ A step that fails raises `StepFailedError` with the step's name and the exceptio
 The pipeline root keeps every run's artifacts; delete it freely, the run folders are copies.
 
 With `store` set in the configuration (`codedpo run --store s3://bucket/prefix`), every step also
-publishes its output to that artifact store under `runs/<run_name>/<stage>/` (sharded JSONL with
+publishes its output to that artifact store under `runs/<run_id>/<stage>/` (run_id: run_name unless set) (sharded JSONL with
 a manifest, see `components/common/storage/runs.py`); the S3 settings come from the environment,
 which the step subprocesses inherit. KFP's local runner only takes a local pipeline root
 (`kfp.local.init` makes it an absolute path), so the pipeline root itself stays under
@@ -136,15 +136,22 @@ def resolve_paths(config: RunConfig, base_dir: Path) -> RunConfig:
 
 def _check_inputs_exist(config: RunConfig) -> None:
     """Fail before starting any step when an input file is missing (the common mistake)."""
+    from codedpo.components.common.storage.inputs import check_input, is_remote
+
     if config.sampling.backend != "replay":
         from codedpo.components.seeds.collect import check_seed_source
 
-        check_seed_source(config.seeds)  # a SeedSourceError (an InputError) names the source
+        if is_remote(config.seeds.path):  # fetched by the seeds step; here only looked up
+            check_input(str(config.seeds.path), "seeds.path")
+        else:
+            check_seed_source(config.seeds)  # a SeedSourceError (an InputError) names the source
         return  # the samples.* files are only read by the replay import
     for dotted in INPUT_FILE_FIELDS:
         owner, name = _owner(config, dotted)
         path = getattr(owner, name)
-        if path is not None and not Path(path).is_file():
+        if path is not None and is_remote(path):
+            check_input(path, dotted)
+        elif path is not None and not Path(path).is_file():
             raise ConfigError(f"{dotted}: no such file: {path}")
 
 
@@ -250,6 +257,10 @@ def run_local(
     from codedpo.pipelines.pipeline import pipeline_for, run_config_parameter
 
     config = resolve_paths(config, Path.cwd() if base_dir is None else Path(base_dir))
+    if config.run_id is None:
+        # Locally the store is keyed by run_name (kfp.local makes up a new job id every run), and
+        # a run replaces an earlier one of the same name there, as it replaces its run folder.
+        config = config.model_copy(update={"run_id": config.run_name, "replace_run": True})
     _check_inputs_exist(config)
     if config.sampling.backend != "replay":
         from codedpo.components.llm.base import BackendError
@@ -262,7 +273,7 @@ def run_local(
     if config.store:
         from codedpo.components.common.storage.runs import stage_location
 
-        stage_location(config.store, config.run_name)  # reachable, credentials accepted, bucket exists
+        stage_location(config.store, config.run_id)  # reachable, credentials accepted, bucket exists
     output_dir = Path(config.output_dir)
     run_dir = output_dir / config.run_name
     run_dir.mkdir(parents=True, exist_ok=True)

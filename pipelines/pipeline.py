@@ -41,7 +41,7 @@ from kfp.dsl import HTML, Dataset, Markdown, Metrics
 
 from codedpo.components.common.config import RunConfig
 from codedpo.pipelines import steps
-from codedpo.pipelines.cluster import ClusterConfig, apply_cluster_settings
+from codedpo.pipelines.cluster import ClusterConfig, apply_cluster_settings, loop_parallelism, set_step_retry
 
 PIPELINE_NAME = "codedpo"
 REPLAY_PIPELINE_NAME = "codedpo-replay"
@@ -57,6 +57,10 @@ SANDBOX_STEP_RETRIES = 2
 # Retries for the model steps: a model server or GPU pod can fail transiently too (a 5xx burst
 # beyond the client's own retries, a preempted node); finished chunks are not sampled again.
 MODEL_STEP_RETRIES = 1
+# The KFP run's id, resolved by the backend (and by kfp.local) when a step starts: the steps key
+# the run's outputs in the store by it unless `run_config.run_id` names a key
+# (components/common/storage/runs.py "run_target").
+KFP_RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 
 
 def run_config_parameter(config: RunConfig) -> dict:
@@ -91,33 +95,36 @@ GeneratePipelineOutputs = NamedTuple(
 def _from_samples(run_config: dict, samples: Dataset, cluster: ClusterConfig | None, train_model: str = "") -> dict:
     """execute -> score -> time -> pairs -> report (-> train when `train_model` is set), from a
     samples artifact; the outputs by name."""
-    executed = steps.execute(run_config=run_config, samples=samples)
+    executed = steps.execute(run_config=run_config, kfp_run_id=KFP_RUN_ID, samples=samples)
     executed.set_display_name("execute (sandbox)")
-    executed.set_retry(num_retries=SANDBOX_STEP_RETRIES)
+    set_step_retry(executed, SANDBOX_STEP_RETRIES)  # a retry window, not the SDK's 1 h
     apply_cluster_settings(executed, "execute", cluster)
 
-    scored = steps.score(run_config=run_config, executions=executed.outputs["executions"])
+    scored = steps.score(run_config=run_config, kfp_run_id=KFP_RUN_ID, executions=executed.outputs["executions"])
     scored.set_display_name("score")
     apply_cluster_settings(scored, "score", cluster)
 
     timed = steps.time_codes(
         run_config=run_config,
+        kfp_run_id=KFP_RUN_ID,
         samples=samples,
         executions=executed.outputs["executions"],
         scores=scored.outputs["scores"],
     )
     timed.set_display_name("time trusted codes (sandbox)")
-    timed.set_retry(num_retries=SANDBOX_STEP_RETRIES)
+    set_step_retry(timed, SANDBOX_STEP_RETRIES)
     apply_cluster_settings(timed, "time", cluster)
 
     paired = steps.pairs(
-        run_config=run_config, samples=samples, scores=scored.outputs["scores"], timings=timed.outputs["timings"]
+        run_config=run_config, kfp_run_id=KFP_RUN_ID, samples=samples, scores=scored.outputs["scores"],
+        timings=timed.outputs["timings"],
     )
     paired.set_display_name("build pairs")
     apply_cluster_settings(paired, "pairs", cluster)
 
     reported = steps.report(
         run_config=run_config,
+        kfp_run_id=KFP_RUN_ID,
         samples=samples,
         executions=executed.outputs["executions"],
         scores=scored.outputs["scores"],
@@ -156,7 +163,7 @@ def build_replay_pipeline(cluster: ClusterConfig | None = None, run_config_defau
         samples_path: str, run_config: dict = default, train_model: str = ""
     ) -> PipelineOutputs:
         """import samples -> execute -> score -> time -> pairs -> report (-> train)."""
-        imported = steps.import_samples(samples_path=samples_path, run_config=run_config)
+        imported = steps.import_samples(samples_path=samples_path, run_config=run_config, kfp_run_id=KFP_RUN_ID)
         imported.set_display_name("import samples")
         apply_cluster_settings(imported, "import", cluster)
         return PipelineOutputs(**_from_samples(run_config, imported.outputs["samples"], cluster, train_model))
@@ -172,21 +179,21 @@ def build_generate_pipeline(cluster: ClusterConfig | None = None, run_config_def
     @dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)
     def generate_pipeline(run_config: dict = default, train_model: str = "") -> GeneratePipelineOutputs:
         """seeds -> tasks (sharded) -> codes and tests (sharded) -> execute -> ... -> report (-> train)."""
-        seeds = steps.collect_seeds(run_config=run_config)
+        seeds = steps.collect_seeds(run_config=run_config, kfp_run_id=KFP_RUN_ID)
         seeds.set_display_name("collect seeds")
         apply_cluster_settings(seeds, "seeds", cluster)
 
         tasks_plan = steps.plan_shards(run_config=run_config)
         tasks_plan.set_display_name("plan task shards")
         apply_cluster_settings(tasks_plan, "plan", cluster)
-        with dsl.ParallelFor(tasks_plan.output) as shard_index:
+        with dsl.ParallelFor(tasks_plan.output, parallelism=loop_parallelism(cluster, "tasks")) as shard_index:
             written = steps.write_tasks_shard(
                 run_config=run_config, seeds=seeds.outputs["seeds"], shard_index=shard_index
             )
             written.set_display_name("write tasks (shard)")
-            written.set_retry(num_retries=MODEL_STEP_RETRIES)
+            set_step_retry(written, MODEL_STEP_RETRIES)
             apply_cluster_settings(written, "tasks", cluster)
-        tasks = steps.merge_tasks(run_config=run_config, shards=dsl.Collected(written.outputs["tasks"]))
+        tasks = steps.merge_tasks(run_config=run_config, kfp_run_id=KFP_RUN_ID, shards=dsl.Collected(written.outputs["tasks"]))
         tasks.set_display_name("merge tasks")
         apply_cluster_settings(tasks, "merge", cluster)
 
@@ -194,12 +201,12 @@ def build_generate_pipeline(cluster: ClusterConfig | None = None, run_config_def
         samples_plan.set_display_name("plan sample shards")
         apply_cluster_settings(samples_plan, "plan", cluster)
         samples_plan.after(tasks)
-        with dsl.ParallelFor(samples_plan.output) as shard_index:
+        with dsl.ParallelFor(samples_plan.output, parallelism=loop_parallelism(cluster, "sample")) as shard_index:
             sampled = steps.sample_shard(run_config=run_config, tasks=tasks.outputs["tasks"], shard_index=shard_index)
             sampled.set_display_name("sample codes and tests (shard)")
-            sampled.set_retry(num_retries=MODEL_STEP_RETRIES)
+            set_step_retry(sampled, MODEL_STEP_RETRIES)
             apply_cluster_settings(sampled, "sample", cluster)
-        merged = steps.merge_samples(run_config=run_config, shards=dsl.Collected(sampled.outputs["samples"]))
+        merged = steps.merge_samples(run_config=run_config, kfp_run_id=KFP_RUN_ID, shards=dsl.Collected(sampled.outputs["samples"]))
         merged.set_display_name("merge samples")
         apply_cluster_settings(merged, "merge", cluster)
 

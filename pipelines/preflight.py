@@ -86,3 +86,15 @@ def probe_openai_endpoint(sampling: SamplingConfig) -> None:
     if sampling.model not in served:
         shown = ", ".join(served[:5]) or "none"
         raise ModelNotFoundError(f"sampling.model {sampling.model!r}: not served by {base_url} (it serves: {shown})")
+
+
+def cluster_sandbox_problem(config: RunConfig) -> str | None:
+    """Why `config` cannot run its candidates on a cluster, or None. On a cluster the execute and
+    time steps run in plain pods of the light image: no `runsc`, and no privileges to start it. So
+    the inline launcher works there only with `sandbox: pod` (a node pool whose default runtime
+    is gVisor); otherwise the candidates must go to the gVisor Job (`launcher: kubernetes-job`)."""
+    execute = config.execute
+    if execute.launcher == "inline" and execute.sandbox == "runsc":
+        return ("execute.launcher is 'inline' with sandbox 'runsc', but on a cluster the execute and time steps run in "
+                "pods without runsc: set execute.launcher: kubernetes-job (and execute.job.image, execute.job.store_uri)")
+    return None

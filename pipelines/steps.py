@@ -35,11 +35,12 @@ TRAIN_IMAGE = "codedpo-train:latest"
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def import_samples(samples_path: str, run_config: dict, samples: Output[Dataset]):
+def import_samples(samples_path: str, run_config: dict, kfp_run_id: str, samples: Output[Dataset]):
     """Import the sampled codes and tests of every problem (`sample/replay.py`).
 
     `samples_path` is the file to read; it replaces `run_config.samples.path`, so the one input
-    that changes from run to run is a top-level pipeline parameter.
+    that changes from run to run is a top-level pipeline parameter. A store URI (s3://...) is
+    fetched first (`common/storage/inputs.py`), as are `problems_path` and `tests_path`.
     """
     from codedpo.components.common.logs import enable_stage_logging
 
@@ -50,6 +51,17 @@ def import_samples(samples_path: str, run_config: dict, samples: Output[Dataset]
 
     config = run_config_module.validate_config(run_config, source="run_config")
     config.samples.path = samples_path
+    import tempfile
+    from pathlib import Path
+
+    from codedpo.components.common.storage.inputs import fetch_input
+
+    # On a cluster the files come by URI (s3://..., git+...): fetched into the pod first.
+    inputs = Path(tempfile.mkdtemp(prefix="codedpo-inputs-"))
+    for name in ("path", "problems_path", "tests_path"):
+        value = getattr(config.samples, name)
+        if value:
+            setattr(config.samples, name, fetch_input(value, inputs / name, f"samples.{name}"))
     result = replay.import_samples(config.samples)
     written = jsonl.write_records(samples.path, result.samples)
     import json
@@ -58,17 +70,18 @@ def import_samples(samples_path: str, run_config: dict, samples: Output[Dataset]
     # report and to the run folder's import_summary.json.
     samples.metadata.update({"problems": written, "skipped": len(result.skipped),
                              "import_json": json.dumps(result.to_dict(), sort_keys=True)})
-    from codedpo.components.common.storage.runs import publish_stage
+    from codedpo.components.common.storage.runs import publish_stage, target_for
 
-    publish_stage(config.store, config.run_name, "samples", samples.path)
+    publish_stage(target_for(config, kfp_run_id), "samples", samples.path)
     print(f"{samples_path}: {result.summary()}")
     if result.warning():
         print(result.warning())
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def collect_seeds(run_config: dict, seeds: Output[Dataset]):
-    """Collect seed snippets from the folder or snippet file `seeds.path` (`seeds/`)."""
+def collect_seeds(run_config: dict, kfp_run_id: str, seeds: Output[Dataset]):
+    """Collect seed snippets from the folder, snippet file or repository `seeds.path` (`seeds/`;
+    a store URI or `git+` URL is fetched first, `common/storage/inputs.py`)."""
     from codedpo.components.common.logs import enable_stage_logging
 
     enable_stage_logging()
@@ -77,13 +90,21 @@ def collect_seeds(run_config: dict, seeds: Output[Dataset]):
     from codedpo.components.seeds.collect import collect_seeds as collect
 
     config = run_config_module.validate_config(run_config, source="run_config")
+    import tempfile
+    from pathlib import Path
+
+    from codedpo.components.common.storage.inputs import fetch_input
+
+    source = config.seeds.path
+    if source:  # on a cluster a folder or repository comes by URI (s3://..., git+...): fetched first
+        config.seeds.path = fetch_input(source, Path(tempfile.mkdtemp(prefix="codedpo-seeds-")), "seeds.path")
     report = collect(config.seeds)
     written = jsonl.write_records(seeds.path, report.seeds)
     seeds.metadata.update({"seeds": written, "found": report.found, "files": report.files})
-    from codedpo.components.common.storage.runs import publish_stage
+    from codedpo.components.common.storage.runs import publish_stage, target_for
 
-    publish_stage(config.store, config.run_name, "seeds", seeds.path)
-    print(f"{config.seeds.path}: {report.summary()}; {written} seeds used")
+    publish_stage(target_for(config, kfp_run_id), "seeds", seeds.path)
+    print(f"{source}: {report.summary()}; {written} seeds used")
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -120,7 +141,7 @@ def write_tasks_shard(run_config: dict, seeds: Input[Dataset], shard_index: int,
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def merge_tasks(run_config: dict, shards: Input[List[Dataset]], tasks: Output[Dataset]):
+def merge_tasks(run_config: dict, kfp_run_id: str, shards: Input[List[Dataset]], tasks: Output[Dataset]):
     """Join the task shards and drop tasks written twice (`tasks/stage.py`)."""
     from codedpo.components.common.logs import enable_stage_logging
 
@@ -145,9 +166,9 @@ def merge_tasks(run_config: dict, shards: Input[List[Dataset]], tasks: Output[Da
     written = jsonl.write_records(tasks.path, kept)
     report["shard_summaries"] = [result.summary for result in results]
     tasks.metadata.update({"tasks": written, "summary_json": json.dumps(report, sort_keys=True)})
-    from codedpo.components.common.storage.runs import publish_stage
+    from codedpo.components.common.storage.runs import publish_stage, target_for
 
-    publish_stage(config.store, config.run_name, "tasks", tasks.path)
+    publish_stage(target_for(config, kfp_run_id), "tasks", tasks.path)
     print(f"{written} tasks from {len(results)} shards ({report['duplicates']} repeats dropped)")
 
 
@@ -179,7 +200,7 @@ def sample_shard(run_config: dict, tasks: Input[Dataset], shard_index: int, samp
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def merge_samples(run_config: dict, shards: Input[List[Dataset]], samples: Output[Dataset]):
+def merge_samples(run_config: dict, kfp_run_id: str, shards: Input[List[Dataset]], samples: Output[Dataset]):
     """Join the sample shards into one samples file, with the sampling summary."""
     from codedpo.components.common.logs import enable_stage_logging
 
@@ -202,51 +223,47 @@ def merge_samples(run_config: dict, shards: Input[List[Dataset]], samples: Outpu
     report = merge_reports(summaries)
     report["shard_summaries"] = summaries
     samples.metadata.update({"problems": written, "summary_json": json.dumps(report, sort_keys=True)})
-    from codedpo.components.common.storage.runs import publish_stage
+    from codedpo.components.common.storage.runs import publish_stage, target_for
 
-    publish_stage(config.store, config.run_name, "samples", samples.path)
+    publish_stage(target_for(config, kfp_run_id), "samples", samples.path)
     print(f"{written} problems sampled in {len(shards)} shards")
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def execute(run_config: dict, samples: Input[Dataset], executions: Output[Dataset]):
-    """Run every code against every test in the sandbox (`execute/executor.py`)."""
+def execute(run_config: dict, kfp_run_id: str, samples: Input[Dataset], executions: Output[Dataset]):
+    """Run every code against every test where `execute.launcher` says (`execute/launch.py`):
+    this step's sandbox, or an Indexed Job of gVisor pods."""
     from codedpo.components.common.logs import enable_stage_logging
 
     enable_stage_logging()
     from codedpo.components.common import config as run_config_module
     from codedpo.components.common import jsonl
     from codedpo.components.common.records import SampleSet
-    from codedpo.components.execute import executor
+    from codedpo.components.common.storage.runs import claim_run, publish_stage, target_for
+    from codedpo.components.execute import executor, launch
 
     config = run_config_module.validate_config(run_config, source="run_config")
+    target = target_for(config, kfp_run_id)
+    claim_run(target)  # before any Job writes its shards under the run's key
     sample_sets = jsonl.read_records(samples.path, SampleSet)
-    if config.execute.launcher == "kubernetes-job":
-        # On a cluster: an Indexed Job of gVisor pods does the work (execute/sandbox_job.py).
-        from codedpo.components.execute import sandbox_job
-
-        print(f"executing {len(sample_sets)} problems in Kubernetes Job pods ({config.execute.job.runtime_class})")
-        records = sandbox_job.execute_on_cluster(sample_sets, config.execute, run_id=config.run_name)
-        written = jsonl.write_records(executions.path, records)
-        executions.metadata.update({"problems": written, "sandbox": f"job:{config.execute.job.runtime_class}"})
-        print(f"{written} problems executed by the sandbox Job")
-        return
-    print(f"executing {len(sample_sets)} problems (sandbox: {config.execute.sandbox})")
     stats = executor.ExecutionStats()
-    records = executor.execute_samples(sample_sets, config.execute, stats=stats)
+    records = launch.run_executions(sample_sets, config.execute, target.run_id, stats=stats)
     written = jsonl.write_records(executions.path, records)
-    executions.metadata.update({"problems": written, "sandbox": config.execute.sandbox})
-    from codedpo.components.common.storage.runs import publish_stage
-
-    publish_stage(config.store, config.run_name, "executions", executions.path)
-    print(
-        f"{written} problems: {stats.executions_total} executions, {stats.executions_cached} from the cache, "
-        f"{stats.sandbox_errors} sandbox errors, {stats.sandboxes_started} sandboxes, {stats.seconds:.1f} s"
-    )
+    where = (f"job:{config.execute.job.runtime_class}" if config.execute.launcher == "kubernetes-job"
+             else config.execute.sandbox)
+    executions.metadata.update({"problems": written, "sandbox": where})
+    publish_stage(target, "executions", executions.path)
+    if config.execute.launcher == "kubernetes-job":
+        print(f"{written} problems executed by the sandbox Job")
+    else:
+        print(
+            f"{written} problems: {stats.executions_total} executions, {stats.executions_cached} from the cache, "
+            f"{stats.sandbox_errors} sandbox errors, {stats.sandboxes_started} sandboxes, {stats.seconds:.1f} s"
+        )
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def score(run_config: dict, executions: Input[Dataset], scores: Output[Dataset]):
+def score(run_config: dict, kfp_run_id: str, executions: Input[Dataset], scores: Output[Dataset]):
     """Rank each problem's codes and tests with the configured ranker (`score/`)."""
     from codedpo.components.common.logs import enable_stage_logging
 
@@ -260,21 +277,23 @@ def score(run_config: dict, executions: Input[Dataset], scores: Output[Dataset])
     records = jsonl.read_records(executions.path, ExecutionRecord)
     written = jsonl.write_records(scores.path, score_executions(records, config.score))
     scores.metadata.update({"problems": written, "ranker": config.score.ranker})
-    from codedpo.components.common.storage.runs import publish_stage
+    from codedpo.components.common.storage.runs import publish_stage, target_for
 
-    publish_stage(config.store, config.run_name, "scores", scores.path)
+    publish_stage(target_for(config, kfp_run_id), "scores", scores.path)
     print(f"scored {written} problems with {config.score.ranker}")
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def time_codes(
     run_config: dict,
+    kfp_run_id: str,
     samples: Input[Dataset],
     executions: Input[Dataset],
     scores: Input[Dataset],
     timings: Output[Dataset],
 ):
-    """Time the codes that pass every trusted test, on those tests (`execute/timing.py`).
+    """Time the codes that pass every trusted test, on those tests (`execute/timing.py`), where
+    `execute.launcher` says (`execute/launch.py`), as the execute step runs them.
 
     With `pairs.efficiency` off nothing is timed and the timings file is empty.
     """
@@ -284,31 +303,34 @@ def time_codes(
     from codedpo.components.common import config as run_config_module
     from codedpo.components.common import jsonl
     from codedpo.components.common.records import ExecutionRecord, SampleSet, ScoreRecord
-    from codedpo.components.execute import timing
+    from codedpo.components.common.storage.runs import claim_run, publish_stage, target_for
+    from codedpo.components.execute import launch
 
     config = run_config_module.validate_config(run_config, source="run_config")
+    target = target_for(config, kfp_run_id)
     records = []
     if config.pairs.efficiency:  # timings only serve the efficiency pairs
-        records = timing.time_trusted_codes(
+        claim_run(target)
+        records = launch.run_timings(
             jsonl.read_records(samples.path, SampleSet),
             jsonl.read_records(executions.path, ExecutionRecord),
             jsonl.read_records(scores.path, ScoreRecord),
             config.execute,
+            target.run_id,
             repeats=config.pairs.timing_repeats,
             basis=config.pairs.timing,
         )
     written = jsonl.write_records(timings.path, records)
     timings.metadata.update({"codes": written, "repeats": config.pairs.timing_repeats,
                              "basis": config.pairs.timing})
-    from codedpo.components.common.storage.runs import publish_stage
-
-    publish_stage(config.store, config.run_name, "timings", timings.path)
+    publish_stage(target, "timings", timings.path)
     print(f"timed {written} codes, {config.pairs.timing_repeats} repeats each")
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def pairs(
     run_config: dict,
+    kfp_run_id: str,
     samples: Input[Dataset],
     scores: Input[Dataset],
     timings: Input[Dataset],
@@ -335,15 +357,16 @@ def pairs(
     # The skip counts travel to the report step as the artifact's metadata (a small summary
     # that the KFP UI also shows), not as a second file.
     pairs.metadata.update({**counts, "skipped": result.skipped})
-    from codedpo.components.common.storage.runs import publish_stage
+    from codedpo.components.common.storage.runs import publish_stage, target_for
 
-    publish_stage(config.store, config.run_name, "pairs", pairs.path)
+    publish_stage(target_for(config, kfp_run_id), "pairs", pairs.path)
     print(f"built {counts['correctness']} correctness and {counts['efficiency']} efficiency pairs")
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def report(
     run_config: dict,
+    kfp_run_id: str,
     samples: Input[Dataset],
     executions: Input[Dataset],
     scores: Input[Dataset],
@@ -386,10 +409,13 @@ def report(
     Path(report_html.path).write_text(result.html, encoding="utf-8")
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
-    if config.store:  # also publish to the run's artifact store: runs/<run_name>/report/
+    if config.store:  # also publish to the run's artifact store: runs/<run_id>/report/
         import json
 
         from codedpo.components.common.storage import runs
+
+        target = runs.target_for(config, kfp_run_id)
+        runs.claim_run(target)
 
         files = {
             "report.md": result.markdown.encode("utf-8"),
@@ -398,7 +424,7 @@ def report(
             "config.yaml": run_config_module.dump_config(config).encode("utf-8"),
             **{f"charts/{name}": svg.encode("utf-8") for name, svg in result.charts.items()},
         }
-        print("published", runs.publish_files(config.store, config.run_name, "report", files))
+        print("published", runs.publish_files(config.store, target.run_id, "report", files))
     print(f"report written, {len(result.metrics)} metrics logged")
 
 

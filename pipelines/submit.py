@@ -1,7 +1,7 @@
 """Submit the pipeline to a Kubeflow Pipelines server and follow its runs, through `kfp.Client`.
 
-    codedpo submit --host URL [--namespace NS] [--config run.yaml] [--cluster cluster.yaml] [--experiment NAME]
-    codedpo status RUN_ID --host URL [--follow]
+    codedpo submit --host URL [--namespace NS] [--token-file FILE] [--config run.yaml] [--cluster cluster.yaml]
+    codedpo status RUN_ID --host URL [--namespace NS] [--token-file FILE] [--follow]
 
 `submit_run` compiles the pipeline with the cluster settings, uploads it as a new version of the
 pipeline `codedpo` (from seeds) or `codedpo-replay` (backend replay), creating the pipeline on
@@ -10,10 +10,20 @@ creates the experiment, and starts a run whose parameters are the run configurat
 `run_config`, and `samples_path` for the replay pipeline), under the cluster configuration's
 service account. `run_status` reads a run's state and its tasks' states.
 
-Authentication: a bearer token from `KF_PIPELINES_TOKEN` (e.g. `kubectl create token ...`, or an
-OIDC token in front of a multi-user deployment), passed as `kfp.Client(existing_token=...)`; none
-for a port-forwarded standalone deployment. The host may also come from `KF_PIPELINES_ENDPOINT`,
-which `kfp.Client` reads itself.
+Namespaces: a multi-user KFP keeps pipelines per profile namespace (a pipeline uploaded with
+`namespace=NS` is listed and found only with `namespace=NS`; without one, only the shared
+pipelines), so the pipeline is looked up in the namespace it is uploaded to. `kfp.Client`'s own
+`get_pipeline_id(name)` sends no namespace: in a profile namespace it never finds the pipeline
+the first submit created, and the second submit would end in HTTP 409 then "cannot be found".
+A single-user KFP ignores the namespace.
+
+Authentication (a multi-user KFP wants a bearer token; a port-forwarded standalone one none), in
+this order: the `token` / `token_file` arguments (`--token-file`), `KF_PIPELINES_TOKEN` (a token,
+e.g. `kubectl -n NS create token default-editor`), `KF_PIPELINES_SA_TOKEN_PATH` (a file, e.g. a
+projected ServiceAccount token with audience `pipelines.kubeflow.org`). A token is passed as
+`kfp.Client(existing_token=...)`; a file through kfp's `ServiceAccountTokenVolumeCredentials`,
+which reads it again before each request (the kubelet rotates projected tokens). The host may
+also come from `KF_PIPELINES_ENDPOINT`, which `kfp.Client` reads itself.
 
 Every failure of the API (an HTTP error, an unreachable host) is a `KfpApiError` with one line
 naming the host, the operation, the HTTP status and the server's message.
@@ -37,7 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from codedpo.components.common.config import RunConfig
-from codedpo.pipelines.cluster import ClusterConfig
+from codedpo.components.common.errors import InputError
+from codedpo.pipelines.cluster import ClusterConfig, with_cluster_images
 from codedpo.pipelines.compile import compile_pipeline
 from codedpo.pipelines.pipeline import (
     PIPELINE_DESCRIPTION,
@@ -48,6 +59,8 @@ from codedpo.pipelines.pipeline import (
 )
 
 TOKEN_VARIABLE = "KF_PIPELINES_TOKEN"
+# The variable kfp's ServiceAccountTokenVolumeCredentials reads (kfp.client.KF_PIPELINES_SA_TOKEN_ENV).
+TOKEN_FILE_VARIABLE = "KF_PIPELINES_SA_TOKEN_PATH"
 DEFAULT_EXPERIMENT = "codedpo"
 FINISHED_OK = frozenset({"SUCCEEDED", "SKIPPED"})
 FINISHED_BAD = frozenset({"FAILED", "CANCELED"})
@@ -55,6 +68,10 @@ FINISHED_BAD = frozenset({"FAILED", "CANCELED"})
 
 class KfpApiError(RuntimeError):
     """The KFP API refused a request or could not be reached; the message is one line."""
+
+
+class TokenFileError(InputError):
+    """The token file cannot be read or is empty; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -151,18 +168,54 @@ def _api(host: str, operation: str) -> Iterator[None]:
         raise KfpApiError(f"cannot reach the KFP API at {host} ({operation}): {_one_line(str(reason))}") from None
 
 
-def make_client(host: str, namespace: str | None = None, token: str | None = None) -> Any:
-    """A `kfp.Client` for `host`; the token defaults to KF_PIPELINES_TOKEN."""
+def _token_file_credentials(path: str | Path) -> Any:
+    """kfp's credentials that read the bearer token from `path` before each request; the file is
+    read once now, so a missing or empty one is a TokenFileError rather than a failing request."""
+    from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
+
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise TokenFileError(f"cannot read the KFP token file {path}: {error.strerror or error}") from None
+    if not token:
+        raise TokenFileError(f"the KFP token file {path} is empty")
+    return ServiceAccountTokenVolumeCredentials(path=str(path))
+
+
+def make_client(
+    host: str, namespace: str | None = None, token: str | None = None, token_file: str | Path | None = None
+) -> Any:
+    """A `kfp.Client` for `host`, authenticated as the module docstring says (`token`, then
+    `token_file`, then KF_PIPELINES_TOKEN, then KF_PIPELINES_SA_TOKEN_PATH, else no token).
+    Raises TokenFileError for an unreadable or empty token file."""
     import kfp
 
-    token = token if token is not None else os.environ.get(TOKEN_VARIABLE) or None
+    if token is None and token_file is None:
+        token = os.environ.get(TOKEN_VARIABLE) or None
+        if token is None:
+            token_file = os.environ.get(TOKEN_FILE_VARIABLE) or None
+    credentials = _token_file_credentials(token_file) if token is None and token_file is not None else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # "This client only works with KFP v2.0.0-beta.2 and later"
         with _api(host, "connect"):
             # A namespace other than "kubeflow" becomes the client's namespace for this session
             # only (set_user_namespace would also write ~/.config/kfp/context.json).
-            client = kfp.Client(host=host, namespace=namespace or "kubeflow", existing_token=token)
+            client = kfp.Client(
+                host=host, namespace=namespace or "kubeflow", existing_token=token, credentials=credentials
+            )
     return client
+
+
+def find_pipeline_id(client: Any, name: str, namespace: str | None) -> str | None:
+    """The id of the pipeline `name` in `namespace` (None: the shared pipelines), or None.
+
+    `kfp.Client.get_pipeline_id` lists without a namespace, which a multi-user KFP answers with
+    the shared pipelines only; this is the same display-name filter, sent with the namespace."""
+    name_filter = json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]})
+    found = client.list_pipelines(filter=name_filter, namespace=namespace, page_size=2).pipelines or []
+    if len(found) > 1:
+        raise KfpApiError(f"more than one pipeline is named {name!r} in namespace {namespace or '(shared)'}")
+    return found[0].pipeline_id if found else None
 
 
 def _upload(
@@ -172,7 +225,7 @@ def _upload(
     from kfp_server_api import ApiException
 
     with _api(host, f"look up pipeline {name!r}"):
-        pipeline_id = client.get_pipeline_id(name)
+        pipeline_id = find_pipeline_id(client, name, namespace)
     if pipeline_id is None:
         created = None
         with _api(host, f"upload pipeline {name!r}"):  # network errors
@@ -185,7 +238,7 @@ def _upload(
                     raise _refused(host, f"upload pipeline {name!r}", error) from None
         if created is None:
             with _api(host, f"look up pipeline {name!r}"):
-                pipeline_id = client.get_pipeline_id(name)
+                pipeline_id = find_pipeline_id(client, name, namespace)
         else:
             with _api(host, f"list versions of pipeline {created.pipeline_id}"):
                 versions = client.list_pipeline_versions(created.pipeline_id, page_size=1).pipeline_versions or []
@@ -193,7 +246,10 @@ def _upload(
                 raise KfpApiError(f"KFP API {host}: pipeline {created.pipeline_id} was created without a version")
             return created.pipeline_id, versions[0].pipeline_version_id
     if pipeline_id is None:
-        raise KfpApiError(f"KFP API {host}: pipeline {name!r} exists (HTTP 409) but cannot be found by name")
+        raise KfpApiError(
+            f"KFP API {host}: pipeline {name!r} exists (HTTP 409) but cannot be found by name in namespace "
+            f"{namespace or '(shared)'}"
+        )
     with _api(host, f"upload a version of pipeline {name!r}"):
         version = client.upload_pipeline_version(
             str(package), pipeline_version_name=version_name, pipeline_id=pipeline_id, description=description
@@ -209,10 +265,15 @@ def submit_run(
     namespace: str | None = None,
     experiment: str = DEFAULT_EXPERIMENT,
     token: str | None = None,
+    token_file: str | Path | None = None,
 ) -> Submitted:
     """Compile, upload a pipeline version, and start a run of `config` on the KFP server at
-    `host`. Raises KfpApiError when the API refuses or cannot be reached."""
-    client = make_client(host, namespace, token)
+    `host`. Raises KfpApiError when the API refuses or cannot be reached, TokenFileError for an
+    unreadable token file."""
+    client = make_client(host, namespace, token, token_file)
+    # The run parameters carry the configuration, so the sandbox Job's image is filled in here as
+    # in the compiled default (cluster.with_cluster_images).
+    config = with_cluster_images(config, cluster)
     with tempfile.TemporaryDirectory(prefix="codedpo-submit-") as folder:
         package = compile_pipeline(Path(folder) / "pipeline.yaml", config, cluster)
         digest = hashlib.sha256(package.read_bytes()).hexdigest()[:10]

@@ -7,6 +7,15 @@ and the grpc-gateway error body (`{"error", "code", "message"}`). It keeps what 
 test can check the uploaded YAML, the run's parameters and service account. It does not run
 anything: a test sets each run's state and task states (`script_run`).
 
+Namespaces as the real API server (backend/src/apiserver/server/*_server.go) treats them:
+- single-user (`FakeKfpApi()`, the default): every namespace a request names is replaced by ""
+  (`ReplaceNamespace`): pipelines and experiments are all shared;
+- multi-user (`FakeKfpApi(multi_user=True)`): a pipeline belongs to the namespace it was uploaded
+  with ("" = shared); `GET /pipelines?namespace=NS` and `GET /pipelines/names/{name}?namespace=NS`
+  see only NS's pipelines (no namespace: the shared ones), and a name is unique per namespace
+  (409 on the second upload). Experiments need a namespace (HTTP 400 without one), and are listed
+  per namespace. Authorization (SubjectAccessReview) is not modelled.
+
     with FakeKfpApi() as api:
         client = kfp.Client(host=api.url)
 """
@@ -48,7 +57,8 @@ class FakeKfpState:
 class FakeKfpApi:
     """A FAKE KFP API server (see the module docstring); a context manager."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, multi_user: bool = False) -> None:
+        self.multi_user = multi_user
         self.state = FakeKfpState()
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -68,10 +78,14 @@ class FakeKfpApi:
     def new_id(self, kind: str) -> str:
         return f"{kind}-{next(self._ids):04d}"
 
-    def add_pipeline(self, name: str) -> str:
+    def namespace(self, requested: str | None) -> str:
+        """The namespace the server files a request under (the server's ReplaceNamespace)."""
+        return (requested or "") if self.multi_user else ""
+
+    def add_pipeline(self, name: str, namespace: str | None = None) -> str:
         """A pipeline that already exists on the server, with one version."""
         pipeline_id = self.new_id("pipeline")
-        self.state.pipelines[pipeline_id] = _pipeline(pipeline_id, name, None)
+        self.state.pipelines[pipeline_id] = _pipeline(pipeline_id, name, self.namespace(namespace))
         version_id = self.new_id("version")
         self.state.versions[pipeline_id] = [_version(pipeline_id, version_id, name)]
         return pipeline_id
@@ -160,21 +174,30 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, method: str, route: str, query: dict[str, list[str]], body: bytes, state: FakeKfpState) -> None:
         api = self.api
+        namespace = api.namespace((query.get("namespace") or [None])[0])
         if (method, route) == ("GET", "/healthz"):
-            return self._reply(200, {"multi_user": False})
+            return self._reply(200, {"multi_user": api.multi_user})
         if (method, route) == ("GET", "/pipelines"):
             name = _display_name_filter(query)
-            found = [p for p in state.pipelines.values() if name is None or p["display_name"] == name]
+            found = [p for p in state.pipelines.values()
+                     if (name is None or p["display_name"] == name) and p["namespace"] == namespace]  # fmt: skip
             return self._reply(200, {"pipelines": found, "total_size": len(found)} if found else {})
+        if method == "GET" and route.startswith("/pipelines/names/"):
+            name = route.removeprefix("/pipelines/names/")
+            found = [p for p in state.pipelines.values() if p["name"] == name and p["namespace"] == namespace]
+            if not found:
+                return self._error(404, f"Failed to get a pipeline with name {name} and namespace {namespace}")
+            return self._reply(200, found[0])
         if (method, route) == ("POST", "/pipelines/upload"):
             name = query["name"][0]
-            if state.create_conflict_once or any(p["display_name"] == name for p in state.pipelines.values()):
+            taken = any(p["name"] == name and p["namespace"] == namespace for p in state.pipelines.values())
+            if state.create_conflict_once or taken:
                 if state.create_conflict_once:
                     state.create_conflict_once = False
-                    api.add_pipeline(name)
-                return self._error(409, f"Failed to create a pipeline due to conflict: pipeline {name} already exists")
+                    api.add_pipeline(name, namespace)
+                return self._error(409, "Failed to create a pipeline and a pipeline version")
             pipeline_id, version_id = api.new_id("pipeline"), api.new_id("version")
-            state.pipelines[pipeline_id] = _pipeline(pipeline_id, name, (query.get("namespace") or [None])[0])
+            state.pipelines[pipeline_id] = _pipeline(pipeline_id, name, namespace)
             state.versions[pipeline_id] = [_version(pipeline_id, version_id, name)]
             state.uploads[version_id] = self._uploaded_file(body)
             return self._reply(200, state.pipelines[pipeline_id])
@@ -194,17 +217,21 @@ class _Handler(BaseHTTPRequestHandler):
             size = int((query.get("page_size") or [len(versions)])[0])
             return self._reply(200, {"pipeline_versions": versions[:size], "total_size": len(versions)})
         if (method, route) == ("GET", "/experiments"):
+            if api.multi_user and not namespace:
+                return self._error(400, "An experiment cannot have an empty namespace in multi-user mode")
             name = _display_name_filter(query)
-            namespace = (query.get("namespace") or [""])[0]
             found = [e for e in state.experiments.values()
                      if (name is None or e["display_name"] == name) and e["namespace"] == namespace]  # fmt: skip
             return self._reply(200, {"experiments": found, "total_size": len(found)} if found else {})
         if (method, route) == ("POST", "/experiments"):
             sent = json.loads(body)
+            experiment_namespace = api.namespace(sent.get("namespace"))
+            if api.multi_user and not experiment_namespace:
+                return self._error(400, "An experiment cannot have an empty namespace in multi-user mode")
             experiment_id = api.new_id("experiment")
             state.experiments[experiment_id] = {
                 "experiment_id": experiment_id, "display_name": sent["display_name"], "created_at": NOW,
-                "namespace": sent.get("namespace") or "", "storage_state": "AVAILABLE",
+                "namespace": experiment_namespace, "storage_state": "AVAILABLE",
             }  # fmt: skip
             return self._reply(200, state.experiments[experiment_id])
         if (method, route) == ("POST", "/runs"):

@@ -7,12 +7,27 @@ it stores what it is sent and answers in the API's JSON shapes, but no controlle
 The tests play the controllers (the Job controller, the Training Operator, the kubelet) through
 its test controls.
 
-The subset served, for namespaced objects only:
+The subset served:
 - batch/v1 Jobs: create, get, list (labelSelector), delete (propagationPolicy; pods owned go too);
 - core/v1 Pods: list (labelSelector), get; pods/log: get, with `follow`, `timestamps`, `container`
   (a following stream stays open until the pod ends or disappears, like the kubelet's);
-- kubeflow.org/v1 PyTorchJobs (the CustomObjectsApi paths): create, get, delete.
+- kubeflow.org/v1 PyTorchJobs and trainer.kubeflow.org/v1alpha1 TrainJobs (the CustomObjectsApi
+  paths): create, get (also `.../status`, the status subresource), list, delete;
+- trainer.kubeflow.org/v1alpha1 TrainingRuntimes (namespaced) and ClusterTrainingRuntimes
+  (cluster-scoped): get, list; a test puts them there with `add_object`, as Trainer's install does.
 Label selectors: equality (`a=b`) and existence (`a`) terms, comma-separated.
+
+As a real API server does:
+- a kind whose CRD is not installed (`FakeKubernetesApi(without={"trainjobs"})`: a cluster with
+  the Training Operator only, say) answers 404 "the server could not find the requested resource";
+- the status subresource: a create's `status` is dropped (only the controller, here the test's
+  `set_status` / `add_condition`, writes it);
+- names are per namespace (and per kind); deleting an object deletes the pods it owns unless the
+  propagation policy is Orphan.
+STRICTER than a real API server, on purpose: a create whose `ownerReferences` name a pod (by uid)
+that lives in another namespace is refused with 422 Invalid. The real server accepts it, and its
+garbage collector treats the owner as absent and deletes the new object shortly after (Event
+OwnerRefInvalidNamespace); refusing at once makes that mistake fail the test where it is made.
 
 Test controls: `add_pod`, `set_pod_phase`, `lose_pod` (the pod disappears: deleted, its log
 stream cut), `append_log`, `set_status` / `add_condition` (job conditions, `completedIndexes`,
@@ -35,16 +50,32 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-_REASONS = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 409: "AlreadyExists", 500: "InternalError"}
+_REASONS = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 409: "AlreadyExists", 422: "Invalid",
+            500: "InternalError"}
+_TRAINER = r"^/apis/trainer\.kubeflow\.org/v1alpha1"
 
-# (resource key, path regex); the resource key names the store a request goes to.
+# (resource key, path regex); the resource key names the store a request goes to. A cluster-scoped
+# kind's pattern has no `ns` group: its objects are stored under the namespace "".
 _ROUTES = [
     ("jobs", re.compile(r"^/apis/batch/v1/namespaces/(?P<ns>[^/]+)/jobs(?:/(?P<name>[^/]+))?$")),
-    ("pytorchjobs", re.compile(r"^/apis/kubeflow\.org/v1/namespaces/(?P<ns>[^/]+)/pytorchjobs(?:/(?P<name>[^/]+))?$")),
+    ("pytorchjobs", re.compile(r"^/apis/kubeflow\.org/v1/namespaces/(?P<ns>[^/]+)/pytorchjobs"
+                               r"(?:/(?P<name>[^/]+)(?P<status>/status)?)?$")),
+    ("trainjobs", re.compile(_TRAINER + r"/namespaces/(?P<ns>[^/]+)/trainjobs(?:/(?P<name>[^/]+)(?P<status>/status)?)?$")),
+    ("trainingruntimes", re.compile(_TRAINER + r"/namespaces/(?P<ns>[^/]+)/trainingruntimes(?:/(?P<name>[^/]+))?$")),
+    ("clustertrainingruntimes", re.compile(_TRAINER + r"/clustertrainingruntimes(?:/(?P<name>[^/]+))?$")),
     ("log", re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<name>[^/]+)/log$")),
     ("pods", re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods(?:/(?P<name>[^/]+))?$")),
 ]
-_KINDS = {"jobs": ("batch/v1", "Job"), "pytorchjobs": ("kubeflow.org/v1", "PyTorchJob"), "pods": ("v1", "Pod")}
+_KINDS = {
+    "jobs": ("batch/v1", "Job"),
+    "pytorchjobs": ("kubeflow.org/v1", "PyTorchJob"),
+    "trainjobs": ("trainer.kubeflow.org/v1alpha1", "TrainJob"),
+    "trainingruntimes": ("trainer.kubeflow.org/v1alpha1", "TrainingRuntime"),
+    "clustertrainingruntimes": ("trainer.kubeflow.org/v1alpha1", "ClusterTrainingRuntime"),
+    "pods": ("v1", "Pod"),
+}
+# Kinds a client may create through this fake (runtimes come from `add_object`, pods from `add_pod`).
+_CREATABLE = {"jobs", "pytorchjobs", "trainjobs"}
 
 
 def _now() -> str:
@@ -75,7 +106,9 @@ class FakeKubernetesApi:
     """A FAKE Kubernetes API server on 127.0.0.1 (see the module docstring). Use as a context
     manager, or call `close()`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, without: set[str] | frozenset[str] = frozenset()) -> None:
+        """`without`: kinds (resource keys) whose CRD this cluster lacks: their paths answer 404."""
+        self.without = set(without)
         self.objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = {k: {} for k in _KINDS}
         self.logs: dict[tuple[str, str], list[str]] = {}  # (pod, container) -> timestamped lines
         self.requests: list[tuple[str, str, dict[str, str]]] = []
@@ -110,8 +143,21 @@ class FakeKubernetesApi:
         self._failures.append(_Failure(method.upper(), re.compile(path_regex), status, times, message))
 
     def on_create(self, resource: str, callback: Callable[[dict[str, Any]], None]) -> None:
-        """Call `callback(object)` in a new thread after each create of `resource` (jobs, pytorchjobs)."""
+        """Call `callback(object)` in a new thread after each create of `resource` (jobs, pytorchjobs,
+        trainjobs)."""
         self._hooks[resource].append(callback)
+
+    def add_object(self, resource: str, namespace: str, obj: dict[str, Any]) -> None:
+        """Store `obj` as an installer or controller would (e.g. a ClusterTrainingRuntime; namespace
+        "" for a cluster-scoped kind)."""
+        stored = copy.deepcopy(obj)
+        stored.setdefault("metadata", {}).update(uid=str(uuid.uuid4()), resourceVersion="1",
+                                                 creationTimestamp=_now()[:19] + "Z")
+        if namespace:
+            stored["metadata"]["namespace"] = namespace
+        with self._changed:
+            self.objects[resource][(namespace, stored["metadata"]["name"])] = stored
+            self._changed.notify_all()
 
     def get(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
         with self._changed:
@@ -220,12 +266,19 @@ class FakeKubernetesApi:
         else:
             self._status(handler, 404, f"the server could not find the requested resource ({path})")
             return
-        namespace, name = match["ns"], match["name"]
+        if resource in self.without:  # no CRD: the API server does not serve the group/version/kind
+            self._status(handler, 404, "the server could not find the requested resource")
+            return
+        groups = match.groupdict()
+        namespace, name = groups.get("ns") or "", match["name"]
+        if groups.get("status") and method != "GET":
+            self._status(handler, 405, f"{method} {path} is not served by the fake (the controller writes status)")
+            return
         if resource == "log":
             self._log(handler, namespace, name, query)
             return
         store = self.objects[resource]
-        if method == "POST" and name is None and resource != "pods":
+        if method == "POST" and name is None and resource in _CREATABLE:
             self._create(handler, resource, namespace, body)
         elif method == "GET" and name is None:
             selector = query.get("labelSelector", "")
@@ -241,7 +294,7 @@ class FakeKubernetesApi:
                 self._status(handler, 404, f'{resource} "{name}" not found')
             else:
                 self._send(handler, 200, self._public(found))
-        elif method == "DELETE" and name is not None and resource != "pods":
+        elif method == "DELETE" and name is not None and resource in _CREATABLE:
             policy = query.get("propagationPolicy") or (body or {}).get("propagationPolicy")
             with self._changed:
                 found = store.pop((namespace, name), None)
@@ -269,9 +322,13 @@ class FakeKubernetesApi:
             return
         obj = copy.deepcopy(body)
         name = obj["metadata"]["name"]
+        foreign = self._foreign_owner(namespace, obj["metadata"].get("ownerReferences") or [])
+        if foreign:
+            self._status(handler, 422, f'{resource} "{name}" is invalid: metadata.ownerReferences: {foreign}')
+            return
         obj["metadata"].update(namespace=namespace, uid=str(uuid.uuid4()), resourceVersion="1",
                                creationTimestamp=_now()[:19] + "Z")
-        obj.setdefault("status", {})
+        obj["status"] = {}  # the status subresource: a create's status is not the client's to set
         with self._changed:
             if (namespace, name) in self.objects[resource]:
                 exists = True
@@ -285,6 +342,17 @@ class FakeKubernetesApi:
         self._send(handler, 201, obj)
         for hook in self._hooks[resource]:
             threading.Thread(target=hook, args=(copy.deepcopy(obj),), daemon=True).start()
+
+    def _foreign_owner(self, namespace: str, owners: list[dict[str, Any]]) -> str:
+        """Why an owner reference is refused: it names a pod (by uid) of another namespace. Owners
+        live in their dependent's namespace (or are cluster-scoped)."""
+        with self._changed:
+            for owner in owners:
+                for (pod_namespace, pod_name), pod in self.objects["pods"].items():
+                    if pod["metadata"]["uid"] == owner.get("uid") and pod_namespace != namespace:
+                        return (f"owner Pod {pod_namespace}/{pod_name} is in another namespace than the object "
+                                f"({namespace}): cross-namespace owner references are disallowed")
+        return ""
 
     def _log(self, handler: BaseHTTPRequestHandler, namespace: str, pod_name: str, query: dict[str, str]) -> None:
         with self._changed:

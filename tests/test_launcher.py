@@ -84,7 +84,8 @@ def test_success_follows_conditions_and_streams_master_log(fake, api, caplog):
     assert fake.get("pytorchjobs", NS, "dpo-r1") is not None  # left to its TTL
     assert fake.deletions == []
     created = [r for r in fake.requests if r[0] == "POST"]
-    assert created == [("POST", f"/apis/kubeflow.org/v1/namespaces/{NS}/pytorchjobs", {})]
+    # Strict field validation: a CRD without a field we write refuses the job instead of pruning it.
+    assert created == [("POST", f"/apis/kubeflow.org/v1/namespaces/{NS}/pytorchjobs", {"fieldValidation": "Strict"})]
 
 
 def test_failure_raises_the_jobs_reason_and_message(fake, api):

@@ -141,7 +141,7 @@ def test_objects_live_in_the_documented_namespaces(render: Callable[[str], Objec
     objects = render("base")
     one(objects, "Namespace", "codedpo")
     for obj in objects:
-        if obj["kind"] in ("Namespace", "RuntimeClass"):
+        if obj["kind"] in ("Namespace", "RuntimeClass", "ClusterRole", "ClusterRoleBinding"):  # cluster-scoped
             assert "namespace" not in obj["metadata"]
         elif obj["kind"] == "ServiceAccount" and obj["metadata"]["name"] == "codedpo-launcher":
             assert obj["metadata"]["namespace"] == "kubeflow"  # where KFP runs the pipeline's pods
@@ -218,6 +218,8 @@ def test_launcher_role_grants_exactly_what_the_launchers_need(render: Callable[[
         ("", "pods"): sorted(["get", "list", "watch"]),
         ("", "pods/log"): ["get"],
         ("kubeflow.org", "pytorchjobs"): sorted(["create", "get", "list", "watch", "delete"]),
+        ("trainer.kubeflow.org", "trainjobs"): sorted(["create", "get", "list", "watch", "delete"]),
+        ("trainer.kubeflow.org", "trainingruntimes"): ["get"],
     }
     assert all("resourceNames" not in rule for rule in role["rules"])
     binding = one(objects, "RoleBinding", "codedpo-launcher", "codedpo")
@@ -229,7 +231,15 @@ def test_launcher_role_grants_exactly_what_the_launchers_need(render: Callable[[
     runner = one(objects, "RoleBinding", "codedpo-launcher-pipeline-runner", account["metadata"]["namespace"])
     assert runner["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pipeline-runner"}
     assert runner["subjects"] == binding["subjects"]
-    assert not of_kind(objects, "ClusterRole") and not of_kind(objects, "ClusterRoleBinding")
+    # Cluster-wide: only reading ClusterTrainingRuntimes (cluster-scoped), bound to this account alone.
+    (cluster_role,) = of_kind(objects, "ClusterRole")
+    assert cluster_role["metadata"]["name"] == "codedpo-launcher-runtimes"
+    assert cluster_role["rules"] == [{"apiGroups": ["trainer.kubeflow.org"], "resources": ["clustertrainingruntimes"],
+                                      "verbs": ["get"]}]
+    (cluster_binding,) = of_kind(objects, "ClusterRoleBinding")
+    assert cluster_binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                          "name": "codedpo-launcher-runtimes"}
+    assert cluster_binding["subjects"] == binding["subjects"]
 
 
 def test_sandbox_service_account_has_no_token_and_no_rights(render: Callable[[str], Objects]) -> None:

@@ -142,7 +142,9 @@ def test_score_step_runs_as_a_plain_function(tmp_path: Path) -> None:
     write_records(executions, [_execution()])
     scores = _dataset(tmp_path / "scores.jsonl")
 
-    steps.score.python_func(run_config=DEFAULT_RUN_CONFIG, executions=_dataset(executions), scores=scores)
+    steps.score.python_func(
+        run_config=DEFAULT_RUN_CONFIG, kfp_run_id="run-1", executions=_dataset(executions), scores=scores
+    )
 
     [record] = read_records(scores.path, ScoreRecord)
     assert record.top_code_id == "c1"
@@ -158,6 +160,7 @@ def test_time_step_times_nothing_without_efficiency_pairs(tmp_path: Path) -> Non
     run_config = run_config_parameter(RunConfig.model_validate({"pairs": {"efficiency": False}}))
 
     steps.time_codes.python_func(
+        kfp_run_id="run-1",
         run_config=run_config, **{name: _dataset(path) for name, path in inputs.items()}, timings=timings
     )
 
@@ -172,12 +175,14 @@ def test_pairs_then_report_steps_hand_over_skip_counts(tmp_path: Path) -> None:
     write_records(samples_path, [_sample_set()])
     write_records(executions_path, [_execution()])
     steps.score.python_func(
+        kfp_run_id="run-1",
         run_config=DEFAULT_RUN_CONFIG, executions=_dataset(executions_path), scores=_dataset(scores_path)
     )
     write_records(timings_path, [])  # no timings: no efficiency pair, a skip reason instead
     pairs = _dataset(tmp_path / "pairs.jsonl")
 
     steps.pairs.python_func(
+        kfp_run_id="run-1",
         run_config=DEFAULT_RUN_CONFIG,
         samples=_dataset(samples_path),
         scores=_dataset(scores_path),
@@ -198,6 +203,7 @@ def test_pairs_then_report_steps_hand_over_skip_counts(tmp_path: Path) -> None:
     html = HTML(name="report_html", uri=str(tmp_path / "report.html"))
     metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"))
     steps.report.python_func(
+        kfp_run_id="run-1",
         run_config=DEFAULT_RUN_CONFIG,
         samples=_dataset(samples_path),
         executions=_dataset(executions_path),

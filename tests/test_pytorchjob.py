@@ -154,7 +154,24 @@ def test_run_policy_container_port_labels_and_trainer_args(crd: Path) -> None:
     assert args[args.index("--model") + 1] == "/models/base"
     assert TrainConfig.model_validate_json(args[args.index("--config-json") + 1]) == TrainConfig(max_steps=20)
     no_ttl = _job(ttl_after_finished_s=None)["spec"]["runPolicy"]
-    assert "ttlSecondsAfterFinished" not in no_ttl and "activeDeadlineSeconds" not in no_ttl
+    assert "ttlSecondsAfterFinished" not in no_ttl
+    # Defect 10: without active_deadline_s the job still gets a deadline, train.job_timeout_s (24 h).
+    assert no_ttl["activeDeadlineSeconds"] == 24 * 3600
+
+
+def test_the_job_deadline_defaults_to_the_steps_follow_timeout(crd: Path) -> None:
+    """A PyTorchJob whose step died without deleting it (OOM-killed, node lost, or in another
+    namespace so no ownerReference) must not run on unbounded: its runPolicy.activeDeadlineSeconds
+    is train.job_timeout_s (rounded up) unless job.active_deadline_s says otherwise."""
+    spec = PyTorchJobSpec(name="dpo-r1", image="registry.local/codedpo-train:0.1")
+    for timeout_s, expected in ((6 * 3600, 21600), (90.5, 91)):
+        job = build_pytorchjob(spec, TrainConfig(job_timeout_s=timeout_s), pairs_uri="s3://b/p", model_path="/m")
+        validate_pytorchjob(job, crd)
+        assert job["spec"]["runPolicy"]["activeDeadlineSeconds"] == expected
+    assert TrainConfig().job_timeout_s == 24 * 3600  # the default: a day, not the former week
+    explicit = PyTorchJobSpec(name="dpo-r1", image="registry.local/codedpo-train:0.1", active_deadline_s=600)
+    job = build_pytorchjob(explicit, TrainConfig(), pairs_uri="s3://b/p", model_path="/m")
+    assert job["spec"]["runPolicy"]["activeDeadlineSeconds"] == 600
 
 
 # --- broken jobs fail validation --------------------------------------------------------------------

@@ -444,7 +444,7 @@ def test_execute_step_launches_the_job_with_kubeconfig_and_env(cluster, tmp_path
     samples_path, out_path = tmp_path / "samples.jsonl", tmp_path / "executions.jsonl"
     jsonl.write_records(samples_path, _samples(2))
     run_config = RunConfig.model_validate({"run_name": "step", "execute": _config(uri, shards=1).model_dump()})
-    steps.execute.python_func(run_config=run_config.model_dump(mode="json"),
+    steps.execute.python_func(run_config=run_config.model_dump(mode="json"), kfp_run_id="run-1",
                               samples=Dataset(name="s", uri=str(samples_path)),
                               executions=Dataset(name="e", uri=str(out_path)))
     records = jsonl.read_records(out_path, ExecutionRecord)
@@ -624,3 +624,124 @@ def test_worker_run_writes_the_failed_marker_on_bad_input(tmp_path, capsys):
     assert shard_worker.main(["run", "--dir", str(tmp_path), "--sandbox", "unsafe-none", "--execute-json", "{}"]) == 1
     assert "input.jsonl:1" in (tmp_path / "failed").read_text()
     assert not (tmp_path / "done").exists()
+
+
+# --- issue 14: one launcher seam for both sandbox passes, and what a step publishes ------------------
+
+
+def _timing_samples() -> list:
+    """Problems with two correct codes (one slower) and a wrong one: two timed codes each."""
+    samples = []
+    for n in range(3):
+        codes = [f"def f(x):\n    return x + {n}\n",
+                 f"def f(x):\n    total = 0\n    for _ in range(20000):\n        total += 1\n    return x + {n}\n",
+                 "def f(x):\n    return -1\n"]
+        tests = [f"assert f(1) == {1 + n}\n", f"assert f(0) == {n}\n"]
+        samples.append(build_sample(f"p{n}", codes, tests))
+    return samples
+
+
+def _kubeconfig(fake, tmp_path, monkeypatch, secrets) -> None:
+    import yaml
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": fake.url}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u", "namespace": NS}}],
+        "users": [{"name": "u", "user": {"token": "fake-token"}}],
+    }))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    for key, value in secrets["codedpo-s3"].items():
+        monkeypatch.setenv(key, value)
+
+
+@pytest.mark.slow
+def test_kubernetes_job_launcher_runs_both_passes_in_pods_and_publishes_both(cluster, tmp_path, monkeypatch):
+    """Defects 2 and 3: with `execute.launcher: kubernetes-job`, the execute step AND the time
+    step run their candidates in sandbox Job pods (the time step used to start runsc in its own
+    pod whatever the launcher said), and both publish their output to the store, under the KFP
+    run's id (the execute branch used to return before publishing)."""
+    from codedpo.components.common import jsonl
+    from codedpo.components.common.records import ExecutionRecord, TimingRecord
+    from codedpo.components.common.storage.runs import read_stage_lines
+    from codedpo.pipelines import steps
+    from codedpo.pipelines.pipeline import run_config_parameter
+    from kfp.dsl import Dataset
+
+    fake, _api, uri, _store, secrets = cluster
+    controller = PlayedJobController(fake, secrets, tmp_path / "pods")
+    _kubeconfig(fake, tmp_path, monkeypatch, secrets)
+    monkeypatch.setenv("PATH", "/nonexistent")  # the light image: no runsc anywhere
+    paths = {name: tmp_path / f"{name}.jsonl" for name in ("samples", "executions", "scores", "timings")}
+    jsonl.write_records(paths["samples"], _timing_samples())
+    run_config = run_config_parameter(RunConfig.model_validate(
+        {"store": uri, "execute": _config(uri, shards=2).model_dump(), "pairs": {"timing_repeats": 3}}))
+    data = {name: Dataset(name=name, uri=str(path)) for name, path in paths.items()}
+    kfp_run_id = "3f0c9d1e-kfp-run"
+    steps.execute.python_func(run_config=run_config, kfp_run_id=kfp_run_id, samples=data["samples"],
+                              executions=data["executions"])
+    steps.score.python_func(run_config=run_config, kfp_run_id=kfp_run_id, executions=data["executions"],
+                            scores=data["scores"])
+    steps.time_codes.python_func(run_config=run_config, kfp_run_id=kfp_run_id, samples=data["samples"],
+                                 executions=data["executions"], scores=data["scores"], timings=data["timings"])
+
+    kinds = [job["metadata"]["name"].split("-")[1] for job in controller.jobs]
+    assert kinds == ["exec", "time"]
+    (time_job,) = [job for job in controller.jobs if job["metadata"]["name"].startswith("codedpo-time-")]
+    sandbox_args = time_job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert sandbox_args[-6:] == ["--task", "time", "--repeats", "3", "--basis", "wall"]
+    timings = jsonl.read_records(paths["timings"], TimingRecord)
+    assert [(t.problem_id, t.passed_all, len(t.totals_s)) for t in timings] == [
+        (f"p{n}", True, 3) for n in range(3) for _ in range(2)]
+    assert all(t.median_s > 0 for t in timings)
+    # Both sandbox passes published, under the KFP run's id (run_id unset).
+    store = _store
+    assert {"executions", "timings", "scores"} <= set(store.list_stages(kfp_run_id))
+    published = [ExecutionRecord.model_validate_json(line) for line in read_stage_lines(uri, kfp_run_id, "executions")]
+    assert [r.problem_id for r in published] == ["p0", "p1", "p2"]
+    assert len(list(read_stage_lines(uri, kfp_run_id, "timings"))) == 6
+    assert any(key.startswith(f"runs/{kfp_run_id}/time/shards/") for key in store.list(f"runs/{kfp_run_id}/time"))
+
+
+def test_the_inline_launcher_without_runsc_fails_at_once_saying_what_to_change(monkeypatch, tmp_path):
+    """Defect 2: in an image without runsc (the light image) the inline launcher's steps fail
+    before any candidate with one message naming the fix, not a SandboxUnavailable traceback."""
+    from codedpo.components.execute import launch
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no runsc here
+    config = ExecuteConfig(**SMALL_LIMITS)
+    with pytest.raises(launch.SandboxNotInImageError, match="execute.launcher: kubernetes-job"):
+        launch.run_executions(_samples(1), config, "r1")
+    execution = execute_samples(_samples(1), ExecuteConfig(**SMALL_LIMITS, sandbox="unsafe-none"))
+    from codedpo.components.common.records import ScoreRecord
+
+    sample = _samples(1)[0]
+    scores = [ScoreRecord(problem_id="p0", ranker="r", code_ids=[c.id for c in sample.codes], code_scores=[1.0, 0.0],
+                          test_ids=[t.id for t in sample.tests], test_scores=[1.0, 1.0], top_code_id=sample.codes[0].id,
+                          trusted_test_ids=[sample.tests[0].id])]
+    with pytest.raises(launch.SandboxNotInImageError):
+        launch.run_timings(_samples(1), execution, scores, config, "r1", repeats=3)
+
+
+def test_the_uploader_gives_up_when_the_sandbox_container_stops_beating(tmp_path):
+    """Defect 10 (the sandbox side): a sandbox container killed for memory writes no marker; the
+    uploader used to wait for it until the Job's deadline. Its heartbeat stops, so the uploader
+    fails the pod within `stale_after_s`, and the index runs again."""
+    import os
+    import time
+
+    from codedpo.components.execute import shard_worker
+
+    (tmp_path / shard_worker.HEARTBEAT).touch()
+    old = time.time() - 30
+    os.utime(tmp_path / shard_worker.HEARTBEAT, (old, old))
+    started = time.monotonic()
+    with pytest.raises(shard_worker.ShardWorkerError, match="no heartbeat for 3\\d s"):
+        shard_worker.upload("s3://unused/x", "p", tmp_path, wait_timeout_s=3600, poll_s=0.05, stale_after_s=10)
+    assert time.monotonic() - started < 5
+    # While it beats, the uploader keeps waiting (here: until the wait runs out).
+    with shard_worker.Heartbeat(tmp_path, period_s=0.05):
+        with pytest.raises(shard_worker.ShardWorkerError, match="within 0.5 s"):
+            shard_worker.upload("s3://unused/x", "p", tmp_path, wait_timeout_s=0.5, poll_s=0.05, stale_after_s=0.3)

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from codedpo.components.common.config import RunConfig, validate_config
 from codedpo.pipelines.cli import EXIT_API_ERROR, EXIT_STEP_FAILED, app
 from codedpo.pipelines.cluster import ClusterConfig
+from codedpo.pipelines.images import default_tag
 from codedpo.pipelines.submit import KfpApiError, submit_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,9 +25,35 @@ runner = CliRunner()
 def fake_api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeKfpApi]:
     monkeypatch.chdir(tmp_path)  # no quickstart config picked up unless a test asks
     monkeypatch.setenv("HOME", str(tmp_path))  # kfp.Client reads ~/.config/kfp/context.json
-    monkeypatch.delenv("KF_PIPELINES_TOKEN", raising=False)
+    for variable in ("KF_PIPELINES_TOKEN", "KF_PIPELINES_SA_TOKEN_PATH", "CODEDPO_IMAGE_REGISTRY", "CODEDPO_IMAGE_TAG"):
+        monkeypatch.delenv(variable, raising=False)
     with FakeKfpApi() as api:
         yield api
+
+
+@pytest.fixture
+def multi_user_api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeKfpApi]:
+    """A fake multi-user KFP (Kubeflow Platform): pipelines and experiments per profile namespace."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for variable in ("KF_PIPELINES_TOKEN", "KF_PIPELINES_SA_TOKEN_PATH"):
+        monkeypatch.delenv(variable, raising=False)
+    with FakeKfpApi(multi_user=True) as api:
+        yield api
+
+
+def record_authorization(api: FakeKfpApi, monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
+    """The Authorization header of every request the fake receives from now on, in order."""
+    seen: list[str | None] = []
+    handler = api._server.RequestHandlerClass
+    original = handler._handle
+
+    def recording(self, method: str) -> None:
+        seen.append(self.headers.get("Authorization"))
+        original(self, method)
+
+    monkeypatch.setattr(handler, "_handle", recording)
+    return seen
 
 
 def only_run(api: FakeKfpApi) -> dict:
@@ -34,7 +61,10 @@ def only_run(api: FakeKfpApi) -> dict:
     return run
 
 
-def test_submit_creates_the_pipeline_and_starts_a_run(fake_api: FakeKfpApi, tmp_path: Path) -> None:
+def test_submit_creates_the_pipeline_and_starts_a_run(
+    fake_api: FakeKfpApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CODEDPO_IMAGE_REGISTRY", "registry.example.com/codedpo")  # as README's one-liner
     (tmp_path / "run.yaml").write_text("run_name: nightly\nsamples: {path: s3://data/samples.jsonl}\nscore: {damping: 0.9}\n")
     result = runner.invoke(
         app,
@@ -48,7 +78,8 @@ def test_submit_creates_the_pipeline_and_starts_a_run(fake_api: FakeKfpApi, tmp_
     uploaded = list(yaml.safe_load_all(fake_api.state.uploads[version_id]))
     assert uploaded[0]["pipelineInfo"]["name"] == "codedpo-replay"
     executors = uploaded[0]["deploymentSpec"]["executors"]
-    assert executors["exec-execute"]["container"]["image"] == "registry.example.com/codedpo/codedpo-light:0.1.0"
+    assert executors["exec-execute"]["container"]["image"] == f"registry.example.com/codedpo/codedpo-light:{default_tag()}"
+    assert "images: registry.example.com/codedpo/codedpo-{light,sampler,sandbox,trainer}" in result.stdout
     assert "kubernetes" in uploaded[1]["platforms"]  # the cluster settings travel with the upload
 
     run = only_run(fake_api)
@@ -125,15 +156,7 @@ def test_bad_cluster_config_stops_submit_before_the_api(fake_api: FakeKfpApi, tm
 
 
 def test_the_token_is_sent_as_a_bearer_header(fake_api: FakeKfpApi, monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[str | None] = []
-    handler = fake_api._server.RequestHandlerClass
-    original = handler._handle
-
-    def recording(self, method: str) -> None:
-        seen.append(self.headers.get("Authorization"))
-        original(self, method)
-
-    monkeypatch.setattr(handler, "_handle", recording)
+    seen = record_authorization(fake_api, monkeypatch)
     monkeypatch.setenv("KF_PIPELINES_TOKEN", "secret-token")
     submit_run(fake_api.url, RunConfig(), ClusterConfig())
     assert seen and set(seen) == {"Bearer secret-token"}
@@ -199,10 +222,103 @@ def test_a_run_from_seeds_submits_the_generate_pipeline_with_gpu_sampling(fake_a
     assert (accelerator["resourceType"], accelerator["resourceCount"]) == ("nvidia.com/gpu", "1")
 
 
-def test_namespace_goes_to_the_experiment_and_the_pipeline(fake_api: FakeKfpApi, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["submit", "--host", fake_api.url, "--namespace", "team-a"])
+def test_namespace_goes_to_the_experiment_and_the_pipeline(multi_user_api: FakeKfpApi, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["submit", "--host", multi_user_api.url, "--namespace", "team-a"])
     assert result.exit_code == 0, result.output
-    [experiment] = fake_api.state.experiments.values()
-    [pipeline] = fake_api.state.pipelines.values()
+    [experiment] = multi_user_api.state.experiments.values()
+    [pipeline] = multi_user_api.state.pipelines.values()
     assert experiment["namespace"] == pipeline["namespace"] == "team-a"
     assert not (tmp_path / ".config" / "kfp" / "context.json").exists()  # the user's kfp context is left alone
+
+
+def test_a_second_submit_in_a_profile_namespace_adds_a_version(multi_user_api: FakeKfpApi) -> None:
+    """Defect 6 of issue 14: the lookup must name the namespace. Before, the second submit listed
+    the shared pipelines, found none, got 409 on upload, and failed "cannot be found by name"."""
+    first = submit_run(multi_user_api.url, RunConfig(run_name="a"), ClusterConfig(), namespace="team-a")
+    second = submit_run(multi_user_api.url, RunConfig(run_name="b"), ClusterConfig(), namespace="team-a")
+    assert first.pipeline_id == second.pipeline_id
+    assert len(multi_user_api.state.versions[first.pipeline_id]) == 2
+    uploads = [path for method, path in multi_user_api.state.requests if path.endswith("/pipelines/upload")]
+    assert len(uploads) == 1  # created once, then found in its namespace
+    assert first.experiment_id == second.experiment_id
+
+
+def test_profile_namespaces_and_shared_pipelines_are_kept_apart(multi_user_api: FakeKfpApi) -> None:
+    """The same pipeline name lives once per namespace and once shared, as on the real server."""
+    shared = multi_user_api.add_pipeline("codedpo-replay")  # a shared pipeline of that name
+    team_a = submit_run(multi_user_api.url, RunConfig(), ClusterConfig(), namespace="team-a")
+    team_b = submit_run(multi_user_api.url, RunConfig(), ClusterConfig(), namespace="team-b")
+    assert len({shared, team_a.pipeline_id, team_b.pipeline_id}) == 3
+    namespaces = {p["pipeline_id"]: p["namespace"] for p in multi_user_api.state.pipelines.values()}
+    assert (namespaces[team_a.pipeline_id], namespaces[team_b.pipeline_id], namespaces[shared]) == ("team-a", "team-b", "")
+    assert len(multi_user_api.state.versions[shared]) == 1  # the shared one got no version of ours
+
+
+def test_the_fake_lists_pipelines_per_namespace_like_the_real_server(multi_user_api: FakeKfpApi) -> None:
+    """What kfp.Client.get_pipeline_id (no namespace) sees in a multi-user KFP: the shared pipelines
+    only, which is why submit looks up with the namespace (`find_pipeline_id`)."""
+    from codedpo.pipelines.submit import find_pipeline_id, make_client
+
+    in_team_a = multi_user_api.add_pipeline("codedpo", "team-a")
+    client = make_client(multi_user_api.url, "team-a")
+    assert client.get_pipeline_id("codedpo") is None
+    assert find_pipeline_id(client, "codedpo", "team-a") == in_team_a
+    assert find_pipeline_id(client, "codedpo", None) is None
+    assert client._pipelines_api.pipeline_service_get_pipeline_by_name(name="codedpo", namespace="team-a").pipeline_id == (
+        in_team_a
+    )
+
+
+def test_multi_user_without_a_namespace_is_one_error_line(multi_user_api: FakeKfpApi) -> None:
+    result = runner.invoke(app, ["submit", "--host", multi_user_api.url])
+    assert result.exit_code == EXIT_API_ERROR, result.output
+    assert "HTTP 400" in result.stderr and "empty namespace in multi-user mode" in result.stderr
+    assert multi_user_api.state.runs == {}
+
+
+def test_a_token_file_is_sent_and_read_again_before_each_request(
+    multi_user_api: FakeKfpApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--token-file` (e.g. a projected ServiceAccount token, audience pipelines.kubeflow.org): the
+    kubelet rotates the file, so each request reads it again."""
+    seen = record_authorization(multi_user_api, monkeypatch)
+    token = tmp_path / "token"
+    token.write_text("first-token\n")
+    result = runner.invoke(app, ["submit", "--host", multi_user_api.url, "-n", "team-a", "--token-file", str(token)])
+    assert result.exit_code == 0, result.output
+    assert seen and set(seen) == {"Bearer first-token"}
+    run_id = next(iter(multi_user_api.state.runs))
+    token.write_text("rotated-token")
+    seen.clear()
+    result = runner.invoke(app, ["status", run_id, "--host", multi_user_api.url, "--token-file", str(token)])
+    assert result.exit_code == 0, result.output
+    assert seen and set(seen) == {"Bearer rotated-token"}
+
+
+def test_the_token_file_variable_is_used_when_no_token_is_given(
+    fake_api: FakeKfpApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = record_authorization(fake_api, monkeypatch)
+    (tmp_path / "sa-token").write_text("from-the-volume")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "sa-token"))
+    submit_run(fake_api.url, RunConfig(), ClusterConfig())
+    assert seen and set(seen) == {"Bearer from-the-volume"}
+    seen.clear()
+    monkeypatch.setenv("KF_PIPELINES_TOKEN", "typed-token")  # a token given explicitly wins over the file
+    submit_run(fake_api.url, RunConfig(), ClusterConfig())
+    assert set(seen) == {"Bearer typed-token"}
+
+
+@pytest.mark.parametrize("content", [None, "  \n"])
+def test_an_unreadable_or_empty_token_file_is_one_line_and_exit_2(
+    fake_api: FakeKfpApi, tmp_path: Path, content: str | None
+) -> None:
+    token = tmp_path / "token"
+    if content is not None:
+        token.write_text(content)
+    for command in (["submit", "--host", fake_api.url], ["status", "run-1", "--host", fake_api.url]):
+        result = runner.invoke(app, [*command, "--token-file", str(token)])
+        assert result.exit_code == 2, result.output
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("error: ") and str(token) in line and "Traceback" not in result.output
+    assert fake_api.state.requests == []

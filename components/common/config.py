@@ -290,7 +290,9 @@ class PairsConfig(_Section):
 
 
 TrainMethod = Literal["dpo", "kto", "sft"]
-Launcher = Literal["inline", "torchrun", "pytorchjob"]
+Launcher = Literal["inline", "torchrun", "pytorchjob", "trainjob"]
+# The launchers that run the trainer as a Kubernetes job of its own (train.job gives its shape).
+CLUSTER_LAUNCHERS = ("pytorchjob", "trainjob")
 
 
 class LoraSettings(_Section):
@@ -329,7 +331,8 @@ class TrainConfig(_Section):
     launcher: Launcher = Field(
         "inline",
         description="How the pipeline runs the trainer: 'inline' (in the step's process), 'torchrun' "
-        "(nproc_per_node processes on the step's machine), 'pytorchjob' (a Kubeflow PyTorchJob).",
+        "(nproc_per_node processes on the step's machine), 'pytorchjob' (a PyTorchJob, Kubeflow Training "
+        "Operator v1), 'trainjob' (a TrainJob, Kubeflow Trainer v2 >= 2.2, against train.job.runtime_name).",
     )
     nproc_per_node: int = Field(1, ge=1, le=64, description="Processes (devices) per machine for 'torchrun'.")
     method: TrainMethod = Field(
@@ -380,11 +383,16 @@ class TrainConfig(_Section):
     lora: LoraSettings | None = Field(None, description="Train LoRA adapters (peft) instead of all weights.")
     job: TrainJobConfig | None = Field(
         None,
-        description="launcher 'pytorchjob': the job's cluster shape (image, namespace, workers, nproc_per_node, "
-        "gpus_per_pod, cpu/memory, node_selector, tolerations, s3, ...); its name is derived from the run.",
+        description="launchers 'pytorchjob' and 'trainjob': the job's cluster shape (image, namespace, workers, "
+        "nproc_per_node, gpus_per_pod, cpu/memory, node_selector, tolerations, s3, env_from_secrets, queue_name, "
+        "runtime_name, ...); its name is derived from the run.",
     )
     job_timeout_s: float = Field(
-        7 * 24 * 3600.0, gt=0, description="launcher 'pytorchjob': how long the step follows the job before deleting it."
+        24 * 3600.0,
+        gt=0,
+        description="launchers 'pytorchjob' and 'trainjob': seconds the step follows the job (queueing included) "
+        "before deleting it, and the job's own deadline unless job.active_deadline_s is set. Keep it below the "
+        "train step's timeout_s (cluster file), so the job cannot outlive its step.",
     )
 
     @model_validator(mode="after")
@@ -396,14 +404,14 @@ class TrainConfig(_Section):
                              "examples within a batch)")
         if self.method == "sft" and self.precompute_ref_log_probs:
             raise ValueError("precompute_ref_log_probs needs a reference model: use it with 'dpo' or 'kto'")
-        if self.launcher == "pytorchjob":
+        if self.launcher in CLUSTER_LAUNCHERS:
             # The job's pods see neither the step's files nor its folder: they read and publish
             # through object storage, and need an image to run.
             if self.output is not None and not self.output.startswith("s3://"):
-                raise ValueError(f"launcher 'pytorchjob' publishes through object storage: output must be an "
+                raise ValueError(f"launcher {self.launcher!r} publishes through object storage: output must be an "
                                  f"s3:// URI (got {self.output!r})")
             if self.job is None or not self.job.image:
-                raise ValueError("launcher 'pytorchjob' needs job.image (the trainer image) and the job's shape "
+                raise ValueError(f"launcher {self.launcher!r} needs job.image (the trainer image) and the job's shape "
                                  "under train.job")
         return self
 
@@ -426,7 +434,19 @@ class RunConfig(_Section):
     store: str | None = Field(
         None,
         description="Artifact store, s3://bucket/prefix or a folder: every stage also publishes its output "
-        "there under runs/<run_name>/<stage>/ (S3 settings from the environment). Unset: none.",
+        "there under runs/<run_id>/<stage>/ (S3 settings from the environment). Unset: none.",
+    )
+    run_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="The key of this run's outputs in the store, runs/<run_id>/. Unset: the KFP run's id on a "
+        "cluster (every run, clone and recurring run apart); run_name on the local runner. A run_id "
+        "that holds another run's outputs is refused unless replace_run is set.",
+    )
+    replace_run: bool = Field(
+        False,
+        description="Let this run publish under a run_id whose outputs came from another run (replacing them). "
+        "The local runner sets it when it keys the store by run_name, as it replaces its run folder.",
     )
     seeds: SeedsConfig = Field(default_factory=SeedsConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
@@ -504,6 +524,32 @@ def resolve_file_paths(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     return data
 
 
+def _is_store_uri(value: str) -> bool:
+    return "://" in value and not value.startswith("file://")
+
+
+def _load_remote_file(uri: str) -> dict[str, Any]:
+    """A run file kept in the artifact store (`--config s3://bucket/run.yaml`), fetched first."""
+    import tempfile
+
+    from codedpo.components.common.storage.inputs import fetch_input
+
+    with tempfile.TemporaryDirectory(prefix="codedpo-config-") as folder:
+        return load_yaml_mapping(fetch_input(uri, Path(folder), "--config"), "config")
+
+
+def _resolve_beside_uri(data: dict[str, Any], folder_uri: str) -> dict[str, Any]:
+    """A remote run file's relative input paths, as URIs beside it (samples.jsonl next to
+    s3://b/inputs/run.yaml is s3://b/inputs/samples.jsonl): what "beside the file" means there."""
+    data = {key: dict(value) if isinstance(value, dict) else value for key, value in data.items()}
+    for dotted in ("samples.path", "samples.problems_path", "samples.tests_path", "seeds.path"):
+        section, name = dotted.split(".")
+        node = data.get(section)
+        if isinstance(node, dict) and _is_local_path(node.get(name)):
+            node[name] = f"{folder_uri}/{node[name]}"
+    return data
+
+
 def load_config(
     path: str | Path | None = None, overrides: dict[str, Any] | None = None, *, paths_beside_file: bool = True
 ) -> RunConfig:
@@ -514,7 +560,12 @@ def load_config(
     ConfigError with the field and the reason."""
     data: dict[str, Any] = {}
     source = "defaults"
-    if path is not None:
+    if path is not None and _is_store_uri(str(path)):
+        source = str(path)
+        data = _load_remote_file(str(path))
+        if paths_beside_file:
+            data = _resolve_beside_uri(data, str(path).rsplit("/", 1)[0])
+    elif path is not None:
         source = str(path)
         data = load_yaml_mapping(path, "config")
         if paths_beside_file:

@@ -132,6 +132,9 @@ def describe_api_error(error: Any, verb: str, resource: str, namespace: str, hos
     status = getattr(error, "status", None)
     said = _server_message(error)
     where = f"{verb} {resource} in namespace {namespace}"
+    if status == 403 and "admission webhook" in said:
+        # A webhook's denial (Trainer's, Kueue's, a policy engine's) is no RBAC problem: say what it said.
+        return KubeError(f"{where}: refused by an admission webhook (403) ({said})", status)
     if status == 403:
         plural, _, group = resource.partition(".")  # kubectl's resource.group spelling
         rule = f"apiGroups: [{group!r}], resources: [{plural!r}], verbs: [{verb!r}]"

@@ -1,9 +1,10 @@
 """The Kubernetes workloads the stages launch, as settings: the sandbox Job (`execute.job`)
-and the PyTorchJob (`train.job`), with the pieces they share: one Toleration model (also the
-pipeline steps', pipelines/cluster.py), one reference to the S3 Secret, one namespace default.
+and the training job (`train.job`: a PyTorchJob or a Trainer v2 TrainJob), with the pieces they
+share: one Toleration model (also the pipeline steps', pipelines/cluster.py), one reference to the
+S3 Secret, one namespace default.
 
-The objects themselves are built where they run: components/execute/sandbox_job.py and
-components/train/pytorchjob.py. This module imports only pydantic, so the run configuration
+The objects themselves are built where they run: components/execute/sandbox_job.py,
+components/train/pytorchjob.py and components/train/trainjob.py. This module imports only pydantic, so the run configuration
 (components/common/config.py) can hold both sections without importing a stage.
 """
 
@@ -27,6 +28,10 @@ _LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _INT32_MAX = 2**31 - 1
+
+# The label Kueue reads on a PyTorchJob or TrainJob: the LocalQueue (in the job's namespace) that
+# admits it against a quota; Kueue's webhook then creates the job suspended until admission.
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 
 def check_label_key(key: str) -> str:
@@ -171,6 +176,44 @@ class S3SecretRef(Section):
         return env
 
 
+class SecretEnvVar(Section):
+    """One environment variable of the trainer filled from a key of a Secret in the job's namespace
+    (`valueFrom.secretKeyRef`): the value (a Hugging Face token, say) never appears in the job
+    object, in `run_config` or in the compiled pipeline, only the Secret's name and key."""
+
+    name: str = Field(..., description="Environment variable, e.g. HF_TOKEN.")
+    secret: str = Field(..., description="Secret in the job's namespace (train.job.namespace), e.g. hf-token.")
+    key: str = Field(..., description="Key in the Secret, e.g. HF_TOKEN.")
+    optional: bool = Field(False, description="Start the pods even when the Secret or the key is missing.")
+
+    @field_validator("name")
+    @classmethod
+    def _env_name(cls, name: str) -> str:
+        if not _ENV_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid environment variable name")
+        return name
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_name(cls, name: str) -> str:
+        if len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
+            raise ValueError("must be a DNS-1123 subdomain (lower-case alphanumerics, '-', '.'), at most 253 characters")
+        return name
+
+    @field_validator("key")
+    @classmethod
+    def _secret_key(cls, key: str) -> str:
+        if len(key) > 253 or not _SECRET_KEY.match(key):
+            raise ValueError("a Secret key is 1-253 characters of alphanumerics, '-', '_' or '.'")
+        return key
+
+    def to_k8s(self) -> dict[str, Any]:
+        ref: dict[str, Any] = {"name": self.secret, "key": self.key}
+        if self.optional:
+            ref["optional"] = True
+        return {"name": self.name, "valueFrom": {"secretKeyRef": ref}}
+
+
 class SandboxJobConfig(Section):
     """The Kubernetes Indexed Job that runs the execute stage on a cluster
     (`execute.launcher: kubernetes-job`; see components/execute/sandbox_job.py)."""
@@ -219,13 +262,15 @@ class SandboxJobConfig(Section):
 
 
 class TrainJobConfig(Section):
-    """`train.job`: the cluster shape of a training run (launcher 'pytorchjob'), what
-    components/train/pytorchjob.py turns into a PyTorchJob; its name comes from the run."""
+    """`train.job`: the cluster shape of a training run, what components/train/pytorchjob.py turns
+    into a PyTorchJob (launcher 'pytorchjob', Training Operator v1) and components/train/trainjob.py
+    into a TrainJob (launcher 'trainjob', Kubeflow Trainer v2); its name comes from the run. The
+    fields marked "PyTorchJob only" have no TrainJob counterpart: there the runtime decides."""
 
     section: ClassVar[str] = "train.job"
 
     namespace: str = Field(DEFAULT_NAMESPACE, description="Namespace the job (and the S3 Secret) live in.")
-    image: str = Field("", description="Trainer image (images/trainer): required by launcher 'pytorchjob'.")
+    image: str = Field("", description="Trainer image (images/trainer): required by launchers 'pytorchjob' and 'trainjob'.")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         "IfNotPresent", description="When the kubelet pulls the image."
     )
@@ -251,23 +296,54 @@ class TrainJobConfig(Section):
         default_factory=dict, description="Extra labels on the job and its pods (besides app.kubernetes.io/*)."
     )
     s3: S3SecretRef = Field(default_factory=S3SecretRef, description="Where the S3 settings come from.")
-    env: dict[str, str] = Field(default_factory=dict, description="Extra plain environment variables of the trainer.")
-    master_port: int = Field(23456, ge=1, le=65535, description="Rendezvous port (the operator's default).")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra plain environment variables of the trainer. Never a secret: these values are "
+        "written into the job object (and run_config); use env_from_secrets for tokens.",
+    )
+    env_from_secrets: list[SecretEnvVar] = Field(
+        default_factory=list,
+        description="Environment variables of the trainer filled from Secrets in the job's namespace, e.g. "
+        "[{name: HF_TOKEN, secret: hf-token, key: HF_TOKEN}] for a gated model.",
+    )
+    queue_name: str | None = Field(
+        None,
+        description="Kueue LocalQueue (in the job's namespace) that admits the job: sets the label "
+        f"{KUEUE_QUEUE_LABEL} on the PyTorchJob / TrainJob. None = not queued (the pods start at once).",
+    )
+    runtime_name: str = Field(
+        "torch-distributed",
+        description="TrainJob only: the (Cluster)TrainingRuntime it runs on. It must have the torch ML policy "
+        "(the trainer starts with torchrun) and its trainer node named 'node', as Trainer's torch runtimes do.",
+    )
+    runtime_kind: Literal["ClusterTrainingRuntime", "TrainingRuntime"] = Field(
+        "ClusterTrainingRuntime",
+        description="TrainJob only: 'ClusterTrainingRuntime' (cluster-wide, what Trainer installs) or "
+        "'TrainingRuntime' (in the job's namespace).",
+    )
+    master_port: int = Field(23456, ge=1, le=65535, description="PyTorchJob only: rendezvous port (the operator's default).")
     restart_policy: Literal["OnFailure", "Never", "Always", "ExitCode"] = Field(
         "OnFailure",
-        description="Pod restart policy per replica; restarts resume from the latest checkpoint.",
+        description="PyTorchJob only: pod restart policy per replica; restarts resume from the latest checkpoint.",
     )
     clean_pod_policy: Literal["None", "Running", "All"] = Field(
         "Running",
-        description="Pods deleted when the job finishes: 'Running' frees still-running pods (and their GPUs) "
-        "and keeps finished ones and their logs until the TTL.",
+        description="PyTorchJob only: pods deleted when the job finishes: 'Running' frees still-running pods "
+        "(and their GPUs) and keeps finished ones and their logs until the TTL.",
     )
     ttl_after_finished_s: int | None = Field(
-        86400, ge=0, le=_INT32_MAX, description="Seconds after the job finishes before it is deleted; None = never."
+        86400, ge=0, le=_INT32_MAX,
+        description="PyTorchJob only: seconds after the job finishes before it is deleted; None = never.",
     )
-    backoff_limit: int = Field(3, ge=0, le=_INT32_MAX, description="Retries before the job is marked failed.")
+    backoff_limit: int = Field(
+        3, ge=0, le=_INT32_MAX, description="PyTorchJob only: retries before the job is marked failed."
+    )
     active_deadline_s: int | None = Field(
-        None, ge=1, description="Seconds the job may run before it is stopped; None = no limit."
+        None,
+        ge=1,
+        description="Seconds the job may run before its controller stops it (PyTorchJob "
+        "runPolicy.activeDeadlineSeconds, TrainJob spec.activeDeadlineSeconds); None = train.job_timeout_s, "
+        "so a job whose step died (OOM-killed, node lost) does not run on unbounded.",
     )
 
     @field_validator("namespace")
@@ -301,6 +377,19 @@ class TrainJobConfig(Section):
     def _label_syntax(cls, labels: dict[str, str]) -> dict[str, str]:
         return check_labels(labels)
 
+    @field_validator("queue_name")
+    @classmethod
+    def _queue_name(cls, name: str | None) -> str | None:
+        # A LocalQueue's name, and a label value (at most 63 characters).
+        return None if name is None else check_namespace(name)
+
+    @field_validator("runtime_name")
+    @classmethod
+    def _runtime_name(cls, name: str) -> str:
+        if len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
+            raise ValueError("must be a DNS-1123 subdomain (lower-case alphanumerics, '-', '.'), at most 253 characters")
+        return name
+
     @field_validator("env")
     @classmethod
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
@@ -331,6 +420,15 @@ class TrainJobConfig(Section):
         clash = sorted(reserved & set(self.env) | {n for n in self.env if n.startswith("PET_")})
         if clash:
             raise ValueError(f"env: {', '.join(clash)} are set by the s3 section or the operator")
+        from_secrets = [item.name for item in self.env_from_secrets]
+        clash = sorted(reserved & set(from_secrets) | {n for n in from_secrets if n.startswith("PET_")})
+        if clash:
+            raise ValueError(f"env_from_secrets: {', '.join(clash)} are set by the s3 section or the operator")
+        twice = sorted({n for n in from_secrets if from_secrets.count(n) > 1} | (set(from_secrets) & set(self.env)))
+        if twice:
+            raise ValueError(f"env_from_secrets: {', '.join(twice)} set twice (in env or env_from_secrets)")
+        if self.queue_name is not None and KUEUE_QUEUE_LABEL in self.labels:
+            raise ValueError(f"queue_name and labels[{KUEUE_QUEUE_LABEL!r}] both set: keep queue_name only")
         return self
 
     @property

@@ -90,11 +90,11 @@ import math
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from codedpo.components.common import kube
 from codedpo.components.common.config import ExecuteConfig, SandboxJobConfig
-from codedpo.components.common.records import ExecutionRecord, SampleSet
+from codedpo.components.common.records import ExecutionRecord, SampleSet, TimingRecord
 from codedpo.components.common.storage import StorageError, Store, open_store, run_prefix
 from codedpo.components.execute.executor import harness_limits, harness_version
 from codedpo.components.execute.harness.processes import REQUIRED_CAPABILITIES
@@ -118,6 +118,31 @@ DATA_MOVER_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits"
 
 class ShardsFailedError(RuntimeError):
     """Some shards have no result after every attempt; the message names them and why."""
+
+
+@dataclass(frozen=True)
+class PodTask:
+    """What the pods do with their shards: `execute` (every code against every test:
+    ExecutionRecords) or `time` (a timing plan's codes, `repeats` timed runs on `basis`:
+    TimingRecords, execute/timing.py). It names the store prefix, `runs/<run-id>/<stage>/shards/`."""
+
+    stage: Literal["execute", "time"] = "execute"
+    repeats: int = 0
+    basis: Literal["wall", "cpu"] = "wall"
+
+    def worker_args(self) -> list[str]:
+        """The `shard_worker run` options that select this task."""
+        if self.stage == "execute":
+            return []
+        return ["--task", "time", "--repeats", str(self.repeats), "--basis", self.basis]
+
+    def parse(self, line: str) -> ExecutionRecord | TimingRecord:
+        """One line of a shard's result."""
+        record_type = ExecutionRecord if self.stage == "execute" else TimingRecord
+        return record_type.model_validate_json(line)
+
+
+EXECUTE = PodTask()
 
 
 @dataclass(frozen=True)
@@ -159,11 +184,15 @@ def split_samples(samples: list[SampleSet], shards: int) -> list[tuple[int, int]
     return ranges
 
 
-def make_shards(samples: list[SampleSet], config: ExecuteConfig, shards: int) -> list[Shard]:
-    """The shards of `samples` with their ids (sha256 of the harness, its limits and the input)."""
+def make_shards(samples: list[SampleSet], config: ExecuteConfig, shards: int, task: PodTask = EXECUTE) -> list[Shard]:
+    """The shards of `samples` with their ids (sha256 of the harness, its limits, the task and
+    the input)."""
     limits = harness_limits(pod_execute_config(config))
     limits.pop("workers")
-    salt = json.dumps({"harness": harness_version(), "limits": limits}, sort_keys=True).encode()
+    identity: dict[str, Any] = {"harness": harness_version(), "limits": limits}
+    if task != EXECUTE:  # execute shards keep the ids they had before timing ran in pods too
+        identity["task"] = [task.stage, task.repeats, task.basis]
+    salt = json.dumps(identity, sort_keys=True).encode()
     out = []
     for start, stop in split_samples(samples, shards):
         data = "".join(s.model_dump_json() + "\n" for s in samples[start:stop]).encode("utf-8")
@@ -176,13 +205,14 @@ def _slug(text: str, limit: int) -> str:
     return slug or "run"
 
 
-def job_name(run_id: str, shard_ids: list[str], job: SandboxJobConfig) -> str:
+def job_name(run_id: str, shard_ids: list[str], job: SandboxJobConfig, task: PodTask = EXECUTE) -> str:
     """Deterministic per (run, shard set, Job settings): a retried step finds the Job its first try
     created, and changed settings never meet an old Job of the same name. At most 50 characters,
     so that pod host names `<job>-<index>` stay within 63."""
     key = json.dumps([shard_ids, job.model_dump(mode="json")], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    return f"codedpo-exec-{_slug(run_id, 26)}-{digest}"
+    kind = "exec" if task.stage == "execute" else "time"
+    return f"codedpo-{kind}-{_slug(run_id, 26)}-{digest}"
 
 
 # --- the Job -------------------------------------------------------------------------------------
@@ -210,15 +240,20 @@ def _container(name: str, job: SandboxJobConfig, args: list[str], env: list[dict
             "resources": resources, "volumeMounts": mounts, "securityContext": _security_context(root)}
 
 
+def shards_prefix(run_id: str, task: PodTask = EXECUTE) -> str:
+    """Where a run's shards of `task` live in the store: `runs/<run-id>/<stage>/shards`."""
+    return f"{run_prefix(run_id, task.stage)}/shards"
+
+
 def build_sandbox_job(name: str, run_id: str, shard_ids: list[str], config: ExecuteConfig,
-                      job: SandboxJobConfig) -> dict[str, Any]:
+                      job: SandboxJobConfig, task: PodTask = EXECUTE) -> dict[str, Any]:
     """The Indexed Job that runs `shard_ids` (index i runs shard_ids[i]), as a plain dict (the
     shape BatchV1Api takes). See the module docstring for what each part is for."""
     if not job.store_uri.startswith("s3://"):
         raise ValueError(f"execute.job.store_uri must be an s3:// URI the pods can reach, got {job.store_uri!r}")
     if not shard_ids:
         raise ValueError("a sandbox Job needs at least one shard")
-    prefix = f"{run_prefix(run_id, 'execute')}/shards"
+    prefix = shards_prefix(run_id, task)
     execute_json = json.dumps(pod_execute_config(config).model_dump(mode="json", exclude={"launcher", "job"}),
                               sort_keys=True, separators=(",", ":"))
     labels = {**SANDBOX_LABELS, RUN_LABEL: _slug(run_id, 63)}
@@ -232,7 +267,8 @@ def build_sandbox_job(name: str, run_id: str, shard_ids: list[str], config: Exec
                          "limits": {"cpu": cpu, "memory": f"{job.memory_mib}Mi"}}
     fetch = _container("fetch", job, ["fetch", *store_args, "--shards", ",".join(shard_ids)],
                        [index_env, *job.s3.to_env()], DATA_MOVER_RESOURCES, [work, tmp])
-    sandbox = _container("sandbox", job, ["run", "--dir", WORK_DIR, "--sandbox", "pod", "--execute-json", execute_json],
+    sandbox = _container("sandbox", job, ["run", "--dir", WORK_DIR, "--sandbox", "pod", "--execute-json", execute_json,
+                          *task.worker_args()],
                          [], sandbox_resources, [work, tmp], root=True)
     uploader = _container("upload", job, ["upload", *store_args, "--wait-timeout-s", str(math.ceil(job.timeout_s))],
                           job.s3.to_env(), DATA_MOVER_RESOURCES, [{**work, "readOnly": True}, tmp])
@@ -286,19 +322,24 @@ def parse_indexes(text: str | None) -> set[int]:
     return out
 
 
-def _read_result(store: Store, prefix: str, shard: Shard, samples: list[SampleSet]) -> list[ExecutionRecord] | None:
-    """The shard's records if its result is in the store and matches its input; else None."""
+def _read_result(store: Store, prefix: str, shard: Shard, samples: list[SampleSet],
+                 task: PodTask = EXECUTE) -> list[Any] | None:
+    """The shard's records if its result is in the store and matches its input (its problems, in
+    order: one record each for `execute`, one per timed code for `time`); else None."""
     key = shard_key(prefix, shard.id, RESULT)
     try:
         if not store.exists(key):
             return None
         lines = store.get_bytes(key).decode("utf-8").splitlines()
-        records = [ExecutionRecord.model_validate_json(line) for line in lines if line.strip()]
+        records = [task.parse(line) for line in lines if line.strip()]
     except (StorageError, ValueError) as error:
         logger.warning("shard %s: unusable result (%s); it runs again", shard.id, error)
         return None
     expected = [s.problem_id for s in samples[shard.start:shard.stop]]
-    if [r.problem_id for r in records] != expected:
+    found = [r.problem_id for r in records]
+    if task.stage == "time":  # several records (codes) per problem, every planned problem timed
+        found = list(dict.fromkeys(found))
+    if found != expected:
         logger.warning("shard %s: its result does not match its input; it runs again", shard.id)
         return None
     return records
@@ -433,21 +474,55 @@ def execute_on_cluster(
 
     Raises ShardsFailedError, JobTimeoutError, JobCancelledError, KubeError, StorageError.
     """
+    return run_on_cluster(samples, config, run_id, EXECUTE, api=api, store=store, cancel=cancel)
+
+
+def time_on_cluster(
+    plan: list[SampleSet],
+    config: ExecuteConfig,
+    run_id: str,
+    repeats: int,
+    basis: Literal["wall", "cpu"] = "wall",
+    *,
+    api: Any = None,
+    store: Store | None = None,
+    cancel: threading.Event | None = None,
+) -> list[TimingRecord]:
+    """The timing pass in the same gVisor pods: time every code of a timing plan
+    (`timing.timing_plan`) on its tests, `repeats` times (`timing.time_samples` in each pod);
+    TimingRecords in plan order. Arguments and errors as for `execute_on_cluster`; the shards
+    live under `runs/<run-id>/time/shards/`. A problem's codes are timed in one pod, one at a
+    time, so the codes they are compared with ran on the same node under the same load."""
+    return run_on_cluster(plan, config, run_id, PodTask("time", repeats, basis), api=api, store=store, cancel=cancel)
+
+
+def run_on_cluster(
+    samples: list[SampleSet],
+    config: ExecuteConfig,
+    run_id: str,
+    task: PodTask,
+    *,
+    api: Any = None,
+    store: Store | None = None,
+    cancel: threading.Event | None = None,
+) -> list[Any]:
+    """`task` over `samples` in Indexed Jobs of gVisor pods: the coordinator of the module
+    docstring. The records of every shard, in input order."""
     job = config.job
     if not job.store_uri.startswith("s3://"):
         raise ValueError(f"execute.job.store_uri must be an s3:// URI the pods can reach, got {job.store_uri!r}")
     store = store if store is not None else open_store(job.store_uri)
-    prefix = f"{run_prefix(run_id, 'execute')}/shards"
-    shards = make_shards(samples, config, job.shards)
-    results: dict[str, list[ExecutionRecord]] = {}
+    prefix = shards_prefix(run_id, task)
+    shards = make_shards(samples, config, job.shards, task)
+    results: dict[str, list[Any]] = {}
     for shard in shards:
-        found = _read_result(store, prefix, shard, samples)
+        found = _read_result(store, prefix, shard, samples, task)
         if found is not None:
             results[shard.id] = found
         elif not store.exists(shard_key(prefix, shard.id, INPUT)):
             store.put_bytes(shard_key(prefix, shard.id, INPUT), shard.data)
     if results:
-        logger.info("execute: %d of %d shards already have results; not run again", len(results), len(shards))
+        logger.info("%s: %d of %d shards already have results; not run again", task.stage, len(results), len(shards))
     api = api if api is not None else kube.api_client() if len(results) < len(shards) else None
     attempt = 0
     with kube.cancel_on_signals() as signalled:
@@ -456,11 +531,12 @@ def execute_on_cluster(
             attempt += 1
             pending = [s for s in shards if s.id not in results]
             ids = [s.id for s in pending]
-            name = job_name(run_id, ids, job)
-            logger.info("execute: attempt %d/%d, Job %s over %d shard(s)", attempt, job.max_attempts, name, len(ids))
-            _run_job(api, build_sandbox_job(name, run_id, ids, config, job), job, stop)
+            name = job_name(run_id, ids, job, task)
+            logger.info("%s: attempt %d/%d, Job %s over %d shard(s)", task.stage, attempt, job.max_attempts, name,
+                        len(ids))
+            _run_job(api, build_sandbox_job(name, run_id, ids, config, job, task), job, stop)
             for shard in pending:
-                found = _read_result(store, prefix, shard, samples)
+                found = _read_result(store, prefix, shard, samples, task)
                 if found is not None:
                     results[shard.id] = found
     if api is not None:

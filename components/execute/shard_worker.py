@@ -7,6 +7,7 @@ pod (components/execute/sandbox_job.py builds the pod and says why it is split t
                                                     # sandbox container: NO credentials, no token
     python -m codedpo.components.execute.shard_worker upload --store s3://b/p --prefix ... --dir DIR \\
         --wait-timeout-s 3600                       # uploader container: has the S3 credentials
+    (run also takes --task time --repeats R --basis wall|cpu: the timing pass)
 
 `fetch` picks its shard by the completion index (env JOB_COMPLETION_INDEX, set by Kubernetes in
 every pod of an Indexed Job) from the `--shards` list and downloads `<prefix>/<id>/input.jsonl`
@@ -14,9 +15,12 @@ every pod of an Indexed Job) from the `--shards` list and downloads `<prefix>/<i
 `run` executes it with `execute_samples` (no outcome cache: the root file system is read-only and
 the pod is thrown away) and writes `<dir>/result.jsonl` (ExecutionRecords, in input order), then
 the marker `<dir>/done`; on an error it writes `<dir>/failed` with the one-line reason instead.
+With `--task time` the input is a timing plan and `run` times it (`timing.time_samples`,
+TimingRecords). While it works it touches `<dir>/heartbeat` every few seconds.
 `upload` waits for one of the markers: `done` -> uploads `<prefix>/<id>/result.jsonl` and exits 0;
-`failed` (or no marker within the wait) -> prints the reason and exits 1, so the pod, and with it
-the completion index, fails and the coordinator runs the shard again.
+`failed`, a heartbeat that stopped (the sandbox container was killed, e.g. for memory, and can
+write no marker), or no marker within the wait -> prints the reason and exits 1, so the pod,
+and with it the completion index, fails and the coordinator runs the shard again.
 
 Exit status: 0 done, 1 failed, 2 bad command line.
 """
@@ -27,10 +31,19 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
-INPUT, RESULT, SHARD, DONE, FAILED = "input.jsonl", "result.jsonl", "shard", "done", "failed"
+INPUT, RESULT, SHARD, DONE, FAILED, HEARTBEAT = "input.jsonl", "result.jsonl", "shard", "done", "failed", "heartbeat"
+# The sandbox container touches its heartbeat this often; the uploader calls it dead (killed for
+# memory: no marker) after HEARTBEAT_STALE_S without one. Wide margins: a busy gVisor sandbox can
+# stall a thread for seconds, and a false "dead" only costs a rerun of the shard.
+HEARTBEAT_PERIOD_S = 5.0
+HEARTBEAT_STALE_S = 60.0
+# How long the uploader waits for a first heartbeat beyond HEARTBEAT_STALE_S (the sandbox
+# container starts after the init container, beside the uploader: its image may still be pulled).
+START_ALLOWANCE_S = 600.0
 INDEX_ENV = "JOB_COMPLETION_INDEX"
 
 
@@ -62,22 +75,58 @@ def fetch(store_uri: str, prefix: str, shard_ids: list[str], workdir: Path, inde
     return shard_id
 
 
-def run(workdir: Path, execute_json: str, sandbox: str) -> str:
-    """Execute `<workdir>/input.jsonl`; write the result and the `done` marker, or the `failed`
-    marker with the reason (and re-raise). Returns a summary line."""
+class Heartbeat:
+    """Touches `<workdir>/heartbeat` every `period_s` from a thread while the sandbox container
+    works, so that the uploader can tell a container that was killed (out of memory: it writes
+    no marker) from one that is still busy, and fail the pod at once rather than at the Job's
+    deadline."""
+
+    def __init__(self, workdir: Path, period_s: float = HEARTBEAT_PERIOD_S) -> None:
+        self.path, self.period_s = workdir / HEARTBEAT, period_s
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        while True:
+            self.path.touch()
+            if self.stopped.wait(self.period_s):
+                return
+
+    def __enter__(self) -> Heartbeat:
+        self.path.touch()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+
+def run(workdir: Path, execute_json: str, sandbox: str, task: str = "execute", repeats: int = 0,
+        basis: str = "wall") -> str:
+    """Execute `<workdir>/input.jsonl` (task `execute`: every code against every test), or time it
+    (task `time`: a timing plan, `repeats` timed runs on `basis`); write the result and the
+    `done` marker, or the `failed` marker with the reason (and re-raise). Returns a summary line."""
     try:
         from codedpo.components.common import jsonl
         from codedpo.components.common.config import ExecuteConfig
         from codedpo.components.common.records import SampleSet
         from codedpo.components.execute.executor import ExecutionStats, execute_samples
+        from codedpo.components.execute.timing import time_samples
 
         config = ExecuteConfig.model_validate({**json.loads(execute_json), "sandbox": sandbox, "cache_dir": ""})
         samples = jsonl.read_records(workdir / INPUT, SampleSet)
-        stats = ExecutionStats()
-        records = execute_samples(samples, config, stats=stats)
+        started = time.monotonic()
+        with Heartbeat(workdir):
+            if task == "time":
+                records = time_samples(samples, config, repeats, basis)  # type: ignore[arg-type]
+                summary = f"{len(samples)} problems, {len(records)} codes timed, {time.monotonic() - started:.1f} s"
+            else:
+                stats = ExecutionStats()
+                records = execute_samples(samples, config, stats=stats)
+                summary = (f"{len(records)} problems, {stats.executions_run} executions, "
+                           f"{stats.sandbox_errors} sandbox errors, {stats.seconds:.1f} s")
         jsonl.write_records(workdir / RESULT, records)
-        summary = (f"{len(records)} problems, {stats.executions_run} executions, "
-                   f"{stats.sandbox_errors} sandbox errors, {stats.seconds:.1f} s")
         _write_atomic(workdir / DONE, summary)
         return summary
     except BaseException as error:
@@ -86,15 +135,36 @@ def run(workdir: Path, execute_json: str, sandbox: str) -> str:
         raise
 
 
-def upload(store_uri: str, prefix: str, workdir: Path, wait_timeout_s: float, poll_s: float = 0.5) -> str:
-    """Wait for the sandbox container's marker, then upload the result; returns its key."""
-    deadline = time.monotonic() + wait_timeout_s
+def _heartbeat_age_s(workdir: Path) -> float | None:
+    """Seconds since the sandbox container last touched its heartbeat; None before the first."""
+    try:
+        return time.time() - (workdir / HEARTBEAT).stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
+def upload(store_uri: str, prefix: str, workdir: Path, wait_timeout_s: float, poll_s: float = 0.5,
+           stale_after_s: float = HEARTBEAT_STALE_S) -> str:
+    """Wait for the sandbox container's marker, then upload the result; returns its key.
+
+    Gives up (ShardWorkerError: the pod fails, the index runs again) when the sandbox container
+    failed, when its heartbeat has not moved for `stale_after_s` (it was killed: out of memory,
+    say), when it never started beating within `stale_after_s` plus the image pull allowance,
+    or after `wait_timeout_s` in all."""
+    started = time.monotonic()
+    deadline = started + wait_timeout_s
     while not (workdir / DONE).exists():
         if (workdir / FAILED).exists():
             raise ShardWorkerError(f"the sandbox container failed: {(workdir / FAILED).read_text(encoding='utf-8')}")
-        if time.monotonic() > deadline:
-            raise ShardWorkerError(f"no result from the sandbox container within {wait_timeout_s:g} s "
+        age_s = _heartbeat_age_s(workdir)
+        waited_s = time.monotonic() - started
+        if age_s is not None and age_s > stale_after_s and not (workdir / DONE).exists():
+            raise ShardWorkerError(f"the sandbox container stopped without a result: no heartbeat for {age_s:.0f} s "
                                    "(killed, e.g. out of memory?)")
+        if age_s is None and waited_s > stale_after_s + START_ALLOWANCE_S:
+            raise ShardWorkerError(f"the sandbox container did not start within {waited_s:.0f} s")
+        if time.monotonic() > deadline:
+            raise ShardWorkerError(f"no result from the sandbox container within {wait_timeout_s:g} s")
         time.sleep(poll_s)
     from codedpo.components.common.storage import open_store
 
@@ -119,6 +189,10 @@ def _parser() -> argparse.ArgumentParser:
     command.add_argument("--dir", required=True, type=Path)
     command.add_argument("--sandbox", required=True, choices=["pod", "runsc", "unsafe-none"])
     command.add_argument("--execute-json", required=True, help="the ExecuteConfig, as JSON")
+    command.add_argument("--task", choices=["execute", "time"], default="execute",
+                         help="execute every code against every test, or time a timing plan")
+    command.add_argument("--repeats", type=int, default=0, help="task time: timed repeats per code")
+    command.add_argument("--basis", choices=["wall", "cpu"], default="wall", help="task time: the clock")
     return parser
 
 
@@ -133,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             shard_id = fetch(args.store, args.prefix, args.shards.split(","), args.dir, int(index_text))
             print(f"fetched shard {shard_id} (index {index_text})", flush=True)
         elif args.command == "run":
-            print(f"shard done: {run(args.dir, args.execute_json, args.sandbox)}", flush=True)
+            summary = run(args.dir, args.execute_json, args.sandbox, args.task, args.repeats, args.basis)
+            print(f"shard done: {summary}", flush=True)
         else:
             print(f"uploaded {upload(args.store, args.prefix, args.dir, args.wait_timeout_s)}", flush=True)
     except Exception as error:  # noqa: BLE001 - one line in the pod log, exit 1 fails the index

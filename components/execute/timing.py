@@ -59,29 +59,37 @@ def _candidates(sample: SampleSet, execution: ExecutionRecord, score: ScoreRecor
     return codes, trusted
 
 
-def time_trusted_codes(
-    samples: list[SampleSet],
-    executions: list[ExecutionRecord],
-    scores: list[ScoreRecord],
-    config: ExecuteConfig,
-    repeats: int,
-    basis: Literal["wall", "cpu"] = "wall",
-) -> list[TimingRecord]:
-    """Time every code that passed all trusted tests of its problem (problems with fewer than two
-    such codes are skipped: there is nothing to compare). Returns TimingRecords in problem order,
-    summarised on `basis`; where `basis` is "cpu" and the CPU clock cannot be read, a ValueError."""
+def timing_plan(
+    samples: list[SampleSet], executions: list[ExecutionRecord], scores: list[ScoreRecord]
+) -> list[SampleSet]:
+    """What the timing pass runs: for each problem with at least two codes that pass every trusted
+    test, its SampleSet cut down to those codes and the trusted tests (ids kept), in problem order.
+    Problems with fewer such codes are left out: there is nothing to compare. The plan is plain
+    SampleSets, so the sandbox Job's pods time it as they execute a shard (execute/launch.py)."""
     if not (len(samples) == len(executions) == len(scores)):
         raise ValueError(f"samples ({len(samples)}), executions ({len(executions)}) and scores "
                          f"({len(scores)}) must describe the same problems in the same order")
-    started = time.monotonic()
-    jobs: list[Job] = []
+    plan = []
     for problem_index, (sample, execution, score) in enumerate(zip(samples, executions, scores)):
         if not (sample.problem_id == execution.problem_id == score.problem_id):
             raise ValueError(f"problem {problem_index}: ids differ ({sample.problem_id!r}, "
                              f"{execution.problem_id!r}, {score.problem_id!r})")
         codes, trusted = _candidates(sample, execution, score)
         if len(codes) >= 2:
-            jobs.extend(Job(problem_index, code_index, trusted) for code_index in codes)
+            plan.append(sample.model_copy(update={"codes": [sample.codes[i] for i in codes],
+                                                  "tests": [sample.tests[j] for j in trusted]}))
+    return plan
+
+
+def time_samples(
+    plan: list[SampleSet], config: ExecuteConfig, repeats: int, basis: Literal["wall", "cpu"] = "wall"
+) -> list[TimingRecord]:
+    """Time every code of each planned problem (`timing_plan`) on all of its tests, `repeats`
+    times. Returns TimingRecords in plan order, summarised on `basis`; where `basis` is "cpu" and
+    the CPU clock cannot be read, a ValueError."""
+    started = time.monotonic()
+    jobs = [Job(problem_index, code_index, list(range(len(sample.tests))))
+            for problem_index, sample in enumerate(plan) for code_index in range(len(sample.codes))]
     passed: dict[tuple[int, int], bool] = {}
     measured: dict[tuple[int, int], tuple[list[float], list[float] | None]] = {}
 
@@ -94,10 +102,10 @@ def time_trusted_codes(
 
     if jobs:
         logger.info("time: %d codes on trusted tests, %d repeats each (%s time)", len(jobs), repeats, basis)
-        run_jobs(samples, jobs, config, record, repeats=repeats, on_timing=record_timing, workers=1)
+        run_jobs(plan, jobs, config, record, repeats=repeats, on_timing=record_timing, workers=1)
     timings = []
     for job in jobs:
-        sample = samples[job.problem_index]
+        sample = plan[job.problem_index]
         key = (job.problem_index, job.code_index)
         walls, cpus = measured.get(key, ([], None))
         if basis == "cpu" and walls and cpus is None:
@@ -108,9 +116,22 @@ def time_trusted_codes(
         median, noise = robust_stats(totals) if passed_all else (0.0, 0.0)
         timings.append(TimingRecord(
             problem_id=sample.problem_id, code_id=sample.codes[job.code_index].id,
-            test_ids=[sample.tests[t].id for t in job.test_indices], repeats=repeats,
+            test_ids=[test.id for test in sample.tests], repeats=repeats,
             totals_s=totals if passed_all else [], median_s=median, noise_s=noise, passed_all=passed_all,
             basis=basis, wall_totals_s=walls, cpu_totals_s=cpus,
         ))
     logger.info("time: %d codes timed in %.1f s", len(timings), time.monotonic() - started)
     return timings
+
+
+def time_trusted_codes(
+    samples: list[SampleSet],
+    executions: list[ExecutionRecord],
+    scores: list[ScoreRecord],
+    config: ExecuteConfig,
+    repeats: int,
+    basis: Literal["wall", "cpu"] = "wall",
+) -> list[TimingRecord]:
+    """Time every code that passed all trusted tests of its problem, in this process's sandbox
+    (`timing_plan`, then `time_samples`). Returns TimingRecords in problem order."""
+    return time_samples(timing_plan(samples, executions, scores), config, repeats, basis)

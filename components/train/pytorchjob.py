@@ -27,11 +27,16 @@ What each pod gets:
   container's memory limit, so the size must stay below that limit;
 - the S3 settings of components/common/storage/ (`S3Settings.from_env`): AWS_ACCESS_KEY_ID and
   AWS_SECRET_ACCESS_KEY from a Secret (`valueFrom.secretKeyRef`), CODEDPO_S3_ENDPOINT from the same
-  Secret or as a plain value, CODEDPO_S3_SECURE and AWS_REGION as values when given;
-- node selector, tolerations, labels (on the job and on every pod template).
+  Secret or as a plain value, CODEDPO_S3_SECURE and AWS_REGION as values when given; then
+  `env_from_secrets` (e.g. HF_TOKEN from the Secret `hf-token`, as `secretKeyRef`: no value in the
+  job), then the plain `env`;
+- node selector, tolerations, labels (on the job and on every pod template); the Kueue label
+  `kueue.x-k8s.io/queue-name` on the job only, when `queue_name` is set (Kueue reads it there).
 
-`runPolicy` carries cleanPodPolicy, ttlSecondsAfterFinished, backoffLimit (and activeDeadlineSeconds
-when set).
+`runPolicy` carries cleanPodPolicy, ttlSecondsAfterFinished, backoffLimit and activeDeadlineSeconds:
+`active_deadline_s`, else the run's `train.job_timeout_s` (rounded up), so that a job whose step
+died without deleting it (OOM-killed, node lost, the job in another namespace than its step so no
+ownerReference) stops by itself instead of holding its GPUs.
 
 `validate_pytorchjob(job, crd_path)` checks a job against the CRD file's OpenAPI v3 schema with
 `jsonschema`, the way the API server would with strict field validation: every object schema that lists
@@ -52,6 +57,7 @@ A bad spec value raises `ConfigError` (from `validate_pytorchjob_spec`) or pydan
 from __future__ import annotations
 
 import json
+import math
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -62,7 +68,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from codedpo.components.common.config import TrainConfig
 from codedpo.components.common.errors import ConfigError, describe_validation_error
-from codedpo.components.common.workloads import TrainJobConfig
+from codedpo.components.common.workloads import KUEUE_QUEUE_LABEL, TrainJobConfig
 
 API_VERSION = "kubeflow.org/v1"
 KIND = "PyTorchJob"
@@ -104,12 +110,13 @@ class PyTorchJobSpec(TrainJobConfig):
         return self
 
 
-def validate_pytorchjob_spec(data: dict[str, Any], source: str = "config") -> PyTorchJobSpec:
-    """Validate a plain dict into a PyTorchJobSpec, or raise ConfigError naming each bad field."""
+def validate_pytorchjob_spec(data: dict[str, Any], source: str = "config", what: str = "PyTorchJob") -> PyTorchJobSpec:
+    """Validate a plain dict into a PyTorchJobSpec (also the named shape of a TrainJob, `what`), or
+    raise ConfigError naming each bad field."""
     try:
         return PyTorchJobSpec.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(describe_validation_error(error, f"invalid PyTorchJob configuration ({source})")) from None
+        raise ConfigError(describe_validation_error(error, f"invalid {what} configuration ({source})")) from None
 
 
 def _cpu(cores: float) -> str:
@@ -122,7 +129,21 @@ def trainer_args(train_config: TrainConfig, pairs_uri: str, model_path: str) -> 
     return ["--pairs", pairs_uri, "--model", model_path, "--config-json", config_json]
 
 
-def _container(spec: PyTorchJobSpec, args: list[str]) -> dict[str, Any]:
+def active_deadline_s(spec: TrainJobConfig, train_config: TrainConfig) -> int:
+    """The job's own deadline: `active_deadline_s`, else the step's follow timeout (rounded up)."""
+    if spec.active_deadline_s is not None:
+        return spec.active_deadline_s
+    return max(1, math.ceil(train_config.job_timeout_s))
+
+
+def trainer_env(spec: TrainJobConfig) -> list[dict[str, Any]]:
+    """The trainer container's environment: S3 settings, Secret-backed variables, plain ones."""
+    return (spec.s3.to_env() + [item.to_k8s() for item in spec.env_from_secrets]
+            + [{"name": k, "value": v} for k, v in spec.env.items()])
+
+
+def pod_resources(spec: TrainJobConfig) -> dict[str, dict[str, str]]:
+    """Requests and limits of one trainer pod (PyTorchJob container, TrainJob resourcesPerNode)."""
     resources: dict[str, dict[str, str]] = {
         "requests": {"cpu": _cpu(spec.cpu_request_cores), "memory": f"{spec.memory_request_mib}Mi"},
         "limits": {
@@ -134,6 +155,10 @@ def _container(spec: PyTorchJobSpec, args: list[str]) -> dict[str, Any]:
         # Extended resources cannot be overcommitted: Kubernetes requires requests == limits.
         resources["requests"][spec.gpu_resource] = str(spec.gpus_per_pod)
         resources["limits"][spec.gpu_resource] = str(spec.gpus_per_pod)
+    return resources
+
+
+def _container(spec: PyTorchJobSpec, args: list[str]) -> dict[str, Any]:
     torchrun = [
         f"--nnodes={1 + spec.workers}",
         f"--nproc-per-node={spec.nproc}",
@@ -143,22 +168,21 @@ def _container(spec: PyTorchJobSpec, args: list[str]) -> dict[str, Any]:
         "-m",
         TRAINER_MODULE,
     ]
-    env = spec.s3.to_env() + [{"name": k, "value": v} for k, v in spec.env.items()]
     return {
         "name": CONTAINER_NAME,
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy,
         "command": ["torchrun"],
         "args": torchrun + args,
-        "env": env,
+        "env": trainer_env(spec),
         "ports": [{"name": PORT_NAME, "containerPort": spec.master_port, "protocol": "TCP"}],
-        "resources": resources,
+        "resources": pod_resources(spec),
         "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
     }
 
 
 def job_labels(spec: PyTorchJobSpec) -> dict[str, str]:
-    """The labels on the job and its pods: ours first, the spec's extra labels on top."""
+    """The labels on the job's pods (and the job): ours first, the spec's extra labels on top."""
     return {
         "app.kubernetes.io/name": "codedpo",
         "app.kubernetes.io/component": "train",
@@ -199,12 +223,14 @@ def build_pytorchjob(
     run_policy: dict[str, Any] = {"cleanPodPolicy": spec.clean_pod_policy, "backoffLimit": spec.backoff_limit}
     if spec.ttl_after_finished_s is not None:
         run_policy["ttlSecondsAfterFinished"] = spec.ttl_after_finished_s
-    if spec.active_deadline_s is not None:
-        run_policy["activeDeadlineSeconds"] = spec.active_deadline_s
+    run_policy["activeDeadlineSeconds"] = active_deadline_s(spec, train_config)
+    job_metadata_labels = dict(labels)
+    if spec.queue_name is not None:
+        job_metadata_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels},
+        "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": job_metadata_labels},
         "spec": {"nprocPerNode": spec.nproc, "runPolicy": run_policy, "pytorchReplicaSpecs": replica_specs},
     }
 
@@ -281,9 +307,16 @@ def _operator_errors(job: dict[str, Any]) -> list[str]:
 def validate_pytorchjob(job: dict[str, Any], crd_path: str | Path, *, strict: bool = True) -> None:
     """Check `job` against the PyTorchJob CRD at `crd_path` (see the module docstring); raise
     PyTorchJobValidationError listing every failing path. `strict=False` keeps the CRD's open objects."""
+    errors = schema_errors(job, crd_path, "v1", strict) + _operator_errors(job)
+    if errors:
+        raise PyTorchJobValidationError("PyTorchJob does not validate:\n  " + "\n  ".join(errors))
+
+
+def schema_errors(obj: dict[str, Any], crd_path: str | Path, version: str, strict: bool = True) -> list[str]:
+    """Every path of `obj` that the CRD's OpenAPI v3 schema (for `version`) rejects, one line each."""
     import jsonschema
 
-    schema = load_crd_schema(str(crd_path), "v1", strict)
+    schema = load_crd_schema(str(crd_path), version, strict)
     checker = jsonschema.FormatChecker()
 
     @checker.checks("int32")
@@ -295,10 +328,7 @@ def validate_pytorchjob(job: dict[str, Any], crd_path: str | Path, *, strict: bo
         return not isinstance(value, int) or -(2**63) <= value < 2**63
 
     validator = jsonschema.Draft7Validator(schema, format_checker=checker)
-    errors = [
+    return [
         f"{'.'.join(str(p) for p in error.absolute_path) or '(top level)'}: {error.message}"
-        for error in sorted(validator.iter_errors(job), key=lambda e: [str(p) for p in e.absolute_path])
+        for error in sorted(validator.iter_errors(obj), key=lambda e: [str(p) for p in e.absolute_path])
     ]
-    errors += _operator_errors(job)
-    if errors:
-        raise PyTorchJobValidationError("PyTorchJob does not validate:\n  " + "\n  ".join(errors))

@@ -11,6 +11,9 @@
   master's log, fails with the job's reason or deletes it on timeout / cancel, and the result is
   read back from `result.json` under the output. The job's name is a hash of the configuration
   and the pairs, so a retried step adopts the job its first attempt created.
+- "trainjob": the same, as a Kubeflow Trainer v2 TrainJob against `train.job.runtime_name`
+  (components/train/trainjob.py); the same inputs, outputs, environment, deadline and failure
+  reporting, and the same follow loop (`launcher.launch_training`).
 """
 
 from __future__ import annotations
@@ -59,22 +62,45 @@ def run_training(config: RunConfig | TrainConfig, pairs_uri: str, output_uri: st
         if completed.returncode != 0:
             raise TrainingFailedError(f"torchrun exited with status {completed.returncode} (see the log above)")
         return TrainResult.from_json(open_store(output_uri).get_bytes(RESULT_FILE).decode("utf-8"))
-    return _run_pytorchjob(train_config, pairs_uri, output_uri)
+    return _run_cluster_job(train_config, pairs_uri, output_uri)
+
+
+def describe_launcher(config: TrainConfig) -> str:
+    """One line saying where `config` trains: which launcher, and for a cluster job which API
+    (PyTorchJob of Training Operator v1, or TrainJob of Trainer v2 with its runtime), namespace,
+    nodes, deadline and Kueue queue (what `codedpo compile` prints)."""
+    if not config.model:
+        return "train: no train step (train.model is not set)"
+    if config.launcher == "inline":
+        return "train: inline, in the train step's pod"
+    if config.launcher == "torchrun":
+        return f"train: torchrun, {config.nproc_per_node} process(es) in the train step's pod"
+    job = config.job
+    assert job is not None  # TrainConfig refuses a cluster launcher without train.job
+    deadline_s = job.active_deadline_s if job.active_deadline_s is not None else config.job_timeout_s
+    where = (f"in namespace {job.namespace}, {1 + job.workers} node(s), deadline {deadline_s / 3600:g} h, "
+             f"{'Kueue queue ' + job.queue_name if job.queue_name else 'no Kueue queue'}")
+    if config.launcher == "trainjob":
+        return (f"train: TrainJob (trainer.kubeflow.org/v1alpha1, Kubeflow Trainer v2 >= 2.2) on {job.runtime_kind} "
+                f"{job.runtime_name}, {where}")
+    return f"train: PyTorchJob (kubeflow.org/v1, Kubeflow Training Operator v1), {where}"
 
 
 def pytorchjob_name(config: TrainConfig, pairs_sha256: str) -> str:
-    """A stable job name for this configuration and these pairs (DNS-1035, 28 characters)."""
+    """A stable job name for this configuration and these pairs (DNS-1035, 28 characters); the
+    PyTorchJob's or the TrainJob's (the launcher is part of the configuration hashed)."""
     text = json.dumps(config.model_dump(mode="json"), sort_keys=True) + pairs_sha256
     return "codedpo-train-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:14]
 
 
-def _run_pytorchjob(config: TrainConfig, pairs_uri: str, output_uri: str, *, api: Any = None) -> TrainResult:
+def _run_cluster_job(config: TrainConfig, pairs_uri: str, output_uri: str, *, api: Any = None) -> TrainResult:
     from codedpo.components.common.storage import open_store
     from codedpo.components.train.launcher import launch_training
     from codedpo.components.train.pytorchjob import validate_pytorchjob_spec
 
     if not output_uri.startswith("s3://"):
-        raise ValueError(f"train.launcher 'pytorchjob': the output must be an s3:// URI the job can reach, got {output_uri!r}")
+        raise ValueError(f"train.launcher {config.launcher!r}: the output must be an s3:// URI the job can reach, "
+                         f"got {output_uri!r}")
     store = open_store(output_uri)
     if pairs_uri.startswith("s3://"):
         pairs_sha256 = hashlib.sha256(pairs_uri.encode("utf-8")).hexdigest()
@@ -84,7 +110,8 @@ def _run_pytorchjob(config: TrainConfig, pairs_uri: str, output_uri: str, *, api
         store.put_bytes(f"{PAIRS_INPUT_PREFIX}/pairs.jsonl", data)
         pairs_uri = f"{output_uri.rstrip('/')}/{PAIRS_INPUT_PREFIX}"
     spec = validate_pytorchjob_spec(
-        {**(config.job.model_dump() if config.job else {}), "name": pytorchjob_name(config, pairs_sha256)}, source="train.job"
+        {**(config.job.model_dump() if config.job else {}), "name": pytorchjob_name(config, pairs_sha256)},
+        source="train.job", what="TrainJob" if config.launcher == "trainjob" else "PyTorchJob",
     )
     launch_training(spec, config, pairs_uri=pairs_uri, model_path=config.model or "", timeout_s=config.job_timeout_s, api=api)
     return TrainResult.from_json(store.get_bytes(RESULT_FILE).decode("utf-8"))

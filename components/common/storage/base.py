@@ -20,12 +20,7 @@ from pydantic import ValidationError
 
 from codedpo.components.common.storage.errors import StorageIntegrityError, StorageObjectMissingError
 from codedpo.components.common.storage.keys import check_name, check_prefix, join, temporary_path, verify
-from codedpo.components.common.storage.shards import (
-    DEFAULT_SHARD_BYTES,
-    MANIFEST_NAME,
-    ShardInfo,
-    ShardManifest,
-)
+from codedpo.components.common.storage.shards import DEFAULT_SHARD_BYTES, MANIFEST_NAME, ShardInfo, ShardManifest
 
 
 class Store(ABC):
@@ -45,17 +40,21 @@ class Store(ABC):
         """The object's bytes, verified; a missing key raises StorageObjectMissingError."""
         return self._get_verified(key)[0]
 
-    def get_file(self, key: str, path: str | os.PathLike[str]) -> None:
-        """Download the object to `path` (parents created), verified before `path` is replaced."""
+    def get_file(self, key: str, path: str | os.PathLike[str], *, require_checksum: bool = True) -> str:
+        """Download the object to `path` (parents created), verified before `path` is replaced;
+        returns its sha256. `require_checksum=False` also accepts an object written outside the
+        store (an input a user uploaded with `mc cp` or `aws s3 cp`): one with a checksum is still
+        verified, one without is taken as it is."""
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = temporary_path(target)
         try:
             with open(temporary, "w+b") as sink:
-                self._read_into(key, sink)
+                sha256 = self._read_into(key, sink, require_checksum=require_checksum)
             os.replace(temporary, target)
         finally:
             temporary.unlink(missing_ok=True)
+        return sha256
 
     @abstractmethod
     def exists(self, key: str) -> bool:
@@ -74,9 +73,10 @@ class Store(ABC):
         """The full location of `key`, for messages (`s3://bucket/...` or a path)."""
 
     @abstractmethod
-    def _read_into(self, key: str, sink: BinaryIO) -> str:
+    def _read_into(self, key: str, sink: BinaryIO, *, require_checksum: bool = True) -> str:
         """Copy the object into `sink` (from its start), check its recorded size and hash, and
-        return its sha256."""
+        return its sha256. Without a recorded checksum: StorageIntegrityError, or, when not
+        `require_checksum`, the bytes as they are."""
 
     def _get_verified(self, key: str) -> tuple[bytes, str]:
         buffer = io.BytesIO()
@@ -92,8 +92,8 @@ class Store(ABC):
         return self._children("runs")
 
     def list_stages(self, run_id: str) -> list[str]:
-        """Stages of one run with artifacts under `runs/<run-id>/`."""
-        return self._children(f"runs/{check_name(run_id, 'run id')}")
+        """Stages of one run with artifacts under `runs/<run-id>/` (not the run's claim, run.json)."""
+        return [name for name in self._children(f"runs/{check_name(run_id, 'run id')}") if name != "run.json"]
 
     def write_sharded(self, prefix: str, lines: Iterable[str], shard_bytes: int = DEFAULT_SHARD_BYTES) -> ShardManifest:
         """Write JSONL `lines` as shards of at most `shard_bytes` (a longer line gets a shard of

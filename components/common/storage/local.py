@@ -15,14 +15,7 @@ from codedpo.components.common.storage.errors import (
     StorageIntegrityError,
     StorageObjectMissingError,
 )
-from codedpo.components.common.storage.keys import (
-    check_key,
-    check_prefix,
-    chunks,
-    copy_hashing,
-    temporary_path,
-    verify,
-)
+from codedpo.components.common.storage.keys import check_key, check_prefix, chunks, copy_hashing, temporary_path, verify
 
 
 class LocalStore(Store):
@@ -66,7 +59,7 @@ class LocalStore(Store):
         finally:
             temporary.unlink(missing_ok=True)
 
-    def _read_into(self, key: str, sink: BinaryIO) -> str:
+    def _read_into(self, key: str, sink: BinaryIO, *, require_checksum: bool = True) -> str:
         """Copy the object into `sink` and verify it against its sidecar.
 
         The sidecar records the inode of the data file it belongs to. A mismatch while the sidecar
@@ -84,6 +77,10 @@ class LocalStore(Store):
                     recorded = json.loads(self._sidecar(path).read_text(encoding="utf-8"))
                     expected_size, expected_sha256 = int(recorded["size"]), str(recorded["sha256"])
                 except FileNotFoundError:
+                    if not require_checksum:  # an input put there by other means: taken as it is
+                        sink.seek(0)
+                        sink.truncate()
+                        return copy_hashing(chunks(handle), sink)[0]
                     message = f"{path} has no checksum sidecar (written outside the store?)"
                     raise StorageIntegrityError(message) from None
                 except (ValueError, KeyError, TypeError):

@@ -1,5 +1,8 @@
 """A run's artifacts in the store: each stage publishes its output under `runs/<run-id>/<stage>/`.
 
+A run's key is claimed before the first publish (`claim_run`: `runs/<run-id>/run.json` names the
+KFP run that owns it), so two runs never mix their outputs under one key by accident.
+
     publish_jsonl("s3://codedpo/team-a", "quickstart", "pairs", "pairs.jsonl")
     lines = read_stage_lines("s3://codedpo/team-a", "quickstart", "pairs")
 
@@ -15,13 +18,21 @@ output artifact is written as before (the local run folder, or KFP's pipeline ro
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from codedpo.components.common.errors import InputError
 from codedpo.components.common.storage import open_store
+from codedpo.components.common.storage.errors import StorageError
 from codedpo.components.common.storage.keys import check_name, join, run_prefix
 from codedpo.components.common.storage.shards import DEFAULT_SHARD_BYTES
+
+if TYPE_CHECKING:
+    from codedpo.components.common.config import RunConfig
 
 
 def _lines(path: Path) -> Iterator[str]:
@@ -42,11 +53,64 @@ def publish_jsonl(
     return f"{store.where(prefix)}/ ({manifest.lines} records, {len(manifest.shards)} shards)"
 
 
-def publish_stage(store_uri: str | None, run_id: str, stage: str, path: str | os.PathLike[str]) -> None:
+CLAIM_FILE = "run.json"
+
+
+class RunIdTakenError(StorageError, InputError):
+    """The run id given holds the outputs of another run; the message names it and what to do."""
+
+
+@dataclass(frozen=True)
+class RunTarget:
+    """Where one pipeline run publishes: the store, the run's key in it (`runs/<run_id>/`), who
+    owns that key (the KFP run's id) and whether this run may take it over from another."""
+
+    store: str | None
+    run_id: str
+    owner: str
+    replace: bool = False
+
+
+def run_target(store: str | None, run_id: str | None, kfp_run_id: str, replace: bool = False) -> RunTarget:
+    """The RunTarget of a step: the run id the user gave (`RunConfig.run_id`), else the KFP run's
+    id, so that re-runs, clones and recurring runs never share a key by accident."""
+    return RunTarget(store, run_id or kfp_run_id, kfp_run_id, replace)
+
+
+def target_for(config: RunConfig, kfp_run_id: str) -> RunTarget:
+    """`run_target` of a run configuration (what every pipeline step calls)."""
+    return run_target(config.store, config.run_id, kfp_run_id, config.replace_run)
+
+
+def claim_run(target: RunTarget) -> None:
+    """Make sure `runs/<run_id>/` belongs to this run before anything is published there: write
+    its claim (`run.json`: the owner) if there is none; a claim by another owner is a
+    RunIdTakenError, unless `target.replace`, which takes the key over. A retried step of the same
+    run finds its own claim and goes on."""
+    if not target.store:
+        return
+    store = open_store(target.store)
+    key = f"runs/{check_name(target.run_id, 'run id')}/{CLAIM_FILE}"
+    if store.exists(key):
+        owner = json.loads(store.get_bytes(key).decode("utf-8")).get("owner")
+        if owner == target.owner:
+            return
+        if not target.replace:
+            raise RunIdTakenError(
+                f"{store.where(f'runs/{target.run_id}')}/ holds the outputs of another run ({owner}): give this run "
+                "another run_id, leave run_id unset (each KFP run then gets its own), or set replace_run: true "
+                "to replace them")
+    claim = {"owner": target.owner, "run_id": target.run_id}
+    store.put_bytes(key, (json.dumps(claim, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def publish_stage(target: RunTarget, stage: str, path: str | os.PathLike[str]) -> None:
     """What each pipeline step does with its JSONL output: publish it (`publish_jsonl`) when the
-    run has an artifact store (`RunConfig.store`) and print where; nothing without one."""
-    if store_uri:
-        print("published", publish_jsonl(store_uri, run_id, stage, path))
+    run has an artifact store (`RunConfig.store`), once the run's key is claimed (`claim_run`),
+    and print where; nothing without one."""
+    if target.store:
+        claim_run(target)
+        print("published", publish_jsonl(target.store, target.run_id, stage, path))
 
 
 def publish_files(store_uri: str, run_id: str, stage: str, files: Mapping[str, str | os.PathLike[str] | bytes]) -> str:

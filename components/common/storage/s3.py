@@ -163,7 +163,7 @@ class S3Store(Store):
             self._client.fput_object(self.bucket, temporary, str(source), metadata=metadata, part_size=self._part_size)
         self._publish(temporary, key, metadata)
 
-    def _read_into(self, key: str, sink: BinaryIO) -> str:
+    def _read_into(self, key: str, sink: BinaryIO, *, require_checksum: bool = True) -> str:
         """Stream the object into `sink` and verify it against its metadata; returns the sha256."""
         where = self.where(check_key(key))
         with self._errors(key):
@@ -172,7 +172,8 @@ class S3Store(Store):
                 headers = response.headers
                 recorded_size = headers.get(f"x-amz-meta-{META_SIZE}")
                 recorded_sha256 = headers.get(f"x-amz-meta-{META_SHA256}")
-                if recorded_size is None or recorded_sha256 is None:
+                unrecorded = recorded_size is None or recorded_sha256 is None
+                if unrecorded and require_checksum:
                     message = f"{where} has no codedpo checksum metadata (written outside the store?)"
                     raise StorageIntegrityError(message)
                 sink.seek(0)
@@ -181,7 +182,8 @@ class S3Store(Store):
             finally:
                 response.close()
                 response.release_conn()
-        verify(where, size, sha256, int(recorded_size), recorded_sha256)
+        if not unrecorded:
+            verify(where, size, sha256, int(recorded_size), recorded_sha256)
         return sha256
 
     def exists(self, key: str) -> bool:
