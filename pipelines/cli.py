@@ -271,9 +271,18 @@ def compile_(
     console.print(f"wrote {escape(str(written))}")
     console.print(escape(settings.images.summary()))
     # Which training API the cluster needs (Training Operator v1 or Trainer v2) is the run's choice.
-    from codedpo.components.train.run import describe_launcher
+    from codedpo.components.train.run import deadline_problem, describe_launcher
 
     console.print(escape(describe_launcher(run_config.train)))
+    outlives = deadline_problem(run_config.train, settings.step("train").timeout_s)
+    if outlives:
+        err_console.print(f"[bold yellow]warning:[/] {escape(outlives)}")
+    from codedpo.pipelines.preflight import cluster_sandbox_problem
+
+    # Only a warning here: run_config is a parameter that a run may still change (submit refuses).
+    sandbox_problem = cluster_sandbox_problem(run_config)
+    if sandbox_problem:
+        err_console.print(f"[bold yellow]warning:[/] {escape(sandbox_problem)}")
     # The platform spec's fields (kfp-kubernetes >= 2.15) fail the pods of an older backend.
     console.print(f"needs a Kubeflow Pipelines backend >= {MIN_KFP_BACKEND}")
 
@@ -325,6 +334,11 @@ def submit(
         settings = load_cluster_file(cluster)
     except InputError as error:
         raise _fail(str(error)) from None
+    from codedpo.pipelines.preflight import cluster_sandbox_problem
+
+    sandbox_problem = cluster_sandbox_problem(effective)  # the run would fail at its execute step
+    if sandbox_problem:
+        raise _fail(sandbox_problem)
     console.print(f"submitting run [bold]{escape(effective.run_name)}[/] (config: {escape(source)}) to {escape(host)}")
     try:
         console.print(escape(settings.images.summary()))
@@ -337,6 +351,9 @@ def submit(
     console.print(f"pipeline version: {escape(submitted.pipeline_version_name)} ({submitted.pipeline_version_id})")
     console.print(f"run id: {submitted.run_id}")
     console.print(f"run: {escape(submitted.run_url)}")
+    if effective.store:  # the steps key the store by the KFP run unless run_id is given
+        key = effective.run_id or submitted.run_id
+        console.print(f"outputs: {escape(effective.store.rstrip('/'))}/runs/{escape(key)}/")
 
 
 @app.command()

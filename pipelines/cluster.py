@@ -149,7 +149,8 @@ class Images(_Section):
         registry, registry_source, tag, tag_source = self._resolved(environ)
         name = self.ref("light", environ).replace("codedpo-light", "codedpo-{light,sampler,sandbox,trainer}")
         if registry is None:
-            return f"images: {name} (no registry: set {REGISTRY_ENV} or images.registry; only nodes with the images loaded can run them)"
+            return (f"images: {name} (no registry: set {REGISTRY_ENV} or images.registry; only nodes with the "
+                    "images loaded can run them)")  # fmt: skip
         return f"images: {name} (registry from {registry_source}, tag from {tag_source if tag else 'codedpo version'})"
 
 

@@ -47,6 +47,7 @@ class S3Server:
     access_key: str
     secret_key: str
     log_path: Path
+    weed_shell: tuple[str, ...] = ()  # `weed shell` reaching this server (its master and filer)
 
     def settings(self, **overrides: object) -> S3Settings:
         """S3Settings for this server (plain HTTP, 5 MiB parts, no retries) with `overrides`."""
@@ -153,7 +154,8 @@ def run_seaweedfs(weed: str, workdir: Path) -> Iterator[S3Server]:
         "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config}",
     ]  # fmt: skip
     log_path = workdir / "weed.log"
-    server = S3Server(f"127.0.0.1:{s3}", BUCKET, ACCESS_KEY, SECRET_KEY, log_path)
+    shell = (weed, "shell", f"-master=127.0.0.1:{master}.{master_grpc}", f"-filer=127.0.0.1:{filer}.{filer_grpc}")
+    server = S3Server(f"127.0.0.1:{s3}", BUCKET, ACCESS_KEY, SECRET_KEY, log_path, shell)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:

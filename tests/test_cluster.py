@@ -485,7 +485,8 @@ def objects_the_docs_create() -> tuple[set[str], set[str]]:
     for resource in kustomization["resources"]:
         path = REPO / "manifests" / "base" / resource
         for document in yaml.safe_load_all(path.read_text()) if path.is_file() else []:
-            if document and document.get("kind") == "ServiceAccount" and document["metadata"].get("namespace") == "kubeflow":
+            metadata = (document or {}).get("metadata", {})
+            if document and document.get("kind") == "ServiceAccount" and metadata.get("namespace") == "kubeflow":
                 accounts.add(document["metadata"]["name"])
     return secrets, accounts
 
@@ -575,7 +576,9 @@ def test_the_readme_one_liner_compiles_the_same_schedulable_pipeline(
     assert_schedulable(tmp_path / "readme.yaml", built, run_yaml, load_cluster_config(EXAMPLE).service_account)
 
 
-def test_the_generate_pipeline_from_the_example_is_schedulable_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_generate_pipeline_from_the_example_is_schedulable_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The GPU steps of the pipeline from seeds, with the example file: sampler image as built,
     a GPU request and no node selector; the loops capped by the example's parallelism."""
     monkeypatch.setenv("CODEDPO_IMAGE_REGISTRY", TEST_REGISTRY)
@@ -585,7 +588,8 @@ def test_the_generate_pipeline_from_the_example_is_schedulable_too(tmp_path: Pat
     built = set(image_refs(TEST_REGISTRY, "2026.1").as_dict().values())
     (tmp_path / "run.yaml").write_text(GENERATE_RUN)
     output = tmp_path / "generate.yaml"
-    result = runner.invoke(app, ["compile", "-o", str(output), "-c", str(tmp_path / "run.yaml"), "--cluster", str(EXAMPLE)])
+    run_yaml = str(tmp_path / "run.yaml")
+    result = runner.invoke(app, ["compile", "-o", str(output), "-c", run_yaml, "--cluster", str(EXAMPLE)])
     assert result.exit_code == 0, result.output
     assert_schedulable(output, built, "", "codedpo-launcher")
     compiled = Compiled(output)
@@ -620,7 +624,8 @@ def test_the_image_variables_win_over_the_cluster_file(tmp_path: Path, monkeypat
     assert "images: typed.example/team/codedpo-{light,sampler,sandbox,trainer}:typed-tag (registry from " \
            "CODEDPO_IMAGE_REGISTRY, tag from CODEDPO_IMAGE_TAG)" in result.stdout  # fmt: skip
     monkeypatch.setenv("CODEDPO_IMAGE_TAG", "bad tag")
-    result = runner.invoke(app, ["compile", "-o", str(tmp_path / "bad.yaml"), "--cluster", str(tmp_path / "cluster.yaml")])
+    cluster_file = str(tmp_path / "cluster.yaml")
+    result = runner.invoke(app, ["compile", "-o", str(tmp_path / "bad.yaml"), "--cluster", cluster_file])
     assert result.exit_code == 2 and "CODEDPO_IMAGE_TAG='bad tag' is not a valid image tag" in result.stderr
 
 
@@ -679,7 +684,8 @@ def test_every_retried_task_may_retry_after_its_timeout(
     options = {"example": ["--cluster", str(EXAMPLE)], "full": ["--cluster", str(full_cluster)], "default": []}
     (tmp_path / "run.yaml").write_text(GENERATE_RUN if run_yaml == "generate" else "run_name: r\n")
     output = tmp_path / "p.yaml"
-    result = runner.invoke(app, ["compile", "-o", str(output), "-c", str(tmp_path / "run.yaml"), *options[cluster_file]])
+    run_file = str(tmp_path / "run.yaml")
+    result = runner.invoke(app, ["compile", "-o", str(output), "-c", run_file, *options[cluster_file]])
     assert result.exit_code == 0, result.output
     policies = retry_policies_and_timeouts(Compiled(output))
     expected = {"execute", "time-codes"} | ({"write-tasks-shard", "sample-shard"} if run_yaml == "generate" else set())
@@ -697,8 +703,8 @@ def test_built_in_retries_are_pipeline_py_s() -> None:
     from codedpo.pipelines import pipeline
     from codedpo.pipelines.cluster import BUILT_IN_RETRIES
 
-    assert BUILT_IN_RETRIES == {"execute": pipeline.SANDBOX_STEP_RETRIES, "time": pipeline.SANDBOX_STEP_RETRIES,
-                                "tasks": pipeline.MODEL_STEP_RETRIES, "sample": pipeline.MODEL_STEP_RETRIES}  # fmt: skip
+    sandbox, model = pipeline.SANDBOX_STEP_RETRIES, pipeline.MODEL_STEP_RETRIES
+    assert BUILT_IN_RETRIES == {"execute": sandbox, "time": sandbox, "tasks": model, "sample": model}
 
 
 def test_a_kfp_sdk_that_cuts_retry_windows_to_an_hour_is_refused(
@@ -740,7 +746,8 @@ def test_without_parallelism_every_shard_starts_at_once(tmp_path: Path) -> None:
 def test_full_cluster_parallelism_lands_on_each_loop(tmp_path: Path, full_cluster: Path) -> None:
     (tmp_path / "run.yaml").write_text(GENERATE_RUN)
     output = tmp_path / "p.yaml"
-    result = runner.invoke(app, ["compile", "-o", str(output), "-c", str(tmp_path / "run.yaml"), "--cluster", str(full_cluster)])
+    run_yaml = str(tmp_path / "run.yaml")
+    result = runner.invoke(app, ["compile", "-o", str(output), "-c", run_yaml, "--cluster", str(full_cluster)])
     assert result.exit_code == 0, result.output
     compiled = Compiled(output)
     limits = {}

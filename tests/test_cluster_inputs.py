@@ -165,9 +165,9 @@ def test_every_publishing_step_gets_the_kfp_run_id_in_the_compiled_pipeline(tmp_
 def test_a_run_file_in_the_bucket_with_its_inputs_beside_it(s3_server: S3Server, tmp_path: Path, monkeypatch) -> None:
     """`--config s3://bucket/inputs/run.yaml`: the run file comes from the store, and a relative
     input path in it names the object beside it, as a local file's relative paths do."""
-    from codedpo.components.common.config import load_config
     from typer.testing import CliRunner
 
+    from codedpo.components.common.config import load_config
     from codedpo.pipelines.cli import app
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)

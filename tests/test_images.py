@@ -148,6 +148,17 @@ def test_build_script_names_the_images_the_pipeline_uses(tag: str | None) -> Non
     assert expected["light"] == f"ghcr.io/acme/ml/codedpo-light:{tag or images.default_tag()}"
 
 
+def test_build_script_reads_the_variables_compile_reads() -> None:
+    """docs/kubeflow.md step 1 exports CODEDPO_IMAGE_REGISTRY / CODEDPO_IMAGE_TAG once, for
+    build.sh, compile and submit: build.sh then makes exactly the names the pipeline gets."""
+    environ = {"CODEDPO_IMAGE_REGISTRY": "europe-docker.pkg.dev/p/r", "CODEDPO_IMAGE_TAG": "2026.11"}
+    done = subprocess.run([BASH, str(IMAGES / "build.sh"), "--dry-run"], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, **environ}, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    built = set(re.findall(r"^would build (\S+)$", done.stdout, flags=re.M))
+    assert built == set(images.image_refs_from_env(environ).as_dict().values())
+
+
 def test_build_script_builds_only_the_images_named() -> None:
     done = run_build("--registry", "localhost:5000", "--dry-run", "sandbox")
     assert done.returncode == 0, done.stderr

@@ -25,6 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import SMALL_LIMITS, build_sample
+from fake_kubernetes import FakeKubernetesApi
+from s3_server import S3Server, s3_server_fixture  # noqa: F401 - the s3_server fixture
+
 from codedpo.components.common import kube
 from codedpo.components.common.config import ExecuteConfig, RunConfig, SandboxJobConfig
 from codedpo.components.common.storage import open_store
@@ -37,10 +41,6 @@ from codedpo.components.execute.sandbox_job import (
     parse_indexes,
     split_samples,
 )
-
-from conftest import SMALL_LIMITS, build_sample
-from fake_kubernetes import FakeKubernetesApi
-from s3_server import S3Server, s3_server_fixture  # noqa: F401 - the s3_server fixture
 
 NS = "codedpo"
 
@@ -423,10 +423,11 @@ def test_execute_step_launches_the_job_with_kubeconfig_and_env(cluster, tmp_path
     """The KFP execute component with `execute.launcher: kubernetes-job`, as a plain function: it
     finds the (fake) API server through a kubeconfig and the store through the S3 environment."""
     import yaml
+    from kfp.dsl import Dataset
+
     from codedpo.components.common import jsonl
     from codedpo.components.common.records import ExecutionRecord
     from codedpo.pipelines import steps
-    from kfp.dsl import Dataset
 
     fake, _api, uri, _store, secrets = cluster
     PlayedJobController(fake, secrets, tmp_path / "pods")
@@ -663,12 +664,13 @@ def test_kubernetes_job_launcher_runs_both_passes_in_pods_and_publishes_both(clu
     step run their candidates in sandbox Job pods (the time step used to start runsc in its own
     pod whatever the launcher said), and both publish their output to the store, under the KFP
     run's id (the execute branch used to return before publishing)."""
+    from kfp.dsl import Dataset
+
     from codedpo.components.common import jsonl
     from codedpo.components.common.records import ExecutionRecord, TimingRecord
     from codedpo.components.common.storage.runs import read_stage_lines
     from codedpo.pipelines import steps
     from codedpo.pipelines.pipeline import run_config_parameter
-    from kfp.dsl import Dataset
 
     fake, _api, uri, _store, secrets = cluster
     controller = PlayedJobController(fake, secrets, tmp_path / "pods")

@@ -19,13 +19,16 @@ from codedpo.pipelines.submit import KfpApiError, submit_run
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
+# A configuration that can run on a cluster: `submit` refuses inline runsc (the step pods have none).
+ON_CLUSTER = ["--set", "execute.launcher=kubernetes-job", "--set", "execute.job.store_uri=s3://codedpo"]
 
 
 @pytest.fixture
 def fake_api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeKfpApi]:
     monkeypatch.chdir(tmp_path)  # no quickstart config picked up unless a test asks
     monkeypatch.setenv("HOME", str(tmp_path))  # kfp.Client reads ~/.config/kfp/context.json
-    for variable in ("KF_PIPELINES_TOKEN", "KF_PIPELINES_SA_TOKEN_PATH", "CODEDPO_IMAGE_REGISTRY", "CODEDPO_IMAGE_TAG"):
+    variables = ("KF_PIPELINES_TOKEN", "KF_PIPELINES_SA_TOKEN_PATH", "CODEDPO_IMAGE_REGISTRY", "CODEDPO_IMAGE_TAG")
+    for variable in variables:
         monkeypatch.delenv(variable, raising=False)
     with FakeKfpApi() as api:
         yield api
@@ -68,7 +71,7 @@ def test_submit_creates_the_pipeline_and_starts_a_run(
     (tmp_path / "run.yaml").write_text("run_name: nightly\nsamples: {path: s3://data/samples.jsonl}\nscore: {damping: 0.9}\n")
     result = runner.invoke(
         app,
-        ["submit", "--host", fake_api.url, "--config", "run.yaml", "--cluster", str(REPO / "examples" / "cluster.yaml"),
+        ["submit", *ON_CLUSTER, "--host", fake_api.url, "--config", "run.yaml", "--cluster", str(REPO / "examples" / "cluster.yaml"),
          "--experiment", "nightly-runs", "--store", "s3://codedpo/team-a"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -78,7 +81,8 @@ def test_submit_creates_the_pipeline_and_starts_a_run(
     uploaded = list(yaml.safe_load_all(fake_api.state.uploads[version_id]))
     assert uploaded[0]["pipelineInfo"]["name"] == "codedpo-replay"
     executors = uploaded[0]["deploymentSpec"]["executors"]
-    assert executors["exec-execute"]["container"]["image"] == f"registry.example.com/codedpo/codedpo-light:{default_tag()}"
+    image = executors["exec-execute"]["container"]["image"]
+    assert image == f"registry.example.com/codedpo/codedpo-light:{default_tag()}"
     assert "images: registry.example.com/codedpo/codedpo-{light,sampler,sandbox,trainer}" in result.stdout
     assert "kubernetes" in uploaded[1]["platforms"]  # the cluster settings travel with the upload
 
@@ -92,6 +96,8 @@ def test_submit_creates_the_pipeline_and_starts_a_run(
     assert parameters["samples_path"] == "s3://data/samples.jsonl"
     sent = validate_config(parameters["run_config"])  # the parameters mirror the run configuration
     assert (sent.run_name, sent.score.damping, sent.store) == ("nightly", 0.9, "s3://codedpo/team-a")
+    # The sandbox Job's image, not named in run.yaml, is the one build.sh pushed with the others.
+    assert sent.execute.job.image == f"registry.example.com/codedpo/codedpo-sandbox:{default_tag()}"
     assert f"run: {fake_api.url}/#/runs/details/{run['run_id']}" in result.stdout
 
 
@@ -120,7 +126,7 @@ def test_a_pipeline_created_meanwhile_409_gets_a_new_version(fake_api: FakeKfpAp
 
 def test_an_api_error_is_one_line_and_exit_3(fake_api: FakeKfpApi) -> None:
     fake_api.fail_next("POST", "/pipelines/upload", 500, "Internal error: failed to store the pipeline file in minio")
-    result = runner.invoke(app, ["submit", "--host", fake_api.url])
+    result = runner.invoke(app, ["submit", *ON_CLUSTER, "--host", fake_api.url])
     assert result.exit_code == EXIT_API_ERROR, result.output
     [line] = result.stderr.strip().splitlines()
     assert line == (
@@ -149,7 +155,7 @@ def test_an_unreachable_host_is_one_line_and_exit_3(fake_api: FakeKfpApi) -> Non
 
 def test_bad_cluster_config_stops_submit_before_the_api(fake_api: FakeKfpApi, tmp_path: Path) -> None:
     (tmp_path / "cluster.yaml").write_text("steps: {sample: {accelerator_count: 0}}\n")
-    result = runner.invoke(app, ["submit", "--host", fake_api.url, "--cluster", "cluster.yaml"])
+    result = runner.invoke(app, ["submit", *ON_CLUSTER, "--host", fake_api.url, "--cluster", "cluster.yaml"])
     assert result.exit_code == 2, result.output
     assert "steps.sample.accelerator_count" in result.stderr
     assert fake_api.state.requests == []
@@ -223,7 +229,7 @@ def test_a_run_from_seeds_submits_the_generate_pipeline_with_gpu_sampling(fake_a
 
 
 def test_namespace_goes_to_the_experiment_and_the_pipeline(multi_user_api: FakeKfpApi, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["submit", "--host", multi_user_api.url, "--namespace", "team-a"])
+    result = runner.invoke(app, ["submit", *ON_CLUSTER, "--host", multi_user_api.url, "--namespace", "team-a"])
     assert result.exit_code == 0, result.output
     [experiment] = multi_user_api.state.experiments.values()
     [pipeline] = multi_user_api.state.pipelines.values()
@@ -250,7 +256,7 @@ def test_profile_namespaces_and_shared_pipelines_are_kept_apart(multi_user_api: 
     team_b = submit_run(multi_user_api.url, RunConfig(), ClusterConfig(), namespace="team-b")
     assert len({shared, team_a.pipeline_id, team_b.pipeline_id}) == 3
     namespaces = {p["pipeline_id"]: p["namespace"] for p in multi_user_api.state.pipelines.values()}
-    assert (namespaces[team_a.pipeline_id], namespaces[team_b.pipeline_id], namespaces[shared]) == ("team-a", "team-b", "")
+    assert [namespaces[p] for p in (team_a.pipeline_id, team_b.pipeline_id, shared)] == ["team-a", "team-b", ""]
     assert len(multi_user_api.state.versions[shared]) == 1  # the shared one got no version of ours
 
 
@@ -264,13 +270,12 @@ def test_the_fake_lists_pipelines_per_namespace_like_the_real_server(multi_user_
     assert client.get_pipeline_id("codedpo") is None
     assert find_pipeline_id(client, "codedpo", "team-a") == in_team_a
     assert find_pipeline_id(client, "codedpo", None) is None
-    assert client._pipelines_api.pipeline_service_get_pipeline_by_name(name="codedpo", namespace="team-a").pipeline_id == (
-        in_team_a
-    )
+    by_name = client._pipelines_api.pipeline_service_get_pipeline_by_name  # GET /pipelines/names/{name}
+    assert by_name(name="codedpo", namespace="team-a").pipeline_id == in_team_a
 
 
 def test_multi_user_without_a_namespace_is_one_error_line(multi_user_api: FakeKfpApi) -> None:
-    result = runner.invoke(app, ["submit", "--host", multi_user_api.url])
+    result = runner.invoke(app, ["submit", *ON_CLUSTER, "--host", multi_user_api.url])
     assert result.exit_code == EXIT_API_ERROR, result.output
     assert "HTTP 400" in result.stderr and "empty namespace in multi-user mode" in result.stderr
     assert multi_user_api.state.runs == {}
@@ -284,7 +289,7 @@ def test_a_token_file_is_sent_and_read_again_before_each_request(
     seen = record_authorization(multi_user_api, monkeypatch)
     token = tmp_path / "token"
     token.write_text("first-token\n")
-    result = runner.invoke(app, ["submit", "--host", multi_user_api.url, "-n", "team-a", "--token-file", str(token)])
+    result = runner.invoke(app, ["submit", *ON_CLUSTER, "--host", multi_user_api.url, "-n", "team-a", "--token-file", str(token)])
     assert result.exit_code == 0, result.output
     assert seen and set(seen) == {"Bearer first-token"}
     run_id = next(iter(multi_user_api.state.runs))
@@ -316,9 +321,32 @@ def test_an_unreadable_or_empty_token_file_is_one_line_and_exit_2(
     token = tmp_path / "token"
     if content is not None:
         token.write_text(content)
-    for command in (["submit", "--host", fake_api.url], ["status", "run-1", "--host", fake_api.url]):
+    for command in (["submit", *ON_CLUSTER, "--host", fake_api.url], ["status", "run-1", "--host", fake_api.url]):
         result = runner.invoke(app, [*command, "--token-file", str(token)])
         assert result.exit_code == 2, result.output
         [line] = result.stderr.strip().splitlines()
         assert line.startswith("error: ") and str(token) in line and "Traceback" not in result.output
     assert fake_api.state.requests == []
+
+
+def test_submit_refuses_candidates_that_would_run_inline_without_runsc(fake_api: FakeKfpApi) -> None:
+    """Defect 2: the default (inline, runsc) would fail at the execute step in the light image,
+    after its retries; submit says so before anything reaches the API, and compile warns."""
+    result = runner.invoke(app, ["submit", "--host", fake_api.url])
+    assert result.exit_code == 2, result.output
+    assert "set execute.launcher: kubernetes-job" in result.stderr
+    assert fake_api.state.requests == [] and fake_api.state.runs == {}
+    compiled = runner.invoke(app, ["compile", "--output", "p.yaml"])
+    assert compiled.exit_code == 0, compiled.output
+    assert "warning: execute.launcher is 'inline' with sandbox 'runsc'" in compiled.stderr
+
+
+def test_submit_prints_where_the_outputs_land(fake_api: FakeKfpApi) -> None:
+    """Defect 4: the outputs go under the KFP run's id (or the run_id given), which submit prints."""
+    result = runner.invoke(app, ["submit", *ON_CLUSTER, "--host", fake_api.url, "--store", "s3://codedpo/team-a"])
+    assert result.exit_code == 0, result.output
+    run = only_run(fake_api)
+    assert f"outputs: s3://codedpo/team-a/runs/{run['run_id']}/" in result.stdout
+    again = runner.invoke(app, ["submit", *ON_CLUSTER, "--host", fake_api.url, "--store", "s3://codedpo/team-a",
+                                "--set", "run_id=nightly-2026-12-03"])
+    assert "outputs: s3://codedpo/team-a/runs/nightly-2026-12-03/" in again.stdout

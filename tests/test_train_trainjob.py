@@ -76,7 +76,7 @@ def _config(tmp_path, s3_server: S3Server, engine_pairs):
 
 
 @pytest.mark.slow
-def test_run_training_through_a_trainjob_and_a_retry_adopts_it(tmp_path, cluster, s3_server, engine_pairs):
+def test_run_training_through_a_trainjob_and_a_retry_adopts_it(tmp_path, cluster, s3_server, engine_pairs):  # noqa: F811
     created = _play_trainer(cluster, _s3_env(s3_server))
     config, output = _config(tmp_path, s3_server, engine_pairs)
 
@@ -97,7 +97,7 @@ def test_run_training_through_a_trainjob_and_a_retry_adopts_it(tmp_path, cluster
 
 
 @pytest.mark.slow
-def test_a_failed_trainjob_fails_the_step_with_its_reason(tmp_path, cluster, s3_server, engine_pairs):
+def test_a_failed_trainjob_fails_the_step_with_its_reason(tmp_path, cluster, s3_server, engine_pairs):  # noqa: F811
     _play_trainer(cluster, _s3_env(s3_server), fail_with=str(tmp_path / "no-such-model"))
     config, output = _config(tmp_path, s3_server, engine_pairs)
     with pytest.raises(JobFailedError, match="TrainJob .* failed: FailedJobs: node-0 exited with status"):

@@ -15,12 +15,7 @@ from codedpo.components.common.config import RunConfig, TrainConfig
 from codedpo.components.common.errors import ConfigError
 from codedpo.components.train.pytorchjob import PyTorchJobSpec, build_pytorchjob, validate_pytorchjob_spec
 from codedpo.components.train.run import describe_launcher
-from codedpo.components.train.trainjob import (
-    CRD_FILE,
-    TrainJobValidationError,
-    build_trainjob,
-    validate_trainjob,
-)
+from codedpo.components.train.trainjob import CRD_FILE, TrainJobValidationError, build_trainjob, validate_trainjob
 
 REPO = Path(__file__).resolve().parents[1]
 CRD = REPO / "manifests" / "schemas" / CRD_FILE
@@ -282,3 +277,37 @@ def test_env_in_the_node_container_patch_is_refused_even_with_the_open_schema() 
     _set(f"{POD}.containers.0.env", [{"name": "A", "value": "1"}])(job)
     with pytest.raises(TrainJobValidationError, match="takes no env in a patch"):
         validate_trainjob(job, CRD, strict=False)
+
+
+def test_deadline_problem_when_the_job_could_outlive_its_step() -> None:
+    from codedpo.components.train.run import deadline_problem
+
+    config = TrainConfig(model="m", launcher="trainjob", output="s3://b/t", job={"image": IMAGE})
+    assert "exceeds the train step's timeout_s (21600 s)" in deadline_problem(config, 21600)
+    assert deadline_problem(config, 24 * 3600) is None
+    shorter = TrainConfig(model="m", launcher="pytorchjob", output="s3://b/t", job={"image": IMAGE, "active_deadline_s": 3600})
+    assert deadline_problem(shorter, 21600) is None
+    assert deadline_problem(TrainConfig(model="m"), 10) is None  # inline: the job is the step
+    assert deadline_problem(config, None) is None  # no step timeout: nothing to outlive
+
+
+def test_compile_says_which_training_launcher_and_runtime_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from codedpo.pipelines.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text(json.dumps({"train": {
+        "model": "Qwen/Qwen2.5-Coder-1.5B-Instruct", "output": "s3://codedpo/models/dpo", "launcher": "trainjob",
+        "job": {"image": IMAGE, "runtime_name": "torch-distributed", "env_from_secrets": HF}}}))
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(json.dumps({"defaults": {"timeout_s": 21600}}))
+    result = CliRunner().invoke(app, ["compile", "--config", str(run_yaml), "--cluster", str(cluster),
+                                      "--output", str(tmp_path / "p.yaml")])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("train:")]
+    assert len(lines) == 1
+    assert lines[0].startswith("train: TrainJob (trainer.kubeflow.org/v1alpha1, Kubeflow Trainer v2 >= 2.2) on "
+                               "ClusterTrainingRuntime torch-distributed")
+    assert "can outlive its step" in result.output  # 24 h job deadline vs a 6 h train step

@@ -18,7 +18,7 @@ from test_trainjob import CRD, IMAGE
 
 from codedpo.components.common import kube
 from codedpo.components.common.config import TrainConfig
-from codedpo.components.train.launcher import launch_pytorchjob, launch_trainjob, launch_training
+from codedpo.components.train.launcher import launch_pytorchjob, launch_training, launch_trainjob
 from codedpo.components.train.pytorchjob import PyTorchJobSpec, build_pytorchjob
 from codedpo.components.train.trainjob import build_trainjob
 

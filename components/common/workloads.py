@@ -272,7 +272,7 @@ class TrainJobConfig(Section):
     namespace: str = Field(DEFAULT_NAMESPACE, description="Namespace the job (and the S3 Secret) live in.")
     image: str = Field("", description="Trainer image (images/trainer): required by launchers 'pytorchjob' and 'trainjob'.")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
-        "IfNotPresent", description="When the kubelet pulls the image."
+        "IfNotPresent", description="PyTorchJob only: when the kubelet pulls the image (a TrainJob's runtime decides)."
     )
     service_account_name: str | None = Field(None, description="Service account of the pods; None = the default.")
     workers: int = Field(0, ge=0, le=10_000, description="Worker replicas besides the one Master (0 = one pod).")

@@ -86,6 +86,22 @@ def describe_launcher(config: TrainConfig) -> str:
     return f"train: PyTorchJob (kubeflow.org/v1, Kubeflow Training Operator v1), {where}"
 
 
+def deadline_problem(config: TrainConfig, step_timeout_s: float | None) -> str | None:
+    """Why the training job could outlive its step, if it can: the job's own deadline
+    (`train.job.active_deadline_s`, else `train.job_timeout_s`) is longer than the train step pod's
+    `timeout_s`. When that pod is killed at its deadline without the SIGTERM reaching the launcher
+    (and the job has no owner in its namespace), nothing stops the job before its own deadline."""
+    if config.launcher not in ("pytorchjob", "trainjob") or not config.model or not step_timeout_s:
+        return None
+    job = config.job
+    deadline_s = job.active_deadline_s if job is not None and job.active_deadline_s is not None else config.job_timeout_s
+    if deadline_s <= step_timeout_s:
+        return None
+    return (f"the {config.launcher}'s deadline ({deadline_s:g} s: train.job.active_deadline_s, else "
+            f"train.job_timeout_s) exceeds the train step's timeout_s ({step_timeout_s:g} s): the job can outlive "
+            "its step; lower it or raise the step's timeout_s")
+
+
 def pytorchjob_name(config: TrainConfig, pairs_sha256: str) -> str:
     """A stable job name for this configuration and these pairs (DNS-1035, 28 characters); the
     PyTorchJob's or the TrainJob's (the launcher is part of the configuration hashed)."""

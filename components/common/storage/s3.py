@@ -77,11 +77,36 @@ class S3Store(Store):
         except ValueError as error:
             raise StorageConfigError(f"store {self.uri} at {settings.url}: {error}") from None
         with self._errors(None):
-            found = self._client.bucket_exists(bucket)
+            found = self._bucket_exists()
         if not found:
             raise StorageBucketMissingError(
                 f"bucket {bucket!r} does not exist at S3 endpoint {settings.url}; create it first"
             )
+
+    def _bucket_exists(self) -> bool:
+        """Whether the bucket exists, for a key that may see only some prefixes of it.
+
+        HEAD bucket needs rights on the whole bucket (s3:ListBucket on AWS and MinIO, Read on the
+        bucket on SeaweedFS), which the per-role keys of docs/kubeflow.md do not have, and a refused
+        HEAD has no body to tell a narrow key from a wrong one. Then a GET of a name under this
+        store's temporaries that is never written decides: NoSuchKey or AccessDenied, a valid key;
+        NoSuchBucket, no bucket; InvalidAccessKeyId or SignatureDoesNotMatch, wrong credentials.
+        """
+        from minio.error import S3Error
+
+        try:
+            return self._client.bucket_exists(self.bucket)
+        except S3Error as error:
+            if error.code != "AccessDenied":
+                raise
+        try:
+            self._client.get_object(self.bucket, self._name(f"{TEMP_PREFIX}/.bucket-check")).close()
+        except S3Error as error:
+            if error.code == "NoSuchBucket":
+                return False
+            if error.code not in ("NoSuchKey", "AccessDenied"):
+                raise
+        return True
 
     def where(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._name(key)}" if key else self.uri
