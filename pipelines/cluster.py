@@ -47,7 +47,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from codedpo.components.common.errors import ConfigError, describe_validation_error, load_yaml_mapping
 from codedpo.components.common.sections import Section
-from codedpo.components.common.workloads import Toleration
+from codedpo.components.common.workloads import STEPS_S3_SECRET, Toleration
 from codedpo.pipelines.images import REGISTRY_ENV, TAG_ENV, image_refs
 
 if TYPE_CHECKING:
@@ -200,10 +200,11 @@ class StepSettings(_Section):
 
 def _default_secrets() -> dict[str, SecretEnv]:
     return {
-        # The store's Secret from manifests/ (keys named as the variables they fill). For KFP's
-        # own mlpipeline-minio-artifact: {accesskey: AWS_ACCESS_KEY_ID, secretkey: AWS_SECRET_ACCESS_KEY}.
+        # The steps' key from manifests/ (codedpo-s3-steps: read inputs/, read and write runs/; keys
+        # named as the variables they fill). For KFP's own mlpipeline-minio-artifact:
+        # {accesskey: AWS_ACCESS_KEY_ID, secretkey: AWS_SECRET_ACCESS_KEY}.
         "s3": SecretEnv(
-            secret_name="codedpo-s3",
+            secret_name=STEPS_S3_SECRET,
             key_to_env={name: name for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "CODEDPO_S3_ENDPOINT")},
         ),
         # The Hugging Face token for gated models, as docs/kubeflow.md creates it.

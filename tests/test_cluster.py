@@ -256,7 +256,7 @@ def test_default_cluster_config_compiles_with_the_s3_secret(tmp_path: Path) -> N
     result = runner.invoke(app, ["compile", "--output", str(output)])
     assert result.exit_code == 0, result.output
     compiled = Compiled(output)
-    assert compiled.kubernetes("execute")["secretAsEnv"][0]["secretName"] == "codedpo-s3"
+    assert compiled.kubernetes("execute")["secretAsEnv"][0]["secretName"] == "codedpo-s3-steps"
     assert compiled.container("execute")["image"] == ClusterConfig().images.ref("light") == "codedpo-light:latest"
 
 
@@ -354,7 +354,7 @@ def test_images_from_the_registry_environment(tmp_path: Path, monkeypatch: pytes
 
 
 def test_default_model_steps_get_a_gpu_and_no_volume_that_may_not_exist(tmp_path: Path) -> None:
-    """The built-in settings only reference what docs/kubeflow.md creates (codedpo-s3, the
+    """The built-in settings only reference what docs/kubeflow.md creates (codedpo-s3-steps, the
     optional hf-token): no PVC a fresh cluster lacks, so no pod waits for one forever."""
     cluster = ClusterConfig()
     for step in ("tasks", "sample"):
@@ -380,7 +380,7 @@ def test_the_execute_step_on_a_cluster_launches_sandbox_jobs(tmp_path: Path) -> 
     assert default["execute"]["launcher"] == "kubernetes-job"
     assert default["execute"]["job"]["runtime_class"] == "gvisor"
     platform = compiled.platform[compiled.executor_label("execute")]
-    assert {s["secretName"] for s in platform["secretAsEnv"]} == {"codedpo-s3"}
+    assert {s["secretName"] for s in platform["secretAsEnv"]} == {"codedpo-s3-steps"}
     assert {f["name"]: f["fieldPath"] for f in platform["fieldPathAsEnv"]} == {
         "CODEDPO_POD_NAME": "metadata.name",
         "CODEDPO_POD_UID": "metadata.uid",

@@ -65,8 +65,9 @@ def test_compiled_docs_pipeline_reads_samples_from_s3_through_the_kfp_local_runn
 
     package = compile_pipeline(tmp_path / "pipeline.yaml", config, ClusterConfig())
     pipeline = components.load_component_from_file(str(package))
-    secrets = {"codedpo-s3": {"AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
-                              "CODEDPO_S3_ENDPOINT": f"http://{s3_server.endpoint}", "AWS_REGION": "us-east-1"}}
+    secrets = {"codedpo-s3-movers": {"AWS_ACCESS_KEY_ID": s3_server.access_key,
+                                     "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+                                     "CODEDPO_S3_ENDPOINT": f"http://{s3_server.endpoint}", "AWS_REGION": "us-east-1"}}
     with FakeKubernetesApi() as fake:
         controller = PlayedJobController(fake, secrets, tmp_path / "pods")
         _kubeconfig(fake, tmp_path, monkeypatch, secrets)  # the steps' environment: kubeconfig + S3

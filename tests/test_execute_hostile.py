@@ -301,6 +301,13 @@ def _host_processes() -> list[tuple[int, int, int, str]]:
     return found
 
 
+def _new_descendants(before: list[tuple[int, int, int, str]]) -> list[tuple[int, int, int, str]]:
+    """This process's descendants that were not there `before` (the session's own servers, such
+    as the S3 server an earlier test started, are not the candidates' doing)."""
+    existing = {process[0] for process in before}
+    return [process for process in _descendants(os.getpid()) if process[0] not in existing]
+
+
 def _descendants(root: int) -> list[tuple[int, int, int, str]]:
     processes = _host_processes()
     children: dict[int, list] = {}
@@ -344,6 +351,7 @@ def hostile(small_config, make_sample) -> Iterator[HostileRun]:
     cases = _cases(host)
     samples = [make_sample(case.problem, [*case.hostile, case.good], case.tests) for case in cases]
     stats = ExecutionStats()
+    before = _descendants(os.getpid())
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
@@ -366,7 +374,7 @@ def hostile(small_config, make_sample) -> Iterator[HostileRun]:
             cwd_file_exists=os.path.exists(host["cwd_file"]),
             etc_file_exists=os.path.exists(host["etc_file"]),
             processes_after=_host_processes(),
-            descendants_after=_descendants(os.getpid()),
+            descendants_after=_new_descendants(before),
         )
         yield HostileRun({r.problem_id: r for r in records}, {c.problem: c for c in cases}, stats, seconds, host)
     finally:
@@ -631,12 +639,13 @@ def fork_bomb(small_config, make_sample) -> HostileRun:
     ]
     samples = [make_sample(case.problem, [*case.hostile, case.good], case.tests) for case in cases]
     stats = ExecutionStats()
+    before = _descendants(os.getpid())
     started = time.monotonic()
     # Two workers: the pipe holder keeps one slot busy for about 11 s (the bug below) while the
     # other slot runs everything after it, the fork bomb's canary right after the bomb.
     records = execute_samples(samples, small_config(workers=2, timeout_s=1.0, max_processes=8), stats=stats)
     seconds = time.monotonic() - started
-    host = {"processes_after": _host_processes(), "descendants_after": _descendants(os.getpid())}
+    host = {"processes_after": _host_processes(), "descendants_after": _new_descendants(before)}
     return HostileRun({r.problem_id: r for r in records}, {c.problem: c for c in cases}, stats, seconds, host)
 
 

@@ -128,8 +128,8 @@ def test_s3_settings_come_from_the_secret() -> None:
     env = {e["name"]: e for e in _container(_job(s3={
         "endpoint": "http://minio.kubeflow:9000", "access_key_id_key": "accesskey",
         "secret_access_key_key": "secretkey", "secure": False, "region": "us-east-1"}))["env"]}
-    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "codedpo-s3", "key": "accesskey"}
-    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "codedpo-s3", "key": "secretkey"}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "codedpo-s3-trainer", "key": "accesskey"}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "codedpo-s3-trainer", "key": "secretkey"}
     assert env["CODEDPO_S3_ENDPOINT"] == {"name": "CODEDPO_S3_ENDPOINT", "value": "http://minio.kubeflow:9000"}
     assert env["CODEDPO_S3_SECURE"]["value"] == "false" and env["AWS_REGION"]["value"] == "us-east-1"
 

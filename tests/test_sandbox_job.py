@@ -131,7 +131,7 @@ def test_job_pods_meet_the_security_properties():
     for mover in ("fetch", "upload"):
         refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in containers[mover]["env"]
                 if "secretKeyRef" in e.get("valueFrom", {})}
-        assert refs["AWS_SECRET_ACCESS_KEY"] == "codedpo-s3"
+        assert refs["AWS_SECRET_ACCESS_KEY"] == "codedpo-s3-movers"
     assert {m["mountPath"] for m in untrusted["volumeMounts"]} == {sandbox_job.WORK_DIR, sandbox_job.TMP_DIR}
     assert all("emptyDir" in v for v in pod["volumes"])
 
@@ -287,8 +287,9 @@ class PlayedJobController:
 def cluster(s3_server: S3Server, tmp_path: Path):
     """(fake API, ApiClient, store URI, store, secrets) with a fresh prefix in the test bucket."""
     uri = f"s3://{s3_server.bucket}/launchers-{uuid.uuid4().hex[:8]}"
-    secrets = {"codedpo-s3": {"AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
-                              "CODEDPO_S3_ENDPOINT": f"http://{s3_server.endpoint}", "AWS_REGION": "us-east-1"}}
+    secrets = {"codedpo-s3-movers": {"AWS_ACCESS_KEY_ID": s3_server.access_key,
+                                     "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+                                     "CODEDPO_S3_ENDPOINT": f"http://{s3_server.endpoint}", "AWS_REGION": "us-east-1"}}
     with FakeKubernetesApi() as fake:
         api = kube.api_client(host=fake.url)
         yield fake, api, uri, open_store(uri, settings=s3_server.settings()), secrets
@@ -440,7 +441,7 @@ def test_execute_step_launches_the_job_with_kubeconfig_and_env(cluster, tmp_path
     }))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    for key, value in secrets["codedpo-s3"].items():
+    for key, value in secrets["codedpo-s3-movers"].items():
         monkeypatch.setenv(key, value)
     samples_path, out_path = tmp_path / "samples.jsonl", tmp_path / "executions.jsonl"
     jsonl.write_records(samples_path, _samples(2))
@@ -654,7 +655,7 @@ def _kubeconfig(fake, tmp_path, monkeypatch, secrets) -> None:
     }))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    for key, value in secrets["codedpo-s3"].items():
+    for key, value in secrets["codedpo-s3-movers"].items():
         monkeypatch.setenv(key, value)
 
 

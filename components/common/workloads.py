@@ -20,6 +20,12 @@ from codedpo.components.common.sections import Section
 # Where codedpo's workloads run unless a section says otherwise: the namespace manifests/ create
 # (the launcher's RBAC, the S3 Secret, the sandbox service account are all there).
 DEFAULT_NAMESPACE = "codedpo"
+# The object store's key per role, as manifests/base names its Secrets (docs/kubeflow.md says what
+# each may touch): the pipeline's steps (pipelines/cluster.py), the sandbox Job's data movers, the
+# training job's pods. The store's admin (root) key is in none of codedpo's pods.
+STEPS_S3_SECRET = "codedpo-s3-steps"
+MOVERS_S3_SECRET = "codedpo-s3-movers"
+TRAINER_S3_SECRET = "codedpo-s3-trainer"
 
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -112,9 +118,10 @@ class Toleration(Section):
 class S3SecretRef(Section):
     """Where a workload's pods get the S3 settings that `S3Settings.from_env()` reads: the
     credentials from a Secret, the endpoint, CODEDPO_S3_SECURE and AWS_REGION from the same
-    Secret or as plain values. One reference for the sandbox Job's data movers and the PyTorchJob."""
+    Secret or as plain values. One reference for the sandbox Job's data movers and the training
+    job; each has its own default Secret, its role's key (MoversS3SecretRef, TrainerS3SecretRef)."""
 
-    secret_name: str = Field("codedpo-s3", description="Secret (in the job's namespace) holding the S3 credentials.")
+    secret_name: str = Field(STEPS_S3_SECRET, description="Secret (in the job's namespace) holding the S3 credentials.")
     access_key_id_key: str = Field("AWS_ACCESS_KEY_ID", description="Key in the Secret holding the access key.")
     secret_access_key_key: str = Field(
         "AWS_SECRET_ACCESS_KEY", description="Key in the Secret holding the secret key."
@@ -176,6 +183,22 @@ class S3SecretRef(Section):
         return env
 
 
+class MoversS3SecretRef(S3SecretRef):
+    """`execute.job.s3`: by default the movers' key (Secret codedpo-s3-movers), which reads shard
+    inputs and writes shard results only."""
+
+    secret_name: str = Field(MOVERS_S3_SECRET, description="Secret (in the Job's namespace) holding the S3 "
+                             "credentials of the data movers (manifests/: codedpo-s3-movers).")
+
+
+class TrainerS3SecretRef(S3SecretRef):
+    """`train.job.s3`: by default the trainer's key (Secret codedpo-s3-trainer), which reads and
+    writes the train output (runs/*/train/) only."""
+
+    secret_name: str = Field(TRAINER_S3_SECRET, description="Secret (in the job's namespace) holding the S3 "
+                             "credentials of the trainer (manifests/: codedpo-s3-trainer).")
+
+
 class SecretEnvVar(Section):
     """One environment variable of the trainer filled from a key of a Secret in the job's namespace
     (`valueFrom.secretKeyRef`): the value (a Hugging Face token, say) never appears in the job
@@ -231,8 +254,8 @@ class SandboxJobConfig(Section):
     store_uri: str = Field(
         "", description="s3://bucket/prefix where shards and results go; required for kubernetes-job."
     )
-    s3: S3SecretRef = Field(
-        default_factory=S3SecretRef,
+    s3: MoversS3SecretRef = Field(
+        default_factory=MoversS3SecretRef,
         description="Where the data-moving containers get the S3 settings (never the sandbox container).",
     )
     shards: int = Field(16, ge=1, le=10_000, description="Shards (completion indexes); fewer if fewer problems.")
@@ -295,7 +318,7 @@ class TrainJobConfig(Section):
     labels: dict[str, str] = Field(
         default_factory=dict, description="Extra labels on the job and its pods (besides app.kubernetes.io/*)."
     )
-    s3: S3SecretRef = Field(default_factory=S3SecretRef, description="Where the S3 settings come from.")
+    s3: TrainerS3SecretRef = Field(default_factory=TrainerS3SecretRef, description="Where the S3 settings come from.")
     env: dict[str, str] = Field(
         default_factory=dict,
         description="Extra plain environment variables of the trainer. Never a secret: these values are "
