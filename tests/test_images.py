@@ -44,6 +44,15 @@ def from_lines(dockerfile: Path) -> list[str]:
     return [line.split()[1] for line in dockerfile.read_text().splitlines() if line.upper().startswith("FROM ")]
 
 
+def default_base(dockerfile: Path) -> str:
+    """The image a Dockerfile builds on by default: its `ARG BASE_IMAGE=...`, which every FROM
+    names (the build stage and the final image start from the same base)."""
+    text = dockerfile.read_text()
+    (default,) = re.findall(r"^ARG BASE_IMAGE=(\S+)$", text, flags=re.M)
+    assert all(line.split()[0] == "${BASE_IMAGE}" for line in from_lines(dockerfile)), from_lines(dockerfile)
+    return default
+
+
 def test_one_dockerfile_per_image() -> None:
     assert sorted(p.parent.name for p in IMAGES.glob("*/Dockerfile")) == sorted(images.IMAGE_NAMES)
 
@@ -69,7 +78,7 @@ def test_hadolint_config_fails_on_any_finding(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", images.IMAGE_NAMES)
 def test_base_image_is_pinned(name: str) -> None:
-    (base,) = from_lines(DOCKERFILES[name])
+    base = default_base(DOCKERFILES[name])
     reference = base.split("@", 1)[0]
     repository, _, tag = reference.rpartition(":")
     assert repository and "/" not in tag, f"{name}: FROM {base} has no tag"
@@ -77,7 +86,7 @@ def test_base_image_is_pinned(name: str) -> None:
 
 
 def test_sampler_and_vllm_server_share_one_vllm_release() -> None:
-    (base,) = from_lines(DOCKERFILES["sampler"])
+    base = default_base(DOCKERFILES["sampler"])
     server = yaml.safe_load_all((REPO / "manifests/components/vllm/vllm.yaml").read_text())
     deployment = next(d for d in server if d["kind"] == "Deployment")
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == base
@@ -85,20 +94,21 @@ def test_sampler_and_vllm_server_share_one_vllm_release() -> None:
 
 def test_sandbox_image_is_minimal_and_non_root() -> None:
     text = DOCKERFILES["sandbox"].read_text()
-    (base,) = from_lines(DOCKERFILES["sandbox"])
+    base = default_base(DOCKERFILES["sandbox"])
     assert base.startswith("python:3.11") and "-slim" in base
     users = re.findall(r"^USER\s+(\S+)", text, flags=re.M)
     assert users and users[-1] not in ("0", "root")
     assert int(users[-1]) >= 1000
     assert "apt-get" not in text and not re.search(r"\b(gcc|g\+\+|build-essential|clang)\b", text)
-    assert "pip install --no-deps ." in text  # codedpo without its dependencies ...
+    assert re.search(r"pip install --no-deps (--constraint \S+ )?/src", text)  # codedpo without its dependencies ...
     installed = re.search(r"pip install --constraint \S+ ([a-z0-9 _-]+)", text).group(1).split()
     assert sorted(installed) == ["minio", "pydantic", "pyyaml"]  # ... plus what the worker imports
 
 
 def test_trainer_keeps_the_base_images_torch() -> None:
     text = DOCKERFILES["trainer"].read_text()
-    assert "import torch; print(f'torch=={torch.__version__}')" in text and '".[train]"' in text
+    assert "import torch; print(f'torch=={torch.__version__}')" in text  # pinned where the base has it
+    assert "--system-site-packages" in text and "requirements.py /tmp/build/pyproject.toml train" in text
 
 
 def test_constraints_satisfy_pyproject() -> None:
@@ -125,8 +135,21 @@ def test_dockerignore_keeps_the_context_small_and_secret_free() -> None:
     assert {"!pyproject.toml", "!README.md", "!components/", "!pipelines/", "!images/constraints.txt"} <= set(lines)
     assert "**/credentials.env" in lines
     for dockerfile in DOCKERFILES.values():
-        for source in re.findall(r"^COPY\s+(\S+)", dockerfile.read_text(), flags=re.M):
-            assert f"!{source}" in lines or f"!{source}/" in lines, f"{dockerfile}: COPY {source} is excluded"
+        for sources in re.findall(r"^COPY\s+(?!--from)(.+)\s+\S+$", dockerfile.read_text(), flags=re.M):
+            for source in sources.split():
+                source = source.rstrip("/")
+                assert f"!{source}" in lines or f"!{source}/" in lines, f"{dockerfile}: COPY {source} is excluded"
+
+
+def test_the_build_stage_alone_sees_the_ca_bundle_and_the_wheels() -> None:
+    """A CA bundle (a TLS-intercepting proxy's) and a borrowed torch wheel are copied into the
+    build stage only: the final stage copies nothing but the finished /opt/codedpo."""
+    for name, dockerfile in DOCKERFILES.items():
+        stages = re.split(r"^FROM ", dockerfile.read_text(), flags=re.M)[1:]
+        assert len(stages) == 2 and stages[0].split()[2] == "build", name
+        final = stages[1]
+        assert "images/ca" in stages[0] and "images/ca" not in final and "images/wheels" not in final, name
+        assert re.findall(r"^COPY .*", final, flags=re.M) == ["COPY --from=build /opt/codedpo /opt/codedpo"], name
 
 
 def run_build(*args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
