@@ -132,3 +132,16 @@ def test_the_light_image_runs_the_cli_and_says_what_to_do_without_runsc() -> Non
     assert git.returncode == 0 and git.stdout.startswith("git version"), git.stderr
 
 
+
+
+@pytest.mark.slow
+def test_the_cpu_trainer_image_has_torch_trl_and_the_trainer() -> None:
+    image = _image("trainer")
+    probe = ("import torch, trl, transformers, peft\n"
+             "import codedpo.components.train.trainer\n"
+             "print(torch.__version__, torch.cuda.is_available())\n")
+    done = subprocess.run(["docker", "run", "--rm", "--network=none", image, "python", "-c", probe],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    version, cuda = done.stdout.split()
+    assert version.startswith("2.") and cuda == "False"  # the CPU build: no CUDA libraries pulled in
