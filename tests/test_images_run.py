@@ -16,8 +16,10 @@ only writable mount and NO store credentials in its environment. Its harness run
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -31,18 +33,36 @@ BUILD_HINT = ("bash images/base/build.sh && bash images/build.sh --registry loca
 SANDBOX_CAPABILITIES = ("SETUID", "SETGID", "CHOWN", "DAC_OVERRIDE", "KILL")
 
 
+# .ci/run sets this after it started the engine and built the images: there a missing engine,
+# runtime or image fails these tests instead of skipping them, so CI cannot pass without them.
+REQUIRE_ENV = "CODEDPO_REQUIRE_IMAGES"
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{REQUIRE_ENV}=1 but {reason}")
+    pytest.skip(reason)
+
+
 def _image(name: str) -> str:
     if shutil.which("docker") is None:
-        pytest.skip("no docker client on PATH")
+        _unavailable("no docker client on PATH")
     info = subprocess.run(["docker", "info", "--format", "{{json .Runtimes}}"], capture_output=True, text=True)
     if info.returncode != 0:
-        pytest.skip(f"no Docker engine answers ({info.stderr.strip()[:120]})")
+        _unavailable(f"no Docker engine answers ({info.stderr.strip()[:120]})")
     if "runsc" not in info.stdout:
-        pytest.skip("the Docker engine has no runsc runtime (/etc/docker/daemon.json, see .ci/run)")
+        _unavailable("the Docker engine has no runsc runtime (/etc/docker/daemon.json, see .ci/run)")
     ref = f"{REGISTRY}/codedpo-{name}:{TAG}"
     if subprocess.run(["docker", "image", "inspect", ref], capture_output=True).returncode != 0:
-        pytest.skip(f"{ref} is not built: {BUILD_HINT}")
+        _unavailable(f"{ref} is not built: {BUILD_HINT}")
     return ref
+
+
+def test_a_required_image_that_is_missing_fails_instead_of_skipping(monkeypatch) -> None:
+    monkeypatch.setenv(REQUIRE_ENV, "1")
+    monkeypatch.setattr(sys.modules[__name__], "TAG", "0.0.0-never-built")
+    with pytest.raises(pytest.fail.Exception, match="is not built|no Docker engine|no docker client|no runsc"):
+        _image("sandbox")
 
 
 def _sandbox_run(image: str, work: Path, *command: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

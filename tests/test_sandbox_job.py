@@ -748,3 +748,24 @@ def test_the_uploader_gives_up_when_the_sandbox_container_stops_beating(tmp_path
     with shard_worker.Heartbeat(tmp_path, period_s=0.05):
         with pytest.raises(shard_worker.ShardWorkerError, match="within 0.5 s"):
             shard_worker.upload("s3://unused/x", "p", tmp_path, wait_timeout_s=0.5, poll_s=0.05, stale_after_s=0.3)
+
+
+def test_the_sandbox_container_closes_the_shared_folder_before_candidates_run(tmp_path):
+    """Read as an attacker: the pod's emptyDir is world-writable, so a candidate (a slot uid)
+    could leave `done`, a forged `result.jsonl` or a link at the heartbeat's path, which root
+    touches. `run` takes world write away first, and the heartbeat never follows a link."""
+    import os
+
+    from codedpo.components.execute import shard_worker
+
+    work = tmp_path / "work"
+    work.mkdir()
+    work.chmod(0o777)
+    shard_worker.close_to_candidates(work)
+    assert work.stat().st_mode & 0o777 == 0o775
+    target = tmp_path / "elsewhere"
+    os.symlink(target, work / shard_worker.HEARTBEAT)
+    with pytest.raises(OSError):
+        with shard_worker.Heartbeat(work, period_s=0.05):
+            pass
+    assert not target.exists()

@@ -86,20 +86,36 @@ class Heartbeat:
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
 
+    def _touch(self) -> None:
+        # Never through a link: this runs as the sandbox container's root while candidates run.
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            os.utime(fd)
+        finally:
+            os.close(fd)
+
     def _beat(self) -> None:
         while True:
-            self.path.touch()
+            self._touch()
             if self.stopped.wait(self.period_s):
                 return
 
     def __enter__(self) -> Heartbeat:
-        self.path.touch()
+        self._touch()
         self.thread.start()
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self.stopped.set()
         self.thread.join()
+
+
+def close_to_candidates(workdir: Path) -> None:
+    """Take write access to the shared folder from everyone but its owner and group before any
+    candidate runs. An emptyDir is created world-writable, and the slot uids the candidates run
+    as are in neither; without this a candidate could plant `done` or `result.jsonl` for the
+    uploader, or a link where root later touches the heartbeat."""
+    os.chmod(workdir, os.stat(workdir).st_mode & 0o7775)
 
 
 def run(workdir: Path, execute_json: str, sandbox: str, task: str = "execute", repeats: int = 0,
@@ -115,6 +131,7 @@ def run(workdir: Path, execute_json: str, sandbox: str, task: str = "execute", r
         from codedpo.components.execute.timing import time_samples
 
         config = ExecuteConfig.model_validate({**json.loads(execute_json), "sandbox": sandbox, "cache_dir": ""})
+        close_to_candidates(workdir)
         samples = jsonl.read_records(workdir / INPUT, SampleSet)
         started = time.monotonic()
         with Heartbeat(workdir):
