@@ -28,7 +28,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import typer
 import yaml
@@ -77,6 +77,15 @@ StoreOption = Annotated[
         "publishes its output under runs/<run_name>/<stage>/. S3 settings from the environment "
         "(CODEDPO_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...).",
         metavar="URI",
+    ),
+]
+RunnerOption = Annotated[
+    Literal["subprocess", "docker"],
+    typer.Option(
+        "--runner",
+        help="'subprocess': every step in this Python. 'docker': the cluster rehearsal, every step in its image "
+        "on this machine's Docker engine and the candidates in the sandbox image under runsc (images from "
+        "CODEDPO_IMAGE_REGISTRY, default localhost/codedpo, and CODEDPO_IMAGE_TAG).",
     ),
 ]
 SetOption = Annotated[
@@ -174,7 +183,8 @@ def _count_pairs(pairs_path: Path) -> Counter[str]:
 
 @app.command()
 def run(
-    config: ConfigOption = None, sandbox: SandboxOption = None, store: StoreOption = None, set_: SetOption = None
+    config: ConfigOption = None, sandbox: SandboxOption = None, store: StoreOption = None, set_: SetOption = None,
+    runner: RunnerOption = "subprocess",
 ) -> None:
     """Run the pipeline on this machine (kfp.local) and write the run folder <output_dir>/<run_name>/."""
     from codedpo.components.common.storage import StorageError
@@ -186,7 +196,8 @@ def run(
         raise _fail(str(error)) from None
     _warn_if_unsafe(effective)
     sandbox_kind = effective.execute.sandbox
-    console.print(f"run [bold]{effective.run_name}[/] (config: {escape(source)}; sandbox: {sandbox_kind})")
+    where = f"sandbox: {sandbox_kind}" if runner == "subprocess" else "rehearsal: every step in its image"
+    console.print(f"run [bold]{effective.run_name}[/] (config: {escape(source)}; {where})")
 
     def show(event: StepEvent) -> None:
         if event.status == "progress":
@@ -201,7 +212,7 @@ def run(
         console.print(f"  {mark} {escape(event.step)}")
 
     try:
-        run_dir = run_local(effective, on_step=show)
+        run_dir = run_local(effective, on_step=show, runner=runner)
         counts = _count_pairs(run_dir / "pairs.jsonl")
     except (InputError, StorageError) as error:  # before the first step; a store that refuses us included
         raise _fail(str(error)) from None

@@ -22,16 +22,27 @@ kubeflow/pipelines, 2026-12); when kfp fixes one, it is deleted here and nowhere
    `raise_on_error` raises a RuntimeError that names the task chain but not the step's exception.
    So the runner reads those two lines (with kfp's colour codes removed); the step's own error
    comes from the step itself (`common/logs.py` `STEP_ERROR_MARK`), not from its traceback.
+4. `docker_task_runs` (the rehearsal, `pipelines/rehearsal.py`): kfp.local's `DockerTaskHandler`
+   starts each container with `auto_remove=True` and reads its exit status afterwards. A step
+   that fails fast is removed first, and then `docker.errors.NotFound` counts as exit 0: the
+   failed step reports SUCCESS (kubeflow/pipelines#13332; fixes proposed in #13381, #13402,
+   #13907, none released in kfp 2.17). Here the container is removed only after its status is
+   read. The same handler gives every task the same `docker run` arguments and refuses extra
+   `volumes`, while the rehearsal needs the run's inputs mounted read-only and the engine's
+   socket in the two steps that launch sandbox pods (and only there). `DockerRunner` cannot be
+   subclassed either: the dispatcher picks handlers by `type(runner) is DockerRunner`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import sys
 import warnings
 from collections.abc import Iterator
+from typing import Any
 from unittest import mock
 
 # 1. The warnings kfp.local emits for every task of a cluster pipeline (kubeflow/pipelines#11047).
@@ -95,3 +106,49 @@ def task_event(line: str) -> tuple[str, str] | None:
     if match := _TASK_END.search(line):
         return match.group(1), match.group(2)
     return None
+
+
+# 4. The rehearsal's Docker tasks (kubeflow/pipelines#13332 and per-task mounts).
+@contextlib.contextmanager
+def docker_task_runs(input_mounts: dict[str, dict[str, str]], launching_env: str, socket: str) -> Iterator[None]:
+    """Replace `DockerTaskHandler.run` for the duration of a run: the task's container gets the
+    pipeline root (as kfp.local mounts it) and `input_mounts`; a task whose environment holds
+    `launching_env` also gets the engine's `socket` (and its group); the exit status is read
+    before the container is removed; an image missing on the engine fails the task (no pull)."""
+    from kfp.local import docker_task_handler, status
+
+    def run(handler: Any) -> Any:
+        import docker
+
+        client = docker.from_env()
+        try:
+            volumes = {**handler.get_volumes_to_mount(client), **input_mounts}
+            arguments = dict(handler.runner.container_run_args)
+            if handler.env_vars:
+                arguments["environment"] = handler.env_vars
+            if launching_env in (handler.env_vars or {}):
+                volumes[socket] = {"bind": socket, "mode": "rw"}
+                arguments["group_add"] = [str(os.stat(socket).st_gid)]
+            code = run_container(client, handler.image, handler.full_command, volumes, **arguments)
+        finally:
+            client.close()
+        return status.Status.SUCCESS if code == 0 else status.Status.FAILURE
+
+    with mock.patch.object(docker_task_handler.DockerTaskHandler, "run", run):
+        yield
+
+
+def run_container(client: Any, image: str, command: list[str], volumes: dict[str, Any], **arguments: Any) -> int:
+    """Run `command` in `image` to its end, printing its output; returns its exit status."""
+    if not client.images.list(name=image):
+        print(f"image {image!r} is not on the Docker engine (the rehearsal never pulls): build it with images/build.sh")
+        return 125
+    print(f"step container: {image}", flush=True)
+    container = client.containers.create(image=image, command=command, volumes=volumes, **arguments)
+    try:
+        container.start()
+        for chunk in container.logs(stream=True, follow=True):
+            print(chunk.decode("utf-8", "replace"), end="")
+        return int(container.wait()["StatusCode"])
+    finally:
+        container.remove(force=True)

@@ -237,11 +237,15 @@ def _pipeline_steps(pipeline: Any) -> dict[str, _Step]:
     return steps
 
 
+Runner = Literal["subprocess", "docker"]
+
+
 def run_local(
     config: RunConfig,
     base_dir: Path | None = None,
     *,
     on_step: Callable[[StepEvent], None] | None = None,
+    runner: Runner = "subprocess",
 ) -> Path:
     """Run the pipeline locally and return the run folder `<output_dir>/<run_name>/`.
 
@@ -251,6 +255,10 @@ def run_local(
     when an input file is missing, StorageError when `config.store` cannot be used, and
     StepFailedError when a step fails. A run folder of the
     same name is reused: its previous results are deleted first.
+
+    `runner`: "subprocess" runs every step in this Python; "docker" is the cluster rehearsal
+    (`pipelines/rehearsal.py`): every step in its image on the Docker engine, the sandbox pods
+    under runsc. The run folder is the same either way.
     """
     import kfp.local
 
@@ -282,15 +290,24 @@ def run_local(
     shutil.rmtree(run_dir / MODEL_DIR, ignore_errors=True)
     log_path = run_dir / LOG_FILE
 
-    kfp.local.init(
-        runner=kfp.local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(output_dir / PIPELINE_ROOT),
-        raise_on_error=True,
-    )
-    with open(log_path, "w", encoding="utf-8") as log, quiet_local_runner_warnings():
-        pipeline = pipeline_for(config)
+    pipeline_root = output_dir / PIPELINE_ROOT
+    cluster = None
+    task_runs: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if runner == "docker":
+        from codedpo.pipelines.kfp_local_workarounds import docker_task_runs
+        from codedpo.pipelines.rehearsal import ENGINE_SOCKET, LAUNCHING_ENV, prepare_rehearsal
+
+        rehearsal = prepare_rehearsal(config, pipeline_root.resolve())
+        steps_config, cluster = rehearsal.config, rehearsal.cluster
+        local_runner: Any = kfp.local.DockerRunner(**rehearsal.runner_args)
+        task_runs = docker_task_runs(rehearsal.input_mounts, LAUNCHING_ENV, ENGINE_SOCKET)
+    else:
+        steps_config, local_runner = config, kfp.local.SubprocessRunner(use_venv=False)
+    kfp.local.init(runner=local_runner, pipeline_root=str(pipeline_root), raise_on_error=True)
+    with open(log_path, "w", encoding="utf-8") as log, quiet_local_runner_warnings(), task_runs:
+        pipeline = pipeline_for(steps_config, cluster)
         watcher = _LogWatcher(log, _pipeline_steps(pipeline), on_step)
-        arguments: dict[str, Any] = {"run_config": run_config_parameter(config),
+        arguments: dict[str, Any] = {"run_config": run_config_parameter(steps_config),
                                      "train_model": config.train.model or ""}
         if config.sampling.backend == "replay":
             arguments["samples_path"] = config.samples.path

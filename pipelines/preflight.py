@@ -97,4 +97,7 @@ def cluster_sandbox_problem(config: RunConfig) -> str | None:
     if execute.launcher == "inline" and execute.sandbox == "runsc":
         return ("execute.launcher is 'inline' with sandbox 'runsc', but on a cluster the execute and time steps run in "
                 "pods without runsc: set execute.launcher: kubernetes-job (and execute.job.image, execute.job.store_uri)")
+    if execute.launcher == "docker":
+        return ("execute.launcher is 'docker', which runs the sandbox pods on one machine's Docker engine (the "
+                "rehearsal, codedpo run --runner docker): on a cluster set execute.launcher: kubernetes-job")
     return None

@@ -249,12 +249,12 @@ def execute(run_config: dict, kfp_run_id: str, samples: Input[Dataset], executio
     stats = executor.ExecutionStats()
     records = launch.run_executions(sample_sets, config.execute, target.run_id, stats=stats)
     written = jsonl.write_records(executions.path, records)
-    where = (f"job:{config.execute.job.runtime_class}" if config.execute.launcher == "kubernetes-job"
-             else config.execute.sandbox)
+    where = {"kubernetes-job": f"job:{config.execute.job.runtime_class}", "docker": "docker:runsc"}.get(
+        config.execute.launcher, config.execute.sandbox)
     executions.metadata.update({"problems": written, "sandbox": where})
     publish_stage(target, "executions", executions.path)
-    if config.execute.launcher == "kubernetes-job":
-        print(f"{written} problems executed by the sandbox Job")
+    if config.execute.launcher != "inline":
+        print(f"{written} problems executed by the sandbox Job ({where})")
     else:
         print(
             f"{written} problems: {stats.executions_total} executions, {stats.executions_cached} from the cache, "

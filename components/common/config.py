@@ -184,10 +184,11 @@ class ExecuteConfig(_Section):
     section: ClassVar[str] = "execute"
     renamed: ClassVar[dict[str, str]] = {"memory_mb": "memory_mib", "output_limit_kb": "output_limit_kib"}
 
-    launcher: Literal["inline", "kubernetes-job"] = Field(
+    launcher: Literal["inline", "kubernetes-job", "docker"] = Field(
         "inline",
         description="'inline': the step runs the sandboxes itself. 'kubernetes-job': the step launches "
-        "an Indexed Job of gVisor pods (execute.job) and collects their results.",
+        "an Indexed Job of gVisor pods (execute.job) and collects their results. 'docker': the same pods on "
+        "this machine's Docker engine under runsc (the rehearsal, `codedpo run --runner docker`).",
     )
     job: SandboxJobConfig = Field(default_factory=SandboxJobConfig)
 

@@ -12,6 +12,8 @@ training):
   `check_inline_sandbox`).
 - "kubernetes-job": in an Indexed Job of gVisor pods (`execute/sandbox_job.py`), the timing pass
   with the same Job settings under `runs/<run-id>/time/shards/`.
+- "docker": the same Job's pods, run on this machine's Docker engine with the runsc runtime
+  (`execute/sandbox_docker.py`): the cluster rehearsal, `codedpo run --runner docker`.
 
 Either way the caller gets the same records, and publishes them the same way.
 """
@@ -55,6 +57,11 @@ def run_executions(
 
         logger.info("execute: %d problems in Kubernetes Job pods (%s)", len(samples), config.job.runtime_class)
         return execute_on_cluster(samples, config, run_id=run_id)
+    if config.launcher == "docker":
+        from codedpo.components.execute.sandbox_docker import execute_in_docker
+
+        logger.info("execute: %d problems in sandbox pods on the Docker engine (%s)", len(samples), config.job.image)
+        return execute_in_docker(samples, config, run_id)
     from codedpo.components.execute.executor import execute_samples
 
     check_inline_sandbox(config)
@@ -84,5 +91,10 @@ def run_timings(
 
         logger.info("time: %d problems in Kubernetes Job pods (%s)", len(plan), config.job.runtime_class)
         return time_on_cluster(plan, config, run_id, repeats, basis)
+    if config.launcher == "docker":
+        from codedpo.components.execute.sandbox_docker import time_in_docker
+
+        logger.info("time: %d problems in sandbox pods on the Docker engine (%s)", len(plan), config.job.image)
+        return time_in_docker(plan, config, run_id, repeats, basis)
     check_inline_sandbox(config)
     return time_samples(plan, config, repeats, basis)

@@ -246,10 +246,12 @@ def shards_prefix(run_id: str, task: PodTask = EXECUTE) -> str:
 
 
 def build_sandbox_job(name: str, run_id: str, shard_ids: list[str], config: ExecuteConfig,
-                      job: SandboxJobConfig, task: PodTask = EXECUTE) -> dict[str, Any]:
+                      job: SandboxJobConfig, task: PodTask = EXECUTE, *,
+                      allow_local_store: bool = False) -> dict[str, Any]:
     """The Indexed Job that runs `shard_ids` (index i runs shard_ids[i]), as a plain dict (the
-    shape BatchV1Api takes). See the module docstring for what each part is for."""
-    if not job.store_uri.startswith("s3://"):
+    shape BatchV1Api takes). See the module docstring for what each part is for.
+    `allow_local_store`: the store may be a local folder (the docker launcher mounts it)."""
+    if not allow_local_store and not job.store_uri.startswith("s3://"):
         raise ValueError(f"execute.job.store_uri must be an s3:// URI the pods can reach, got {job.store_uri!r}")
     if not shard_ids:
         raise ValueError("a sandbox Job needs at least one shard")
@@ -511,6 +513,38 @@ def run_on_cluster(
     job = config.job
     if not job.store_uri.startswith("s3://"):
         raise ValueError(f"execute.job.store_uri must be an s3:// URI the pods can reach, got {job.store_uri!r}")
+    clients: dict[str, Any] = {} if api is None else {"api": api}  # the kube client, made when first needed
+
+    def run_attempt(name: str, shard_ids: list[str], stop: threading.Event) -> None:
+        if "api" not in clients:
+            clients["api"] = kube.api_client()
+        _run_job(clients["api"], build_sandbox_job(name, run_id, shard_ids, config, job, task), job, stop)
+
+    def tidy() -> None:
+        if "api" in clients:
+            _delete_finished_leftovers(clients["api"], job.namespace, run_id)
+
+    return coordinate_shards(samples, config, run_id, task, run_attempt, store=store, cancel=cancel,
+                             after_attempts=tidy)
+
+
+def coordinate_shards(
+    samples: list[SampleSet],
+    config: ExecuteConfig,
+    run_id: str,
+    task: PodTask,
+    run_attempt: Any,
+    *,
+    store: Store | None = None,
+    cancel: threading.Event | None = None,
+    after_attempts: Any = None,
+) -> list[Any]:
+    """Steps 1, 4 and 6 of the module docstring, whatever runs the pods: write the shards that
+    have no result to the store, call `run_attempt(job_name, shard_ids, stop)` over those still
+    missing, up to `job.max_attempts` times, and return every shard's records in input order.
+    The store, not the attempt, says which shards are done. `after_attempts()` runs once the
+    attempts are over (not when one raised). Raises ShardsFailedError."""
+    job = config.job
     store = store if store is not None else open_store(job.store_uri)
     prefix = shards_prefix(run_id, task)
     shards = make_shards(samples, config, job.shards, task)
@@ -523,7 +557,6 @@ def run_on_cluster(
             store.put_bytes(shard_key(prefix, shard.id, INPUT), shard.data)
     if results:
         logger.info("%s: %d of %d shards already have results; not run again", task.stage, len(results), len(shards))
-    api = api if api is not None else kube.api_client() if len(results) < len(shards) else None
     attempt = 0
     with kube.cancel_on_signals() as signalled:
         stop = cancel or signalled
@@ -534,13 +567,13 @@ def run_on_cluster(
             name = job_name(run_id, ids, job, task)
             logger.info("%s: attempt %d/%d, Job %s over %d shard(s)", task.stage, attempt, job.max_attempts, name,
                         len(ids))
-            _run_job(api, build_sandbox_job(name, run_id, ids, config, job, task), job, stop)
+            run_attempt(name, ids, stop)
             for shard in pending:
                 found = _read_result(store, prefix, shard, samples, task)
                 if found is not None:
                     results[shard.id] = found
-    if api is not None:
-        _delete_finished_leftovers(api, job.namespace, run_id)
+    if after_attempts is not None:
+        after_attempts()
     missing = [s for s in shards if s.id not in results]
     if missing:
         names = ", ".join(f"{s.id} (problems {s.start}-{s.stop - 1})" for s in missing)
