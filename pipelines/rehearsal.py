@@ -23,8 +23,8 @@ cluster, and why:
   models, benchmark files. The caches and the trainer's working folder move under the pipeline
   root, because nothing else is writable.
 - **Users.** The steps run as the images' user, 10001, when codedpo runs as root. The pipeline
-  root is then handed to that user. Otherwise they run as the caller's uid:gid, and so do the
-  sandbox pods' data movers, so the files stay the caller's.
+  root is then handed to that user. Otherwise they run as the caller's uid:gid, so the files stay
+  the caller's (the sandbox pods' data movers run as the owner of a local store's folder).
 - **Secrets.** The S3 settings (`CODEDPO_S3_*`, `AWS_*`) are passed from this process's
   environment to every step and data mover. There are no per-role keys here
   (tests/test_store_roles.py checks those against the real servers).
@@ -153,7 +153,6 @@ def prepare_rehearsal(config: RunConfig, pipeline_root: Path, environ: dict[str,
     passed["PYTHONUNBUFFERED"] = "1"
     if not as_root:
         passed["HOME"] = "/tmp"  # the caller's uid has no home in the image
-        passed["CODEDPO_DOCKER_MOVERS_USER"] = user
     cluster = ClusterConfig.model_validate({"images": {"registry": registry, "tag": tag}})
     steps = dict(cluster.steps)
     for step in LAUNCHING_STEPS:

@@ -25,10 +25,10 @@ container by container:
   share the pod's gVisor sandbox and network, behind the NetworkPolicy.
 - Env from a Secret (`secretKeyRef`) comes from this process's environment, under the same name.
   The rehearsal has no Secrets, so the step's own S3 settings stand in for the movers' key. The
-  completion index (a `fieldRef`) is the index. `MOVERS_USER_ENV` may set the movers' uid:gid
-  instead of the spec's 10001, so that files in a local store stay the caller's.
+  completion index (a `fieldRef`) is the index.
 - A local store (`job.store_uri` a folder, the rehearsal without S3) is bind-mounted into
-  `fetch` and `upload` at its own path.
+  `fetch` and `upload` at its own path, and they run as the folder's owner instead of the
+  spec's 10001: the coordinator made the shard folders, and the uploader writes results there.
 
 Not rehearsed here: scheduling, the RuntimeClass and NetworkPolicy objects, Secrets, node
 selectors and tolerations, image pulls, a pod's own restarts.
@@ -60,7 +60,6 @@ logger = logging.getLogger(__name__)
 
 SANDBOX_RUNTIME = "runsc"  # the engine's gVisor runtime (scripts/docker-engine.sh registers it)
 SANDBOX_CONTAINER = "sandbox"  # the container that runs candidates; the others move data
-MOVERS_USER_ENV = "CODEDPO_DOCKER_MOVERS_USER"
 LABEL = "io.codedpo.sandbox-pod"  # on every container and volume this module creates
 LOG_TAIL_LINES = 5
 
@@ -189,8 +188,8 @@ def _engine() -> Any:
 class _Pod:
     """One completion index's pod: its containers, run in order, and what became of them."""
 
-    def __init__(self, client: Any, plans: list[ContainerPlan], volume: str, what: str) -> None:
-        self.client, self.plans, self.volume, self.what = client, plans, volume, what
+    def __init__(self, client: Any, plans: list[ContainerPlan], what: str) -> None:
+        self.client, self.plans, self.what = client, plans, what
         self.containers: list[Any] = []
         self.killed = threading.Event()
 
@@ -235,10 +234,6 @@ class _Pod:
                     container.remove(force=True)
                 except Exception:  # noqa: BLE001 - removed already
                     pass
-            try:
-                self.client.volumes.get(self.volume).remove(force=True)
-            except Exception:  # noqa: BLE001
-                pass
 
 
 def run_job_in_docker(client: Any, body: dict[str, Any], stop: threading.Event, *,
@@ -249,7 +244,10 @@ def run_job_in_docker(client: Any, body: dict[str, Any], stop: threading.Event, 
     spec = body["spec"]
     name = body["metadata"]["name"]
     deadline = time.monotonic() + float(spec.get("activeDeadlineSeconds") or 3600)
-    movers_user = (environ if environ is not None else os.environ).get(MOVERS_USER_ENV) or None
+    movers_user = None
+    if local_store:  # the movers write where the coordinator wrote: as the folder's owner
+        owner = os.stat(local_store)
+        movers_user = f"{owner.st_uid}:{owner.st_gid}"
     running: set[_Pod] = set()
     lock = threading.Lock()
 
@@ -258,18 +256,21 @@ def run_job_in_docker(client: Any, body: dict[str, Any], stop: threading.Event, 
             if stop.is_set() or time.monotonic() > deadline:
                 return False
             suffix = f"{name}-{index}-{attempt}-{uuid.uuid4().hex[:6]}"
-            volume = client.volumes.create(name=f"{suffix}-work", labels={LABEL: name}).name
-            plans = pod_containers(body, index, volume, environ=environ, local_store=local_store,
-                                   movers_user=movers_user, name_prefix=f"{suffix}-")
-            pod = _Pod(client, plans, volume, f"{name}-{index}")
-            with lock:
-                running.add(pod)
+            volume = client.volumes.create(name=f"{suffix}-work", labels={LABEL: name})
             try:
-                if pod.run():
-                    return True
-            finally:
+                plans = pod_containers(body, index, volume.name, environ=environ, local_store=local_store,
+                                       movers_user=movers_user, name_prefix=f"{suffix}-")
+                pod = _Pod(client, plans, f"{name}-{index}")
                 with lock:
-                    running.discard(pod)
+                    running.add(pod)
+                try:
+                    if pod.run():
+                        return True
+                finally:
+                    with lock:
+                        running.discard(pod)
+            finally:
+                volume.remove(force=True)
             logger.warning("Job %s index %d: pod failed (try %d)", name, index, attempt + 1)
         return False
 
