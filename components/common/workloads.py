@@ -35,6 +35,21 @@ _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _INT32_MAX = 2**31 - 1
 
+def identity_errors(body: dict[str, Any], api_version: str, kind: str) -> list[str]:
+    """What a custom resource's API server refuses before its schema: the wrong apiVersion or
+    kind, or a metadata.name that is no DNS-1035 label of at most 63 characters (the PyTorchJob
+    and TrainJob controllers name Services after the job)."""
+    errors = []
+    if body.get("apiVersion") != api_version:
+        errors.append(f"apiVersion: must be {api_version!r} (got {body.get('apiVersion')!r})")
+    if body.get("kind") != kind:
+        errors.append(f"kind: must be {kind!r} (got {body.get('kind')!r})")
+    name = (body.get("metadata") or {}).get("name")
+    if not isinstance(name, str) or len(name) > 63 or not _DNS1035_LABEL.match(name):
+        errors.append(f"metadata.name: must be a DNS-1035 label of at most 63 characters (got {name!r})")
+    return errors
+
+
 # The label Kueue reads on a PyTorchJob or TrainJob: the LocalQueue (in the job's namespace) that
 # admits it against a quota; Kueue's webhook then creates the job suspended until admission.
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"

@@ -68,7 +68,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from codedpo.components.common.config import TrainConfig
 from codedpo.components.common.errors import ConfigError, describe_validation_error
-from codedpo.components.common.workloads import KUEUE_QUEUE_LABEL, TrainJobConfig
+from codedpo.components.common.workloads import KUEUE_QUEUE_LABEL, TrainJobConfig, identity_errors
 
 API_VERSION = "kubeflow.org/v1"
 KIND = "PyTorchJob"
@@ -269,14 +269,7 @@ def load_crd_schema(crd_path: str, version: str = "v1", strict: bool = True) -> 
 
 def _operator_errors(job: dict[str, Any]) -> list[str]:
     """What the Training Operator enforces that the CRD schema cannot say."""
-    errors: list[str] = []
-    if job.get("apiVersion") != API_VERSION:
-        errors.append(f"apiVersion: must be {API_VERSION!r} (got {job.get('apiVersion')!r})")
-    if job.get("kind") != KIND:
-        errors.append(f"kind: must be {KIND!r} (got {job.get('kind')!r})")
-    name = (job.get("metadata") or {}).get("name")
-    if not isinstance(name, str) or len(name) > 63 or not _DNS1035_LABEL.match(name):
-        errors.append(f"metadata.name: must be a DNS-1035 label of at most 63 characters (got {name!r})")
+    errors = identity_errors(job, API_VERSION, KIND)
     spec = job.get("spec") if isinstance(job.get("spec"), dict) else {}
     clean = (spec.get("runPolicy") or {}).get("cleanPodPolicy")
     if clean is not None and clean not in ("None", "Running", "All"):

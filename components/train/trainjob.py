@@ -49,12 +49,11 @@ in a patch of container `node`. The CRD file kept in the repo is pruned (manifes
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from codedpo.components.common.config import TrainConfig
-from codedpo.components.common.workloads import KUEUE_QUEUE_LABEL
+from codedpo.components.common.workloads import KUEUE_QUEUE_LABEL, identity_errors
 from codedpo.components.train.pytorchjob import (
     SHM_VOLUME,
     TRAINER_MODULE,
@@ -76,8 +75,6 @@ RUNTIME_KINDS = ("ClusterTrainingRuntime", "TrainingRuntime")
 TRAINER_NODE = "node"
 PATCH_MANAGER = "codedpo.io/launcher"
 CRD_FILE = "trainer.kubeflow.org_trainjobs.v2.2-pruned.yaml"
-
-_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 class TrainJobValidationError(ValueError):
@@ -148,14 +145,7 @@ def build_trainjob(
 
 def _trainer_errors(job: dict[str, Any]) -> list[str]:
     """What Trainer enforces (CEL rules, webhooks) that the schema check here does not."""
-    errors: list[str] = []
-    if job.get("apiVersion") != API_VERSION:
-        errors.append(f"apiVersion: must be {API_VERSION!r} (got {job.get('apiVersion')!r})")
-    if job.get("kind") != KIND:
-        errors.append(f"kind: must be {KIND!r} (got {job.get('kind')!r})")
-    name = (job.get("metadata") or {}).get("name")
-    if not isinstance(name, str) or len(name) > 63 or not _DNS1035_LABEL.match(name):
-        errors.append(f"metadata.name: must be a DNS-1035 label of at most 63 characters (got {name!r})")
+    errors = identity_errors(job, API_VERSION, KIND)
     spec = job.get("spec") if isinstance(job.get("spec"), dict) else {}
     kind = (spec.get("runtimeRef") or {}).get("kind", RUNTIME_KINDS[0])
     if kind not in RUNTIME_KINDS:
