@@ -30,6 +30,7 @@ from codedpo.components.execute.harness.processes import REQUIRED_CAPABILITIES
 from codedpo.components.execute.sandbox_docker import LABEL, DockerLauncherError, execute_in_docker, pod_containers
 from codedpo.components.execute.sandbox_job import ShardsFailedError, build_sandbox_job
 from codedpo.pipelines.cli import app
+from codedpo.pipelines.kfp_local_workarounds import strip_colour
 from codedpo.pipelines.preflight import cluster_sandbox_problem
 from codedpo.pipelines.rehearsal import prepare_rehearsal
 
@@ -198,7 +199,7 @@ def _rehearse(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) ->
 
 
 def _check_steps_ran_in_images(run_dir: Path) -> None:
-    log = (run_dir / "pipeline.log").read_text()
+    log = strip_colour((run_dir / "pipeline.log").read_text())
     steps = ("import-samples", "execute", "score", "time-codes", "pairs", "report")
     for step in steps:
         assert f"Executing task '{step}'" in log, step
@@ -232,3 +233,28 @@ def test_the_quickstart_rehearsed_with_an_s3_store_on_loopback(s3_server: S3Serv
     pairs = read_records(run_dir / "pairs.jsonl", PairRecord)
     assert {pair.kind for pair in pairs} == {"correctness", "efficiency"}
     _check_steps_ran_in_images(run_dir)
+
+
+def test_the_rehearsal_configuration_mirrors_a_cluster_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the steps get, without an engine: the docker launcher on the sandbox image, the
+    shards through a folder under the pipeline root, the inputs mounted read-only, the socket
+    marker on the two launching steps only, host networking for all."""
+    from codedpo.pipelines import rehearsal
+
+    monkeypatch.setattr(rehearsal, "_engine_problem", lambda images: None)
+    monkeypatch.setattr(rehearsal.os, "chown", lambda *args: None)
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("")
+    config = RunConfig.model_validate({"samples": {"path": str(samples)}, "run_id": "r1"})
+    environ = {"AWS_ACCESS_KEY_ID": "k", "CODEDPO_S3_ENDPOINT": "http://127.0.0.1:1", "SECRET_OF_MINE": "x"}
+    prepared = prepare_rehearsal(config, tmp_path / "root", environ=environ)
+    execute = prepared.config.execute
+    assert execute.launcher == "docker" and execute.job.image.startswith("localhost/codedpo/codedpo-sandbox:")
+    assert execute.job.store_uri == str(tmp_path / "root" / "sandbox-store")
+    assert prepared.input_mounts == {str(samples): {"bind": str(samples), "mode": "ro"}}
+    assert prepared.runner_args["network_mode"] == "host"
+    assert set(prepared.runner_args["environment"]) >= {"AWS_ACCESS_KEY_ID", "CODEDPO_S3_ENDPOINT"}
+    assert "SECRET_OF_MINE" not in prepared.runner_args["environment"]
+    marked = {name for name, step in prepared.cluster.steps.items() if "DOCKER_HOST" in (step.env or {})}
+    assert marked == {"execute", "time"}
+    assert config.execute.launcher == "inline"  # the caller's configuration is left as it was
