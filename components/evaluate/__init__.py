@@ -1,0 +1,1 @@
+"""The evaluate stage: how a trained code model compares with its base model on a benchmark."""

