@@ -415,9 +415,6 @@ def show_config(
     typer.echo(dump_config(effective), nl=False)
 
 
-if __name__ == "__main__":
-    app()
-
 
 @app.command()
 def evaluate(
@@ -433,6 +430,9 @@ def evaluate(
     max_tokens: Annotated[int, typer.Option(help="New tokens per completion.")] = 512,
     timing_repeats: Annotated[int, typer.Option(help="Timed repeats per solution for the speed-up (0: none).")] = 5,
     seed: Annotated[int, typer.Option(help="Sampling and bootstrap seed.")] = 0,
+    training_data: Annotated[Optional[Path], typer.Option(
+        help="A JSONL file of the training data (pairs, tasks or samples): its prompts' overlap with the benchmark "
+        "is reported beside the scores.", dir_okay=False)] = None,
     output: Annotated[Path, typer.Option(help="Folder for evaluation.json and evaluation.md.", file_okay=False)] = Path("runs/evaluate"),
     config: ConfigOption = None,
     sandbox: SandboxOption = None,
@@ -459,10 +459,19 @@ def evaluate(
         tasks = load_tasks(benchmark, problems)
     except (InputError, ValueError) as error:
         raise _fail(str(error)) from None
-    report = evaluate_models(models, tasks, settings, effective.execute)
+    from codedpo.components.llm.base import BackendError
+
+    try:
+        report = evaluate_models(models, tasks, settings, effective.execute, training_data=training_data)
+    except (InputError, BackendError) as error:  # a bad data file; a model that does not load
+        raise _fail(str(error)) from None
     output.mkdir(parents=True, exist_ok=True)
     (output / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     markdown = render_markdown(report)
     (output / "evaluation.md").write_text(markdown, encoding="utf-8")
     console.print(escape(markdown))
     console.print(f"written: [bold]{escape(str(output / 'evaluation.json'))}[/], evaluation.md")
+
+
+if __name__ == "__main__":
+    app()

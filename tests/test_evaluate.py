@@ -113,3 +113,21 @@ def test_bad_settings_are_one_line_each() -> None:
         load_tasks("no-such-benchmark.jsonl")
     result = runner.invoke(app, ["evaluate", "--model", "m", "--n", "2", "--k", "3"])
     assert result.exit_code == 2 and "k must be between 1 and n" in result.output
+
+
+def test_training_data_overlapping_the_benchmark_is_reported(tmp_path: Path) -> None:
+    from codedpo.components.evaluate.stage import training_overlap
+
+    tasks = load_tasks("humaneval", 3)
+    data = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": tasks[1].prompt, "chosen": "x", "rejected": "y"},  # a copy of HumanEval/1
+            {"prompt": [{"role": "user", "content": "Write a function that adds two numbers a and b together."}]}]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    overlap = training_overlap(data, tasks)
+    assert overlap["training_prompts"] == 2 and overlap["contaminated_problems"] == {"HumanEval/1": 1.0}
+    data.write_text('{"chosen": "x"}\n')
+    with pytest.raises(EvaluationError, match=r"pairs.jsonl:1: a record without a text `prompt`"):
+        training_overlap(data, tasks)
+    result = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "no-model"), "--problems", "1", "--n", "1",
+                                 "--temperature", "0", "--training-data", str(tmp_path / "missing.jsonl")])
+    assert result.exit_code == 2 and "no such file" in result.output

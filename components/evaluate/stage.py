@@ -85,6 +85,37 @@ def load_tasks(benchmark: str, limit: int | None = None) -> list[BenchmarkTask]:
     return tasks
 
 
+def training_overlap(training_data: Path | str, tasks: list[BenchmarkTask], *, ngram: int = 10,
+                     max_overlap: float = 0.5) -> dict[str, Any]:
+    """How much of the training data overlaps the benchmark: the `prompt` of every record of a
+    JSONL file (pairs, tasks or samples) against the benchmark prompts, by word n-grams as task
+    writing decontaminates (`tasks/decontaminate.py`). Reported beside the scores: a training
+    prompt sharing more than `max_overlap` of its n-grams with a benchmark prompt makes that
+    problem's score suspect."""
+    from codedpo.components.common.jsonl import iter_json_lines
+    from codedpo.components.tasks.decontaminate import NGramIndex
+
+    path = Path(training_data)
+    if not path.is_file():
+        raise EvaluationError(f"training data {str(path)!r}: no such file")
+    index = NGramIndex(tasks, ngram)
+    prompts, flagged, highest = 0, {}, 0.0
+    for line, record in iter_json_lines(path):
+        prompt = record.get("prompt")
+        if isinstance(prompt, list):  # a conversation: its messages' text
+            prompt = "\n".join(str(m.get("content", "")) for m in prompt if isinstance(m, dict))
+        if not isinstance(prompt, str):
+            raise EvaluationError(f"{path}:{line}: a record without a text `prompt`")
+        prompts += 1
+        closest = index.closest(prompt)
+        if closest is not None:
+            highest = max(highest, closest[1])
+            if closest[1] > max_overlap:
+                flagged[closest[0]] = max(flagged.get(closest[0], 0.0), round(closest[1], 4))
+    return {"training_data": str(path), "training_prompts": prompts, "ngram": ngram, "max_overlap": max_overlap,
+            "highest_overlap": round(highest, 4), "contaminated_problems": dict(sorted(flagged.items()))}
+
+
 def _evaluate_one(name: str, sampling: SamplingConfig, tasks: list[BenchmarkTask], settings: EvaluationSettings,
                   execute: ExecuteConfig) -> tuple[dict[str, Any], dict[str, str], Any]:
     from codedpo.components.llm.factory import make_backend, make_templates
@@ -111,9 +142,10 @@ def _evaluate_one(name: str, sampling: SamplingConfig, tasks: list[BenchmarkTask
 
 
 def evaluate_models(models: dict[str, SamplingConfig], tasks: list[BenchmarkTask], settings: EvaluationSettings,
-                    execute: ExecuteConfig) -> dict[str, Any]:
+                    execute: ExecuteConfig, *, training_data: Path | str | None = None) -> dict[str, Any]:
     """Evaluate one model, or a model and its baseline (`models`: name -> sampling settings, the
-    evaluated one first); the report as plain data (see the module docstring)."""
+    evaluated one first); the report as plain data (see the module docstring). With
+    `training_data`, its overlap with the benchmark (`training_overlap`) is reported too."""
     if not tasks:
         raise EvaluationError("the benchmark has no problems to evaluate")
     if not 1 <= len(models) <= 2:
@@ -121,6 +153,8 @@ def evaluate_models(models: dict[str, SamplingConfig], tasks: list[BenchmarkTask
     report: dict[str, Any] = {"benchmark": settings.benchmark, "problems": len(tasks),
                               "settings": {k: v for k, v in asdict(settings).items() if k != "extra"},
                               "models": {}}
+    if training_data is not None:  # first: a bad file fails before any sampling
+        report["decontamination"] = training_overlap(training_data, tasks)
     chosen: dict[str, dict[str, str]] = {}
     judged: dict[str, dict[str, list[bool]]] = {}
     for name, sampling in models.items():
@@ -158,6 +192,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         cells = " | ".join(f"{summary['pass_at_k'][k]:.3f}" for k in ks)
         lines.append(f"| {name} ({summary['model']}) | {cells} | {summary['problems_solved']} | "
                      f"{summary['samples_without_code']} |")
+    overlap = report.get("decontamination")
+    if overlap:
+        flagged = overlap["contaminated_problems"]
+        lines += ["", f"decontamination: {overlap['training_prompts']} training prompts against the benchmark "
+                      f"({overlap['ngram']}-grams): highest overlap {overlap['highest_overlap']:.0%}; "
+                      + (f"{len(flagged)} problems above {overlap['max_overlap']:.0%}: {', '.join(flagged)}"
+                         if flagged else f"no problem above {overlap['max_overlap']:.0%}")]
     comparison = report.get("comparison")
     if comparison:
         b = comparison["pass_at_1"]
