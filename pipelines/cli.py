@@ -433,7 +433,7 @@ def evaluate(
     training_data: Annotated[Optional[Path], typer.Option(
         help="A JSONL file of the training data (pairs, tasks or samples): its prompts' overlap with the benchmark "
         "is reported beside the scores.", dir_okay=False)] = None,
-    output: Annotated[Path, typer.Option(help="Folder for evaluation.json and evaluation.md.", file_okay=False)] = Path("runs/evaluate"),
+    output: Annotated[Path, typer.Option(help="Folder for evaluation.json, evaluation.md and evaluation.html.", file_okay=False)] = Path("runs/evaluate"),
     config: ConfigOption = None,
     sandbox: SandboxOption = None,
     set_: SetOption = None,
@@ -467,10 +467,11 @@ def evaluate(
         raise _fail(str(error)) from None
     output.mkdir(parents=True, exist_ok=True)
     (output / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    markdown = render_markdown(report)
-    (output / "evaluation.md").write_text(markdown, encoding="utf-8")
-    console.print(escape(markdown))
-    console.print(f"written: [bold]{escape(str(output / 'evaluation.json'))}[/], evaluation.md")
+    from codedpo.components.evaluate.report import write_evaluation_pages
+
+    write_evaluation_pages(report, output)  # evaluation.md and evaluation.html
+    console.print(escape(render_markdown(report)))
+    console.print(f"written: [bold]{escape(str(output / 'evaluation.json'))}[/], evaluation.md, evaluation.html")
 
 
 if __name__ == "__main__":

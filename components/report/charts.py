@@ -3,6 +3,8 @@
     histogram_bins(values, bins, value_range) -> list[Bin]
     text_histogram(values, bins, value_range)  -> str  (one line per bin, for Markdown / <pre>)
     histogram_svg(values, title, x_label, ...) -> str  (a standalone SVG document)
+    line_chart_svg(series, title, x_label, y_label, y_range) -> str  (lines, one per series)
+    text_lines(series)                         -> str  (one line per series, its points)
 
 Both drawings use the same bins, so the text and the chart of one distribution cannot disagree.
 The SVG is built from a handful of elements (svg, title, text, line, rect) with fixed attributes;
@@ -13,6 +15,11 @@ attributes, no foreignObject, no links, no external fonts or styles.
 Each bar is one <rect> holding a <title> "[low, high): count" (browsers show it on hover, tests
 read it); empty bins draw no rect. No values draw no bar and say "no values"; all values equal
 (and no fixed range) draw one full-width bar labelled with that value.
+
+The line chart follows the same rules with two more plain elements (polyline, circle): one
+polyline plus a circle per point for each series, in fixed colours, and a legend below the plot.
+Each circle holds a <title> "series: (x, y)"; series names are run data and escaped like all text.
+Non-finite points are not drawn; no finite point says "no values".
 """
 
 from __future__ import annotations
@@ -20,10 +27,21 @@ from __future__ import annotations
 import bisect
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Bin", "HISTOGRAM_BINS", "SVG_NAMESPACE", "histogram_bins", "histogram_svg", "text_histogram", "xml_escape"]
+__all__ = [
+    "Bin",
+    "HISTOGRAM_BINS",
+    "SERIES_COLOURS",
+    "SVG_NAMESPACE",
+    "histogram_bins",
+    "histogram_svg",
+    "line_chart_svg",
+    "text_histogram",
+    "text_lines",
+    "xml_escape",
+]
 
 HISTOGRAM_BINS = 10
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"
@@ -39,6 +57,13 @@ FONT_PX = 11
 BAR_COLOUR = "#4c72b0"
 AXIS_COLOUR = "#333333"
 GRID_COLOUR = "#dddddd"
+# Line charts: series colours in order (repeating past the last), the legend rows below the plot,
+# the inset keeping end points off the axes, and the least gap between two x tick labels.
+SERIES_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
+LEGEND_ROW_PX = 16
+LINE_INSET_PX = 10
+MIN_TICK_GAP_PX = 24
+POINT_RADIUS_PX = 3
 
 
 @dataclass(frozen=True)
@@ -212,6 +237,137 @@ def histogram_svg(
     for x, label in edge_labels:
         parts.append(f'<line x1="{x:.1f}" y1="{plot_bottom}" x2="{x:.1f}" y2="{plot_bottom + 4}" stroke="{AXIS_COLOUR}"/>')
         parts.append(_text(x, plot_bottom + 16, label))
+
+    parts += [axes, x_label_text, y_label_text, "</svg>"]
+    return "\n".join(parts) + "\n"
+
+
+def _finite_points(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points with both coordinates finite, as floats, in x order (the order a line joins them)."""
+    kept = [(float(x), float(y)) for x, y in points if math.isfinite(x) and math.isfinite(y)]
+    return sorted(kept, key=lambda point: point[0])
+
+
+def _point_label(name: str, x: float, y: float) -> str:
+    return f"{name}: ({_number(x)}, {_number(y)})"
+
+
+def text_lines(series: Mapping[str, Sequence[tuple[float, float]]]) -> str:
+    """The line chart as text: one line per series, `name: (x, y) (x, y) ...` in x order."""
+    if not series:
+        return "(no values)"
+    lines = []
+    for name, points in series.items():
+        drawn = _finite_points(points)
+        shown = " ".join(f"({_number(x)}, {_number(y)})" for x, y in drawn) or "(no values)"
+        lines.append(f"{name}: {shown}")
+    return "\n".join(lines)
+
+
+def _padded(low: float, high: float) -> tuple[float, float]:
+    """An axis range that is not a single value: one unit either side of it."""
+    return (low - 1.0, high + 1.0) if low == high else (low, high)
+
+
+def line_chart_svg(
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    title: str,
+    x_label: str,
+    y_label: str,
+    y_range: tuple[float, float] | None = None,
+) -> str:
+    """A line chart of `series` (name -> (x, y) points) as a standalone SVG document: per series
+    one polyline and a marker per point in its colour, axes with ticks, labels and a legend.
+
+    Names, `title` and the labels may hold run data: they are escaped like every other text. The
+    plot area is the histogram's; the legend adds a row per series below it. The y axis spans
+    `y_range` (default: the points' min to max); a point outside it is drawn on its edge, its
+    <title> still giving the true value. The x ticks are the points' x values while there are at
+    most 10 of them (labels closer than MIN_TICK_GAP_PX skipped), else 5 even steps.
+    """
+    drawn = {name: _finite_points(points) for name, points in series.items()}
+    every_point = [point for points in drawn.values() for point in points]
+    not_drawn = sum(len(points) for points in series.values()) - len(every_point)
+    plot_left, plot_right = MARGIN_LEFT_PX, WIDTH_PX - MARGIN_RIGHT_PX
+    plot_top, plot_bottom = MARGIN_TOP_PX, HEIGHT_PX - MARGIN_BOTTOM_PX
+    plot_height = plot_bottom - plot_top
+    height_px = HEIGHT_PX + (LEGEND_ROW_PX * len(series) + 4 if every_point else 0)
+
+    subtitle = f"{len(every_point)} points" + (f" ({not_drawn} more not finite, not drawn)" if not_drawn else "")
+    parts = [
+        f'<svg xmlns="{SVG_NAMESPACE}" width="{WIDTH_PX}" height="{height_px}" '
+        f'viewBox="0 0 {WIDTH_PX} {height_px}" font-family="sans-serif" role="img">',
+        f"<title>{xml_escape(title)}</title>",
+        _text(WIDTH_PX / 2, 16, title, size_px=FONT_PX + 2, extra=' font-weight="bold"'),
+        _text(WIDTH_PX / 2, 31, subtitle, size_px=FONT_PX - 1, extra=' fill="#666666"'),
+    ]
+    axes = (
+        f'<line x1="{plot_left}" y1="{plot_bottom}" x2="{plot_right}" y2="{plot_bottom}" stroke="{AXIS_COLOUR}"/>'
+        f'<line x1="{plot_left}" y1="{plot_top}" x2="{plot_left}" y2="{plot_bottom}" stroke="{AXIS_COLOUR}"/>'
+    )
+    x_label_text = _text((plot_left + plot_right) / 2, HEIGHT_PX - 8, x_label)
+    middle_y = (plot_top + plot_bottom) / 2
+    y_label_text = _text(14, middle_y, y_label, extra=f' transform="rotate(-90 14 {middle_y:.1f})"')
+
+    if not every_point:
+        parts += [axes, _text((plot_left + plot_right) / 2, middle_y, "no values"), x_label_text, y_label_text]
+        parts.append("</svg>")
+        return "\n".join(parts) + "\n"
+
+    xs = sorted({x for x, _ in every_point})
+    x_low, x_high = _padded(xs[0], xs[-1])
+    y_low, y_high = _padded(*(y_range if y_range is not None else (min(y for _, y in every_point),
+                                                                    max(y for _, y in every_point))))
+    inner_left, inner_right = plot_left + LINE_INSET_PX, plot_right - LINE_INSET_PX
+
+    def to_x(x: float) -> float:
+        return inner_left + (inner_right - inner_left) * (x - x_low) / (x_high - x_low)
+
+    def to_y(y: float) -> float:
+        share = min(max((y - y_low) / (y_high - y_low), 0.0), 1.0)  # outside the range: on its edge
+        return plot_bottom - plot_height * share
+
+    for index in range(5):  # y axis: grid line, tick mark and value at 5 even steps
+        tick = y_low + (y_high - y_low) * index / 4
+        y = to_y(tick)
+        parts.append(f'<line x1="{plot_left}" y1="{y:.1f}" x2="{plot_right}" y2="{y:.1f}" stroke="{GRID_COLOUR}"/>')
+        parts.append(f'<line x1="{plot_left - 4}" y1="{y:.1f}" x2="{plot_left}" y2="{y:.1f}" stroke="{AXIS_COLOUR}"/>')
+        parts.append(_text(plot_left - 6, y + 4, _number(tick), anchor="end"))
+
+    ticks = xs if len(xs) <= 10 else [x_low + (x_high - x_low) * index / 4 for index in range(5)]
+    labelled: list[tuple[float, float]] = []  # (position, value), at least MIN_TICK_GAP_PX apart
+    for tick in ticks:
+        position = to_x(tick)
+        if labelled and position - labelled[-1][0] < MIN_TICK_GAP_PX:
+            if tick != ticks[-1]:
+                continue
+            labelled.pop()  # always label the last tick
+        labelled.append((position, tick))
+    for position, tick in labelled:
+        parts.append(
+            f'<line x1="{position:.1f}" y1="{plot_bottom}" x2="{position:.1f}" y2="{plot_bottom + 4}" '
+            f'stroke="{AXIS_COLOUR}"/>'
+        )
+        parts.append(_text(position, plot_bottom + 16, _number(tick)))
+
+    for index, (name, points) in enumerate(drawn.items()):
+        colour = SERIES_COLOURS[index % len(SERIES_COLOURS)]
+        if len(points) > 1:
+            joined = " ".join(f"{to_x(x):.1f},{to_y(y):.1f}" for x, y in points)
+            parts.append(f'<polyline points="{joined}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        for x, y in points:
+            parts.append(
+                f'<circle cx="{to_x(x):.1f}" cy="{to_y(y):.1f}" r="{POINT_RADIUS_PX}" fill="{colour}">'
+                f"<title>{xml_escape(_point_label(name, x, y))}</title></circle>"
+            )
+        legend_y = HEIGHT_PX + 4 + LEGEND_ROW_PX * index + LEGEND_ROW_PX / 2  # one row per series
+        parts.append(
+            f'<line x1="{plot_left}" y1="{legend_y:.1f}" x2="{plot_left + 20}" y2="{legend_y:.1f}" '
+            f'stroke="{colour}" stroke-width="2"/>'
+        )
+        parts.append(f'<circle cx="{plot_left + 10}" cy="{legend_y:.1f}" r="{POINT_RADIUS_PX}" fill="{colour}"/>')
+        shown = name if points else f"{name} (no values)"
+        parts.append(_text(plot_left + 26, legend_y + 4, shown, anchor="start"))
 
     parts += [axes, x_label_text, y_label_text, "</svg>"]
     return "\n".join(parts) + "\n"
