@@ -22,9 +22,11 @@ cluster, and why:
   local inputs, mounted read-only at their own paths: samples, problems, tests, seeds, local
   models, benchmark files. The caches and the trainer's working folder move under the pipeline
   root, because nothing else is writable.
-- **Users.** The steps run as the images' user, 10001, when codedpo runs as root. The pipeline
-  root is then handed to that user. Otherwise they run as the caller's uid:gid, so the files stay
-  the caller's (the sandbox pods' data movers run as the owner of a local store's folder).
+- **Users.** When codedpo runs as root, each step runs as its image's own user, as on a cluster:
+  10001 in the light image, root in the trainer image (its PyTorch base has no other user). The
+  pipeline root is handed to 10001. Otherwise every step runs as the caller's uid:gid, with
+  HOME=/tmp, so the files stay the caller's (the sandbox pods' data movers run as the owner of a
+  local store's folder).
 - **Secrets.** The S3 settings (`CODEDPO_S3_*`, `AWS_*`) are passed from this process's
   environment to every step and data mover. There are no per-role keys here
   (tests/test_store_roles.py checks those against the real servers).
@@ -47,7 +49,7 @@ from codedpo.pipelines.cluster import ClusterConfig, StepSettings
 from codedpo.pipelines.images import REGISTRY_ENV, TAG_ENV, default_tag, image_refs
 
 DEFAULT_REGISTRY = "localhost/codedpo"  # where .ci/run and images/build.sh's examples tag the images
-IMAGES_UID = 10001  # the light, sandbox and trainer images' user
+IMAGES_UID = 10001  # the light and sandbox images' user
 ENGINE_SOCKET = "/var/run/docker.sock"
 LAUNCHING_ENV = "DOCKER_HOST"  # its presence in a step's environment gives that step the socket
 LAUNCHING_STEPS = ("execute", "time")
@@ -118,7 +120,6 @@ def prepare_rehearsal(config: RunConfig, pipeline_root: Path, environ: dict[str,
 
     pipeline_root.mkdir(parents=True, exist_ok=True)
     as_root = os.getuid() == 0
-    user = f"{IMAGES_UID}:{IMAGES_UID}" if as_root else f"{os.getuid()}:{os.getgid()}"
     if as_root:
         os.chown(pipeline_root, IMAGES_UID, IMAGES_UID)
 
@@ -160,5 +161,7 @@ def prepare_rehearsal(config: RunConfig, pipeline_root: Path, environ: dict[str,
         steps[step] = settings.model_copy(update={"env": {**(settings.env or {}),
                                                           LAUNCHING_ENV: f"unix://{ENGINE_SOCKET}"}})
     cluster = cluster.model_copy(update={"steps": steps})
-    runner_args = {"network_mode": "host", "user": user, "environment": passed}
+    runner_args: dict[str, Any] = {"network_mode": "host", "environment": passed}
+    if not as_root:
+        runner_args["user"] = f"{os.getuid()}:{os.getgid()}"
     return Rehearsal(steps_config, cluster, runner_args, mounts)

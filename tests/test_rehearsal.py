@@ -258,3 +258,22 @@ def test_the_rehearsal_configuration_mirrors_a_cluster_run(tmp_path: Path, monke
     marked = {name for name, step in prepared.cluster.steps.items() if "DOCKER_HOST" in (step.env or {})}
     assert marked == {"execute", "time"}
     assert config.execute.launcher == "inline"  # the caller's configuration is left as it was
+
+
+@pytest.mark.slow
+def test_the_train_step_rehearsed_in_the_trainer_image(tmp_path: Path) -> None:
+    """With `train.model` set the train step runs in the (CPU) trainer image, as its own user."""
+    from tiny_model import save_tiny_model
+
+    _image("trainer")
+    model = tmp_path / "tiny"
+    save_tiny_model(model, ["def add(a, b):\n    return a + b\n"] * 4)
+    settings = {"train.model": str(model), "train.max_steps": 2, "train.save_steps": 1,
+                "train.per_device_batch_size": 4, "train.gradient_accumulation_steps": 1, "train.logging_steps": 1,
+                "train.learning_rate": 1e-3, "train.activation_checkpointing": "false", "train.max_length_tokens": 512}
+    sets = [word for key, value in settings.items() for word in ("--set", f"{key}={value}")]
+    run_dir, output = _rehearse(tmp_path, *sets)
+    assert "ok      train" in output
+    assert (run_dir / "model" / "final" / "model.safetensors").is_file()
+    log = strip_colour((run_dir / "pipeline.log").read_text())
+    assert log.count("step container: localhost/codedpo/codedpo-trainer:") == 1
