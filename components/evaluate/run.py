@@ -32,6 +32,7 @@ from codedpo.components.llm.base import Backend, SamplingParams
 from codedpo.components.llm.prompts import PromptTemplates
 from codedpo.components.sample.candidates import content_id, dedupe, normalize_source
 from codedpo.components.sample.extract import extract_code
+from codedpo.components.sample.generate import _as_text  # the prompt's text, "" for chat messages
 from codedpo.components.seeds.benchmarks import BenchmarkTask
 
 logger = logging.getLogger(__name__)
@@ -52,10 +53,6 @@ class SolvedTime:
     code_id: str
     median_s: float
     noise_s: float
-
-
-def _as_text(prompt: object) -> str:
-    return prompt if isinstance(prompt, str) else ""
 
 
 def sample_solutions(tasks: list[BenchmarkTask], backend: Backend, params: SamplingParams, n: int,

@@ -21,7 +21,7 @@ The first model named is the one evaluated ("trained"), the second its baseline 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,6 @@ class EvaluationSettings:
     timing_basis: str = "wall"
     bootstrap_resamples: int = 10_000
     faster_by: float = 0.10
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -151,7 +150,7 @@ def evaluate_models(models: dict[str, SamplingConfig], tasks: list[BenchmarkTask
     if not 1 <= len(models) <= 2:
         raise EvaluationError(f"evaluate one model or a model and its baseline, got {len(models)}")
     report: dict[str, Any] = {"benchmark": settings.benchmark, "problems": len(tasks),
-                              "settings": {k: v for k, v in asdict(settings).items() if k != "extra"},
+                              "settings": asdict(settings),
                               "models": {}}
     if training_data is not None:  # first: a bad file fails before any sampling
         report["decontamination"] = training_overlap(training_data, tasks)

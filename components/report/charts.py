@@ -163,6 +163,25 @@ def _text(x: float, y: float, text: str, anchor: str = "middle", size_px: int = 
     )
 
 
+def _chart_head(title: str, subtitle: str, height_px: int) -> list[str]:
+    """A chart's opening: the <svg> element, its <title> and the title and subtitle lines."""
+    return [
+        f'<svg xmlns="{SVG_NAMESPACE}" width="{WIDTH_PX}" height="{height_px}" '
+        f'viewBox="0 0 {WIDTH_PX} {height_px}" font-family="sans-serif" role="img">',
+        f"<title>{xml_escape(title)}</title>",
+        _text(WIDTH_PX / 2, 16, title, size_px=FONT_PX + 2, extra=' font-weight="bold"'),
+        _text(WIDTH_PX / 2, 31, subtitle, size_px=FONT_PX - 1, extra=' fill="#666666"'),
+    ]
+
+
+def _axes() -> str:
+    """The plot area's x and y axis lines."""
+    left, right = MARGIN_LEFT_PX, WIDTH_PX - MARGIN_RIGHT_PX
+    top, bottom = MARGIN_TOP_PX, HEIGHT_PX - MARGIN_BOTTOM_PX
+    return (f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="{AXIS_COLOUR}"/>'
+            f'<line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" stroke="{AXIS_COLOUR}"/>')
+
+
 def histogram_svg(
     values: Sequence[float],
     title: str,
@@ -184,17 +203,8 @@ def histogram_svg(
     plot_width, plot_height = plot_right - plot_left, plot_bottom - plot_top
 
     subtitle = f"{len(finite)} values" + (f" ({not_drawn} more not finite, not drawn)" if not_drawn else "")
-    parts = [
-        f'<svg xmlns="{SVG_NAMESPACE}" width="{WIDTH_PX}" height="{HEIGHT_PX}" '
-        f'viewBox="0 0 {WIDTH_PX} {HEIGHT_PX}" font-family="sans-serif" role="img">',
-        f"<title>{xml_escape(title)}</title>",
-        _text(WIDTH_PX / 2, 16, title, size_px=FONT_PX + 2, extra=' font-weight="bold"'),
-        _text(WIDTH_PX / 2, 31, subtitle, size_px=FONT_PX - 1, extra=' fill="#666666"'),
-    ]
-    axes = (
-        f'<line x1="{plot_left}" y1="{plot_bottom}" x2="{plot_right}" y2="{plot_bottom}" stroke="{AXIS_COLOUR}"/>'
-        f'<line x1="{plot_left}" y1="{plot_top}" x2="{plot_left}" y2="{plot_bottom}" stroke="{AXIS_COLOUR}"/>'
-    )
+    parts = _chart_head(title, subtitle, HEIGHT_PX)
+    axes = _axes()
     x_label_text = _text((plot_left + plot_right) / 2, HEIGHT_PX - 8, x_label)
     y_label_text = _text(
         14, (plot_top + plot_bottom) / 2, "count", extra=f' transform="rotate(-90 14 {(plot_top + plot_bottom) / 2:.1f})"'
@@ -294,17 +304,8 @@ def line_chart_svg(
     height_px = HEIGHT_PX + (LEGEND_ROW_PX * len(series) + 4 if every_point else 0)
 
     subtitle = f"{len(every_point)} points" + (f" ({not_drawn} more not finite, not drawn)" if not_drawn else "")
-    parts = [
-        f'<svg xmlns="{SVG_NAMESPACE}" width="{WIDTH_PX}" height="{height_px}" '
-        f'viewBox="0 0 {WIDTH_PX} {height_px}" font-family="sans-serif" role="img">',
-        f"<title>{xml_escape(title)}</title>",
-        _text(WIDTH_PX / 2, 16, title, size_px=FONT_PX + 2, extra=' font-weight="bold"'),
-        _text(WIDTH_PX / 2, 31, subtitle, size_px=FONT_PX - 1, extra=' fill="#666666"'),
-    ]
-    axes = (
-        f'<line x1="{plot_left}" y1="{plot_bottom}" x2="{plot_right}" y2="{plot_bottom}" stroke="{AXIS_COLOUR}"/>'
-        f'<line x1="{plot_left}" y1="{plot_top}" x2="{plot_left}" y2="{plot_bottom}" stroke="{AXIS_COLOUR}"/>'
-    )
+    parts = _chart_head(title, subtitle, height_px)
+    axes = _axes()
     x_label_text = _text((plot_left + plot_right) / 2, HEIGHT_PX - 8, x_label)
     middle_y = (plot_top + plot_bottom) / 2
     y_label_text = _text(14, middle_y, y_label, extra=f' transform="rotate(-90 14 {middle_y:.1f})"')
