@@ -474,5 +474,37 @@ def evaluate(
     console.print(f"written: [bold]{escape(str(output / 'evaluation.json'))}[/], evaluation.md, evaluation.html")
 
 
+@app.command()
+def export(
+    run_folder: Annotated[Path, typer.Option("--run", help="The run folder `codedpo run` wrote, <output_dir>/<run_name>/.")],
+    to: Annotated[str, typer.Option("--to", help="A new (or empty) folder, or s3://bucket/prefix (S3 settings from the "
+                                    "environment, as for --store).", metavar="DIR|s3://bucket/prefix")],
+    include: Annotated[Optional[list[str]], typer.Option(
+        help="Record files to add as further configurations beside the pairs: samples, executions, scores, timings "
+        "(comma-separated or repeated).")] = None,
+    format_: Annotated[Literal["arrow", "parquet"], typer.Option(
+        "--format", help="'arrow': DatasetDict.save_to_disk folders. 'parquet': the Hub's data/train-*.parquet shards.",
+    )] = "arrow",
+    force: Annotated[bool, typer.Option(help="Replace an earlier export at --to (one holding lineage.json); anything "
+                                        "else there is never replaced.")] = False,
+    license_: Annotated[str, typer.Option("--license", help="The card's licence (a Hub licence id); the seeds' own "
+                                          "licences are listed in the card either way.")] = "unknown",
+) -> None:
+    """Export a run's pairs as a Hugging Face dataset folder: the data, a dataset card (README.md) and lineage.json."""
+    from codedpo.components.common.storage import StorageError
+    from codedpo.components.export import export_run
+
+    try:
+        with renamed_fields_shown():
+            result = export_run(run_folder, to, include, format_, force=force, license_id=license_)
+    except (InputError, StorageError) as error:
+        raise _fail(str(error)) from None
+    rows = ", ".join(f"{name} {count} rows" for name, count in result.rows.items())
+    console.print(
+        f"exported {escape(run_folder.name)} ({result.fmt}) to [bold]{escape(result.location)}[/]: "
+        f"split train: {rows}; README.md, lineage.json ({len(result.files)} files)"
+    )
+
+
 if __name__ == "__main__":
     app()

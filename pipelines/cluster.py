@@ -57,7 +57,8 @@ if TYPE_CHECKING:
 # shard planners, "tasks" and "sample" the sharded model steps, "merge" both merges. A step not
 # in the pipeline being compiled (e.g. "train", or "seeds" in the replay pipeline) is not applied.
 StepName = Literal[
-    "seeds", "plan", "tasks", "sample", "merge", "import", "execute", "score", "time", "pairs", "report", "train"
+    "seeds", "plan", "tasks", "sample", "merge", "import", "execute", "score", "time", "pairs", "report", "train",
+    "evaluate",
 ]
 ImageName = Literal["light", "sampler", "trainer"]
 # Every image images/build.sh makes: the steps' three and the sandbox Job's pods'.
@@ -78,6 +79,9 @@ STEP_IMAGES: dict[str, ImageName] = {
     "pairs": "light",
     "report": "light",
     "train": "trainer",  # inline / torchrun train in the step's pod; pytorchjob only launches
+    # Samples both models with transformers (evaluate.backend hf) and judges in the sandbox Job;
+    # for evaluate.backend vllm, set steps.evaluate.image to the sampler image.
+    "evaluate": "trainer",
 }
 SHM_VOLUME = "dshm"
 # The oldest KFP backend whose driver reads every field the compiled platform spec holds: the
@@ -234,6 +238,7 @@ def _default_steps() -> dict[str, StepSettings]:
         "execute": StepSettings(retries=2, retry_backoff_s=30),
         "time": StepSettings(retries=2, retry_backoff_s=30),
         "train": StepSettings(secrets=["s3", "hf-token"]),
+        "evaluate": _model_step(),
     }
 
 
@@ -312,7 +317,7 @@ def load_cluster_config(path: str | Path | None) -> ClusterConfig:
 
 # The steps that may create workloads on the cluster (the sandbox Job, the PyTorchJob), and the
 # downward-API variables through which they learn their own pod.
-LAUNCHING_STEPS = frozenset({"execute", "train"})
+LAUNCHING_STEPS = frozenset({"execute", "train", "evaluate"})
 POD_FIELD_ENV = {
     "CODEDPO_POD_NAME": "metadata.name",
     "CODEDPO_POD_UID": "metadata.uid",

@@ -27,13 +27,19 @@ def compile_pipeline(
     output: Path = DEFAULT_OUTPUT, config: RunConfig | None = None, cluster: ClusterConfig | None = None
 ) -> Path:
     """Write the compiled pipeline to `output` (parent folders are created); returns the path.
-    The pipeline's shape follows `config.sampling.backend` (from seeds, or replay); without a
-    configuration it is the replay pipeline, the quickstart's. The configuration is the default
+    The pipeline's shape follows `config.sampling.backend` (from seeds, or replay), its `rounds`
+    (unrolled) and `evaluate.benchmarks` (an evaluate step after train); without a configuration
+    it is the replay pipeline, the quickstart's. The configuration is the default
     of the `run_config` parameter. `cluster` defaults to `ClusterConfig()`."""
     from kfp import compiler  # imported here so that `codedpo config` starts without kfp
 
     from codedpo.components.common.config import RunConfig
-    from codedpo.pipelines.pipeline import build_generate_pipeline, build_replay_pipeline, run_config_parameter
+    from codedpo.pipelines.pipeline import (
+        build_generate_pipeline,
+        build_replay_pipeline,
+        run_config_parameter,
+        shape_of,
+    )
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -43,7 +49,7 @@ def compile_pipeline(
     build = build_replay_pipeline if config.sampling.backend == "replay" else build_generate_pipeline
     # The configuration is also the `run_config` parameter's default: the KFP UI shows it, and a
     # run started there without edits runs what was compiled.
-    pipeline = build(cluster, run_config_parameter(config))
+    pipeline = build(cluster, run_config_parameter(config), shape=shape_of(config))
     compiler.Compiler().compile(pipeline_func=pipeline, package_path=str(output))
     return output
 

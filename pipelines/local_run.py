@@ -14,6 +14,9 @@ person reads:
         import_summary.json   (the replay pipeline: samples read, dropped by reason)
         tasks_summary.json  sampling_summary.json   (the generate pipeline)
         model/          (only with `train.model` set: the train step's Model artifact folder)
+        evaluation.json  evaluation.md  evaluation.html   (with `evaluate.benchmarks`)
+        round-1/ round-2/ ...   (with `rounds` > 1: each round's files, as above; the top-level
+                                 ones are the last round's, its report with the per-round curve)
 
 KFP's own console output (every task's executor input, the steps' prints, tracebacks) goes to
 `pipeline.log`; callers get a `StepEvent` as each step starts and ends (or is retried) instead.
@@ -64,6 +67,10 @@ RUN_FILES = {
     "pairs": "pairs.jsonl",
     "report_markdown": "report.md",
     "report_html": "report.html",
+    # the evaluate step's (with `evaluate.benchmarks`)
+    "evaluation": "evaluation.json",
+    "evaluation_markdown": "evaluation.md",
+    "evaluation_html": "evaluation.html",
 }
 # Summaries the sampling stages attach to their merged artifact (`summary_json` metadata):
 # counts, discards by reason, tokens per second, and one summary per shard.
@@ -73,6 +80,7 @@ SUMMARY_FILES = {"tasks": "tasks_summary.json", "samples": "sampling_summary.jso
 IMPORT_SUMMARY_FILE = "import_summary.json"
 METRICS_FILE = "metrics.json"
 MODEL_DIR = "model"  # the train step's artifact (final/, checkpoints/, metrics.jsonl, plot)
+ROUND_DIR = "round-{}"  # a round's own files, over several rounds (`rounds`)
 TRAIN_TASK = "train"  # kfp.local names the task after its component
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "pipeline.log"
@@ -240,6 +248,21 @@ def _pipeline_steps(pipeline: Any) -> dict[str, _Step]:
 Runner = Literal["subprocess", "docker"]
 
 
+def _collect(outputs: dict[str, Any], folder: Path, prefix: str) -> None:
+    """Copy the pipeline outputs named `<prefix><name>` into `folder` under the run folder's
+    names (RUN_FILES, metrics.json from the Metrics artifact, model/ from the Model artifact)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for output, file_name in RUN_FILES.items():
+        if prefix + output in outputs:  # the replay pipeline has no seeds or tasks
+            shutil.copyfile(outputs[prefix + output].path, folder / file_name)
+    if prefix + "metrics" in outputs:
+        metrics = dict(sorted(outputs[prefix + "metrics"].metadata.items()))
+        (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    model = outputs.get(prefix + "model")
+    if model is not None and Path(model.path).is_dir():  # empty when train.output sent it elsewhere
+        shutil.copytree(model.path, folder / MODEL_DIR, dirs_exist_ok=True)
+
+
 def run_local(
     config: RunConfig,
     base_dir: Path | None = None,
@@ -288,6 +311,8 @@ def run_local(
     for stale in [*RUN_FILES.values(), *SUMMARY_FILES.values(), METRICS_FILE, CONFIG_FILE]:  # a failed run leaves no old results
         (run_dir / stale).unlink(missing_ok=True)
     shutil.rmtree(run_dir / MODEL_DIR, ignore_errors=True)
+    for stale_round in run_dir.glob(ROUND_DIR.format("*")):
+        shutil.rmtree(stale_round, ignore_errors=True)
     log_path = run_dir / LOG_FILE
 
     pipeline_root = output_dir / PIPELINE_ROOT
@@ -322,9 +347,7 @@ def run_local(
                 watcher.display_name(task), error_type, error, log_path, is_input_error=is_input_error
             ) from None
 
-    for output, file_name in RUN_FILES.items():
-        if output in run.outputs:  # the replay pipeline has no seeds or tasks
-            shutil.copyfile(run.outputs[output].path, run_dir / file_name)
+    _collect(run.outputs, run_dir, prefix="")
     for output, file_name in SUMMARY_FILES.items():
         summary = run.outputs[output].metadata.get("summary_json") if output in run.outputs else None
         if summary is not None:
@@ -332,14 +355,14 @@ def run_local(
     imported = run.outputs["samples"].metadata.get("import_json") if "samples" in run.outputs else None
     if imported is not None:
         (run_dir / IMPORT_SUMMARY_FILE).write_text(json.dumps(json.loads(imported), indent=2) + "\n", encoding="utf-8")
-    metrics = dict(sorted(run.outputs["metrics"].metadata.items()))
-    (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     (run_dir / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")
-    if config.train.model:
+    if config.train.model and "model" not in run.outputs:
         # The conditional train step's artifact is no pipeline output (see pipeline.py); kfp.local
         # keeps it beside the other tasks' folders: <pipeline root>/<run>/<task>/<output>.
         # (Empty when `train.output` sent everything to another place, e.g. s3://.)
         model_dir = Path(run.outputs["pairs"].path).parents[1] / TRAIN_TASK / "model"
         if model_dir.is_dir():
             shutil.copytree(model_dir, run_dir / MODEL_DIR)
+    for r in range(1, config.rounds + 1 if config.rounds > 1 else 1):
+        _collect(run.outputs, run_dir / ROUND_DIR.format(r), prefix=f"round_{r}_")
     return run_dir

@@ -37,7 +37,7 @@ runner.
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import HTML, Dataset, Markdown, Metrics
+from kfp.dsl import HTML, Dataset, Markdown, Metrics, Model
 
 from codedpo.components.common.config import RunConfig
 from codedpo.pipelines import steps
@@ -92,16 +92,34 @@ GeneratePipelineOutputs = NamedTuple(
 )
 
 
-def _from_samples(run_config: dict, samples: Dataset, cluster: ClusterConfig | None, train_model: str = "") -> dict:
-    """execute -> score -> time -> pairs -> report (-> train when `train_model` is set), from a
-    samples artifact; the outputs by name."""
-    executed = steps.execute(run_config=run_config, kfp_run_id=KFP_RUN_ID, samples=samples)
-    executed.set_display_name("execute (sandbox)")
+def _from_samples(
+    run_config: dict,
+    samples: Dataset,
+    cluster: ClusterConfig | None,
+    train_model: str = "",
+    *,
+    shape: "Shape",
+    round_index: int = 0,
+    base: Model | None = None,
+    previous: Dataset | None = None,
+) -> dict:
+    """execute -> score -> time -> pairs -> report, then train (and evaluate) as `shape` says,
+    from a samples artifact; the outputs by name.
+
+    `shape.train == "if"`: train only when `train_model` is set (a `dsl.If`), after the report.
+    `"always"`: train every time (a shape with evaluation or rounds), then evaluate against the
+    base when `shape.evaluate`, and the report comes last with the evaluation in it. `base`: the
+    previous round's model (it is trained on, and is the baseline); `previous`: the previous
+    round's evaluation (its per-round curve goes on)."""
+    at_round = {"round_index": round_index} if round_index else {}
+    executed = steps.execute(run_config=run_config, kfp_run_id=KFP_RUN_ID, samples=samples, **at_round)
+    executed.set_display_name(_named("execute (sandbox)", round_index))
     set_step_retry(executed, SANDBOX_STEP_RETRIES)  # a retry window, not the SDK's 1 h
     apply_cluster_settings(executed, "execute", cluster)
 
-    scored = steps.score(run_config=run_config, kfp_run_id=KFP_RUN_ID, executions=executed.outputs["executions"])
-    scored.set_display_name("score")
+    scored = steps.score(run_config=run_config, kfp_run_id=KFP_RUN_ID, executions=executed.outputs["executions"],
+                         **at_round)
+    scored.set_display_name(_named("score", round_index))
     apply_cluster_settings(scored, "score", cluster)
 
     timed = steps.time_codes(
@@ -110,75 +128,149 @@ def _from_samples(run_config: dict, samples: Dataset, cluster: ClusterConfig | N
         samples=samples,
         executions=executed.outputs["executions"],
         scores=scored.outputs["scores"],
+        **at_round,
     )
-    timed.set_display_name("time trusted codes (sandbox)")
+    timed.set_display_name(_named("time trusted codes (sandbox)", round_index))
     set_step_retry(timed, SANDBOX_STEP_RETRIES)
     apply_cluster_settings(timed, "time", cluster)
 
     paired = steps.pairs(
         run_config=run_config, kfp_run_id=KFP_RUN_ID, samples=samples, scores=scored.outputs["scores"],
-        timings=timed.outputs["timings"],
+        timings=timed.outputs["timings"], **at_round,
     )
-    paired.set_display_name("build pairs")
+    paired.set_display_name(_named("build pairs", round_index))
     apply_cluster_settings(paired, "pairs", cluster)
 
-    reported = steps.report(
-        run_config=run_config,
-        kfp_run_id=KFP_RUN_ID,
-        samples=samples,
-        executions=executed.outputs["executions"],
-        scores=scored.outputs["scores"],
-        timings=timed.outputs["timings"],
-        pairs=paired.outputs["pairs"],
-    )
-    reported.set_display_name("report")
-    apply_cluster_settings(reported, "report", cluster)
-
-    # pairs -> train, only when a model is given (a pipeline parameter: a condition cannot read
-    # inside the run_config dict).
-    with dsl.If(train_model != "", name="train-if-model"):
-        trained = steps.train(train_model=train_model, run_config=run_config, pairs=paired.outputs["pairs"])
-        trained.set_display_name("train")
-        apply_cluster_settings(trained, "train", cluster)
-    return {
+    outputs = {
         "samples": samples,
         "executions": executed.outputs["executions"],
         "scores": scored.outputs["scores"],
         "timings": timed.outputs["timings"],
         "pairs": paired.outputs["pairs"],
-        "report_markdown": reported.outputs["report_markdown"],
-        "report_html": reported.outputs["report_html"],
-        "metrics": reported.outputs["metrics"],
     }
+    report_inputs = dict(run_config=run_config, kfp_run_id=KFP_RUN_ID, samples=samples,
+                         executions=executed.outputs["executions"], scores=scored.outputs["scores"],
+                         timings=timed.outputs["timings"], pairs=paired.outputs["pairs"], **at_round)
+    if shape.train == "if":
+        reported = steps.report(**report_inputs)
+        # pairs -> train, only when a model is given (a pipeline parameter: a condition cannot read
+        # inside the run_config dict).
+        with dsl.If(train_model != "", name="train-if-model"):
+            trained = steps.train(train_model=train_model, run_config=run_config, pairs=paired.outputs["pairs"])
+            trained.set_display_name("train")
+            apply_cluster_settings(trained, "train", cluster)
+    else:
+        trained = steps.train(train_model=train_model, run_config=run_config, pairs=paired.outputs["pairs"],
+                              **at_round, **({"base": base} if base is not None else {}))
+        trained.set_display_name(_named("train", round_index))
+        apply_cluster_settings(trained, "train", cluster)
+        outputs["model"] = trained.outputs["model"]
+        if shape.evaluate:
+            evaluated = steps.evaluate(
+                base_model=train_model, run_config=run_config, kfp_run_id=KFP_RUN_ID, model=trained.outputs["model"],
+                pairs=paired.outputs["pairs"], **at_round,
+                **({"base": base} if base is not None else {}), **({"previous": previous} if previous is not None else {}),
+            )
+            evaluated.set_display_name(_named("evaluate", round_index))
+            apply_cluster_settings(evaluated, "evaluate", cluster)
+            outputs.update({name: evaluated.outputs[name] for name in EVALUATION_OUTPUTS})
+            reported = steps.report(**report_inputs, evaluation=evaluated.outputs["evaluation"])
+        else:
+            reported = steps.report(**report_inputs)
+    reported.set_display_name(_named("report", round_index))
+    apply_cluster_settings(reported, "report", cluster)
+    outputs.update({name: reported.outputs[name] for name in ("report_markdown", "report_html", "metrics")})
+    return outputs
 
 
-def build_replay_pipeline(cluster: ClusterConfig | None = None, run_config_default: dict | None = None):
+def _named(display_name: str, round_index: int) -> str:
+    """A step's display name, with its round in a run of several."""
+    return f"{display_name}, round {round_index}" if round_index else display_name
+
+
+# The evaluate step's outputs, pipeline outputs of the shapes that evaluate.
+EVALUATION_OUTPUTS = ("evaluation", "evaluation_markdown", "evaluation_html")
+# What each round of a run of several returns, as `round_<r>_<name>` pipeline outputs.
+ROUND_OUTPUTS = ("samples", "executions", "scores", "timings", "pairs", "report_markdown", "report_html", "metrics",
+                 "model")
+
+
+class Shape(NamedTuple):
+    """The pipeline's shape, fixed when it is built (`shape_of(config)`): whether the train step
+    is conditional ("if": on the `train_model` parameter) or always there ("always": a run that
+    evaluates or has several rounds), whether an evaluate step follows it, and the rounds
+    unrolled."""
+
+    train: str = "if"
+    evaluate: bool = False
+    rounds: int = 1
+
+
+def shape_of(config: RunConfig) -> Shape:
+    """The shape that runs `config`: rounds and evaluation as it sets them."""
+    evaluate = bool(config.evaluate.benchmarks)
+    always = evaluate or config.rounds > 1
+    return Shape(train="always" if always else "if", evaluate=evaluate, rounds=config.rounds)
+
+
+def _output_fields(shape: Shape, generate: bool) -> list[tuple[str, type]]:
+    """The pipeline outputs of a shape: (seeds, tasks,) the last round's stage outputs under the
+    plain names, the trained model and the evaluation when they are unconditional, and every
+    round's outputs as `round_<r>_<name>` over several rounds."""
+    types: dict[str, type] = {**PipelineOutputs.__annotations__, "model": Model, "evaluation": Dataset,
+                              "evaluation_markdown": Markdown, "evaluation_html": HTML}
+    fields: list[tuple[str, type]] = [("seeds", Dataset), ("tasks", Dataset)] if generate else []
+    fields += list(PipelineOutputs.__annotations__.items())
+    if shape.train == "always":
+        fields.append(("model", Model))
+    if shape.evaluate:
+        fields += [(name, types[name]) for name in EVALUATION_OUTPUTS]
+    if shape.rounds > 1:
+        per_round = [*ROUND_OUTPUTS, *(EVALUATION_OUTPUTS if shape.evaluate else ())]
+        fields += [(f"round_{r}_{name}", types[name]) for r in range(1, shape.rounds + 1) for name in per_round]
+    return fields
+
+
+def _returning(fields: list[tuple[str, type]], name: str):
+    """A NamedTuple type of `fields` for a pipeline function's return annotation."""
+    return NamedTuple(name, fields)
+
+
+def build_replay_pipeline(cluster: ClusterConfig | None = None, run_config_default: dict | None = None,
+                          shape: Shape = Shape()):
     """The replay pipeline (a KFP `GraphComponent`) with `cluster`'s settings on every step
     (`None`: none, for the local runner); `run_config_default` (a `run_config_parameter`) is the
-    `run_config` parameter's default, `RunConfig()`'s when None."""
+    `run_config` parameter's default, `RunConfig()`'s when None; `shape` (`shape_of`) as the run
+    configuration asks (imported samples give one round)."""
     default = DEFAULT_RUN_CONFIG if run_config_default is None else run_config_default
+    if shape.rounds != 1:
+        raise ValueError("imported samples give one round: rounds > 1 needs a sampling backend")
+    returns = PipelineOutputs if shape == Shape() else _returning(_output_fields(shape, False), "ReplayOutputs")
 
-    @dsl.pipeline(name=REPLAY_PIPELINE_NAME, description=REPLAY_PIPELINE_DESCRIPTION)
-    def replay_pipeline(
-        samples_path: str, run_config: dict = default, train_model: str = ""
-    ) -> PipelineOutputs:
-        """import samples -> execute -> score -> time -> pairs -> report (-> train)."""
+    def replay_pipeline(samples_path: str, run_config: dict = default, train_model: str = ""):
+        """import samples -> execute -> score -> time -> pairs -> report (-> train (-> evaluate))."""
         imported = steps.import_samples(samples_path=samples_path, run_config=run_config, kfp_run_id=KFP_RUN_ID)
         imported.set_display_name("import samples")
         apply_cluster_settings(imported, "import", cluster)
-        return PipelineOutputs(**_from_samples(run_config, imported.outputs["samples"], cluster, train_model))
+        outputs = _from_samples(run_config, imported.outputs["samples"], cluster, train_model, shape=shape)
+        return returns(**{name: outputs[name] for name in returns._fields})
 
-    return replay_pipeline
+    replay_pipeline.__annotations__["return"] = returns
+    return dsl.pipeline(name=REPLAY_PIPELINE_NAME, description=REPLAY_PIPELINE_DESCRIPTION)(replay_pipeline)
 
 
-def build_generate_pipeline(cluster: ClusterConfig | None = None, run_config_default: dict | None = None):
+def build_generate_pipeline(cluster: ClusterConfig | None = None, run_config_default: dict | None = None,
+                            shape: Shape = Shape()):
     """The pipeline from seeds (a KFP `GraphComponent`) with `cluster`'s settings on every step
-    (`None`: none, for the local runner); `run_config_default` as for `build_replay_pipeline`."""
+    (`None`: none, for the local runner); `run_config_default` as for `build_replay_pipeline`;
+    `shape` (`shape_of`): with rounds, the tasks are written once and every round samples,
+    executes, ..., trains and evaluates, unrolled here."""
     default = DEFAULT_RUN_CONFIG if run_config_default is None else run_config_default
+    returns = GeneratePipelineOutputs if shape == Shape() else _returning(_output_fields(shape, True), "GenerateOutputs")
 
-    @dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)
-    def generate_pipeline(run_config: dict = default, train_model: str = "") -> GeneratePipelineOutputs:
-        """seeds -> tasks (sharded) -> codes and tests (sharded) -> execute -> ... -> report (-> train)."""
+    def generate_pipeline(run_config: dict = default, train_model: str = ""):
+        """seeds -> tasks (sharded) -> codes and tests (sharded) -> execute -> ... -> report (-> train),
+        once per round."""
         seeds = steps.collect_seeds(run_config=run_config, kfp_run_id=KFP_RUN_ID)
         seeds.set_display_name("collect seeds")
         apply_cluster_settings(seeds, "seeds", cluster)
@@ -197,26 +289,35 @@ def build_generate_pipeline(cluster: ClusterConfig | None = None, run_config_def
         tasks.set_display_name("merge tasks")
         apply_cluster_settings(tasks, "merge", cluster)
 
-        samples_plan = steps.plan_shards(run_config=run_config)
-        samples_plan.set_display_name("plan sample shards")
-        apply_cluster_settings(samples_plan, "plan", cluster)
-        samples_plan.after(tasks)
-        with dsl.ParallelFor(samples_plan.output, parallelism=loop_parallelism(cluster, "sample")) as shard_index:
-            sampled = steps.sample_shard(run_config=run_config, tasks=tasks.outputs["tasks"], shard_index=shard_index)
-            sampled.set_display_name("sample codes and tests (shard)")
-            set_step_retry(sampled, MODEL_STEP_RETRIES)
-            apply_cluster_settings(sampled, "sample", cluster)
-        merged = steps.merge_samples(run_config=run_config, kfp_run_id=KFP_RUN_ID, shards=dsl.Collected(sampled.outputs["samples"]))
-        merged.set_display_name("merge samples")
-        apply_cluster_settings(merged, "merge", cluster)
+        outputs: dict = {"seeds": seeds.outputs["seeds"], "tasks": tasks.outputs["tasks"]}
+        model = evaluation = None
+        for r in range(1, shape.rounds + 1):
+            round_index = r if shape.rounds > 1 else 0
+            samples_plan = steps.plan_shards(run_config=run_config)
+            samples_plan.set_display_name(_named("plan sample shards", round_index))
+            apply_cluster_settings(samples_plan, "plan", cluster)
+            samples_plan.after(tasks)
+            with dsl.ParallelFor(samples_plan.output, parallelism=loop_parallelism(cluster, "sample")) as shard_index:
+                sampled = steps.sample_shard(run_config=run_config, tasks=tasks.outputs["tasks"],
+                                             shard_index=shard_index, **({"model": model} if model is not None else {}))
+                sampled.set_display_name(_named("sample codes and tests (shard)", round_index))
+                set_step_retry(sampled, MODEL_STEP_RETRIES)
+                apply_cluster_settings(sampled, "sample", cluster)
+            merged = steps.merge_samples(run_config=run_config, kfp_run_id=KFP_RUN_ID,
+                                         shards=dsl.Collected(sampled.outputs["samples"]),
+                                         **({"round_index": round_index} if round_index else {}))
+            merged.set_display_name(_named("merge samples", round_index))
+            apply_cluster_settings(merged, "merge", cluster)
+            produced = _from_samples(run_config, merged.outputs["samples"], cluster, train_model, shape=shape,
+                                     round_index=round_index, base=model, previous=evaluation)
+            model, evaluation = produced.get("model"), produced.get("evaluation")
+            outputs.update(produced)  # the plain names end as the last round's
+            if shape.rounds > 1:
+                outputs.update({f"round_{r}_{name}": value for name, value in produced.items()})
+        return returns(**{name: outputs[name] for name in returns._fields})
 
-        return GeneratePipelineOutputs(
-            seeds=seeds.outputs["seeds"],
-            tasks=tasks.outputs["tasks"],
-            **_from_samples(run_config, merged.outputs["samples"], cluster, train_model),
-        )
-
-    return generate_pipeline
+    generate_pipeline.__annotations__["return"] = returns
+    return dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)(generate_pipeline)
 
 
 replay_pipeline = build_replay_pipeline()
@@ -225,11 +326,13 @@ generate_pipeline = build_generate_pipeline()
 
 def pipeline_for(config: RunConfig, cluster: ClusterConfig | None = None):
     """The pipeline that runs `config`: from seeds, or from imported samples (backend replay),
-    with `cluster`'s settings (`None`: the local runner's pipelines, without)."""
+    in the shape its rounds and evaluation ask for (`shape_of`), with `cluster`'s settings
+    (`None`: the local runner's pipelines, without)."""
     replay = config.sampling.backend == "replay"
-    if cluster is None:
+    shape = shape_of(config)
+    if cluster is None and shape == Shape():
         return replay_pipeline if replay else generate_pipeline
-    return build_replay_pipeline(cluster) if replay else build_generate_pipeline(cluster)
+    return (build_replay_pipeline if replay else build_generate_pipeline)(cluster, shape=shape)
 
 
 # The default pipeline (`codedpo compile` without a configuration compiles the replay one, the

@@ -52,7 +52,7 @@ DEFAULT_REGISTRY = "localhost/codedpo"  # where .ci/run and images/build.sh's ex
 IMAGES_UID = 10001  # the light and sandbox images' user
 ENGINE_SOCKET = "/var/run/docker.sock"
 LAUNCHING_ENV = "DOCKER_HOST"  # its presence in a step's environment gives that step the socket
-LAUNCHING_STEPS = ("execute", "time")
+LAUNCHING_STEPS = ("execute", "time", "evaluate")
 # Environment passed through to every step (and, by the docker launcher, to the data movers).
 PASSED_ENV_PREFIXES = ("CODEDPO_S3_", "AWS_", "OPENAI_", "HF_TOKEN")
 # The run's input files and folders: mounted read-only at their own paths.
@@ -146,7 +146,7 @@ def prepare_rehearsal(config: RunConfig, pipeline_root: Path, environ: dict[str,
         value = getattr(owner, name)
         if value and "://" not in value and os.path.isabs(value) and os.path.exists(value):
             mounts[value] = {"bind": value, "mode": "ro"}
-    for entry in steps_config.tasks.decontaminate:
+    for entry in [*steps_config.tasks.decontaminate, *steps_config.evaluate.benchmarks]:
         if os.path.isabs(entry) and os.path.exists(entry):
             mounts[entry] = {"bind": entry, "mode": "ro"}
 

@@ -173,8 +173,10 @@ def merge_tasks(run_config: dict, kfp_run_id: str, shards: Input[List[Dataset]],
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def sample_shard(run_config: dict, tasks: Input[Dataset], shard_index: int, samples: Output[Dataset]):
-    """Sample codes and tests for one shard of tasks with the model (`sample/stage.py`)."""
+def sample_shard(run_config: dict, tasks: Input[Dataset], shard_index: int, samples: Output[Dataset],
+                 model: Input[Model] = None):
+    """Sample codes and tests for one shard of tasks with the model (`sample/stage.py`): the
+    configured `sampling.model`, or in a later round `model`, the previous round's trained one."""
     from codedpo.components.common.logs import enable_stage_logging
 
     enable_stage_logging()
@@ -187,6 +189,14 @@ def sample_shard(run_config: dict, tasks: Input[Dataset], shard_index: int, samp
     from codedpo.components.tasks.records import TaskRecord
 
     config = run_config_module.validate_config(run_config, source="run_config")
+    if model is not None:  # on-policy: the previous round's model samples this round
+        import tempfile
+        from pathlib import Path
+
+        from codedpo.components.train.locations import trained_model_folder
+
+        config.sampling.model = trained_model_folder(model.path, model.metadata.get("output"),
+                                                     Path(tempfile.mkdtemp(prefix="codedpo-model-")))
     result = sample(
         jsonl.read_records(tasks.path, TaskRecord),
         config,
@@ -200,7 +210,8 @@ def sample_shard(run_config: dict, tasks: Input[Dataset], shard_index: int, samp
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def merge_samples(run_config: dict, kfp_run_id: str, shards: Input[List[Dataset]], samples: Output[Dataset]):
+def merge_samples(run_config: dict, kfp_run_id: str, shards: Input[List[Dataset]], samples: Output[Dataset],
+                  round_index: int = 0):
     """Join the sample shards into one samples file, with the sampling summary."""
     from codedpo.components.common.logs import enable_stage_logging
 
@@ -225,14 +236,16 @@ def merge_samples(run_config: dict, kfp_run_id: str, shards: Input[List[Dataset]
     samples.metadata.update({"problems": written, "summary_json": json.dumps(report, sort_keys=True)})
     from codedpo.components.common.storage.runs import publish_stage, target_for
 
-    publish_stage(target_for(config, kfp_run_id), "samples", samples.path)
+    publish_stage(target_for(config, kfp_run_id, round_index), "samples", samples.path)
     print(f"{written} problems sampled in {len(shards)} shards")
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def execute(run_config: dict, kfp_run_id: str, samples: Input[Dataset], executions: Output[Dataset]):
+def execute(run_config: dict, kfp_run_id: str, samples: Input[Dataset], executions: Output[Dataset],
+            round_index: int = 0):
     """Run every code against every test where `execute.launcher` says (`execute/launch.py`):
-    this step's sandbox, or an Indexed Job of gVisor pods."""
+    this step's sandbox, or an Indexed Job of gVisor pods. `round_index`: the on-policy round
+    (0 in a single-round run), which keys the outputs in the store."""
     from codedpo.components.common.logs import enable_stage_logging
 
     enable_stage_logging()
@@ -243,11 +256,11 @@ def execute(run_config: dict, kfp_run_id: str, samples: Input[Dataset], executio
     from codedpo.components.execute import executor, launch
 
     config = run_config_module.validate_config(run_config, source="run_config")
-    target = target_for(config, kfp_run_id)
+    target = target_for(config, kfp_run_id, round_index)
     claim_run(target)  # before any Job writes its shards under the run's key
     sample_sets = jsonl.read_records(samples.path, SampleSet)
     stats = executor.ExecutionStats()
-    records = launch.run_executions(sample_sets, config.execute, target.run_id, stats=stats)
+    records = launch.run_executions(sample_sets, config.execute, target.sandbox_run_id, stats=stats)
     written = jsonl.write_records(executions.path, records)
     where = {"kubernetes-job": f"job:{config.execute.job.runtime_class}", "docker": "docker:runsc"}.get(
         config.execute.launcher, config.execute.sandbox)
@@ -263,7 +276,8 @@ def execute(run_config: dict, kfp_run_id: str, samples: Input[Dataset], executio
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def score(run_config: dict, kfp_run_id: str, executions: Input[Dataset], scores: Output[Dataset]):
+def score(run_config: dict, kfp_run_id: str, executions: Input[Dataset], scores: Output[Dataset],
+          round_index: int = 0):
     """Rank each problem's codes and tests with the configured ranker (`score/`)."""
     from codedpo.components.common.logs import enable_stage_logging
 
@@ -279,7 +293,7 @@ def score(run_config: dict, kfp_run_id: str, executions: Input[Dataset], scores:
     scores.metadata.update({"problems": written, "ranker": config.score.ranker})
     from codedpo.components.common.storage.runs import publish_stage, target_for
 
-    publish_stage(target_for(config, kfp_run_id), "scores", scores.path)
+    publish_stage(target_for(config, kfp_run_id, round_index), "scores", scores.path)
     print(f"scored {written} problems with {config.score.ranker}")
 
 
@@ -291,6 +305,7 @@ def time_codes(
     executions: Input[Dataset],
     scores: Input[Dataset],
     timings: Output[Dataset],
+    round_index: int = 0,
 ):
     """Time the codes that pass every trusted test, on those tests (`execute/timing.py`), where
     `execute.launcher` says (`execute/launch.py`), as the execute step runs them.
@@ -307,7 +322,7 @@ def time_codes(
     from codedpo.components.execute import launch
 
     config = run_config_module.validate_config(run_config, source="run_config")
-    target = target_for(config, kfp_run_id)
+    target = target_for(config, kfp_run_id, round_index)
     records = []
     if config.pairs.efficiency:  # timings only serve the efficiency pairs
         claim_run(target)
@@ -316,7 +331,7 @@ def time_codes(
             jsonl.read_records(executions.path, ExecutionRecord),
             jsonl.read_records(scores.path, ScoreRecord),
             config.execute,
-            target.run_id,
+            target.sandbox_run_id,
             repeats=config.pairs.timing_repeats,
             basis=config.pairs.timing,
         )
@@ -335,6 +350,7 @@ def pairs(
     scores: Input[Dataset],
     timings: Input[Dataset],
     pairs: Output[Dataset],
+    round_index: int = 0,
 ):
     """Build the correctness and efficiency preference pairs (`pairs/`)."""
     from codedpo.components.common.logs import enable_stage_logging
@@ -359,7 +375,7 @@ def pairs(
     pairs.metadata.update({**counts, "skipped": result.skipped})
     from codedpo.components.common.storage.runs import publish_stage, target_for
 
-    publish_stage(target_for(config, kfp_run_id), "pairs", pairs.path)
+    publish_stage(target_for(config, kfp_run_id, round_index), "pairs", pairs.path)
     print(f"built {counts['correctness']} correctness and {counts['efficiency']} efficiency pairs")
 
 
@@ -375,11 +391,15 @@ def report(
     report_markdown: Output[Markdown],
     report_html: Output[HTML],
     metrics: Output[Metrics],
+    round_index: int = 0,
+    evaluation: Input[Dataset] = None,
 ):
     """Summarise the run as Markdown, HTML and scalar metrics (`report/`).
 
-    The skip counts of the pairs step arrive as the `pairs` artifact's metadata. With a `store`
-    in the run configuration, the report, the metrics and the configuration are published there.
+    The skip counts of the pairs step arrive as the `pairs` artifact's metadata. With an
+    `evaluation` (the last evaluate step's), the report gains the evaluation and, over several
+    rounds, the per-round curve. With a `store` in the run configuration, the report, the
+    metrics and the configuration are published there (`round-<r>/report/` in a round).
     """
     from codedpo.components.common.logs import enable_stage_logging
 
@@ -389,6 +409,7 @@ def report(
     from codedpo.components.common import config as run_config_module
     from codedpo.components.common import jsonl
     from codedpo.components.common.records import ExecutionRecord, PairRecord, SampleSet, ScoreRecord, TimingRecord
+    from codedpo.components.evaluate.report import evaluation_appendix
     from codedpo.components.pairs import PairsResult
     from codedpo.components.report import build_report
 
@@ -404,6 +425,8 @@ def report(
         jsonl.read_records(timings.path, TimingRecord),
         PairsResult(pairs=jsonl.read_records(pairs.path, PairRecord), skipped=skipped),
         import_summary=json.loads(imported) if imported else None,
+        appendix=None if evaluation is None else evaluation_appendix(
+            json.loads(Path(evaluation.path).read_text(encoding="utf-8"))),
     )
     Path(report_markdown.path).write_text(result.markdown, encoding="utf-8")
     Path(report_html.path).write_text(result.html, encoding="utf-8")
@@ -414,7 +437,7 @@ def report(
 
         from codedpo.components.common.storage import runs
 
-        target = runs.target_for(config, kfp_run_id)
+        target = runs.target_for(config, kfp_run_id, round_index)
         runs.claim_run(target)
 
         files = {
@@ -424,18 +447,21 @@ def report(
             "config.yaml": run_config_module.dump_config(config).encode("utf-8"),
             **{f"charts/{name}": svg.encode("utf-8") for name, svg in result.charts.items()},
         }
-        print("published", runs.publish_files(config.store, target.run_id, "report", files))
+        print("published", runs.publish_files(config.store, target.run_id, target.stage("report"), files))
     print(f"report written, {len(result.metrics)} metrics logged")
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
-def train(train_model: str, run_config: dict, pairs: Input[Dataset], model: Output[Model], metrics: Output[Metrics]):
-    """Train `train_model` on the pairs (`train/`: `run_training`, launcher `train.launcher`).
+def train(train_model: str, run_config: dict, pairs: Input[Dataset], model: Output[Model], metrics: Output[Metrics],
+          round_index: int = 0, base: Input[Model] = None):
+    """Train `train_model` on the pairs (`train/`: `run_training`, launcher `train.launcher`);
+    in a later round, `base`, the previous round's trained model.
 
     The `model` artifact folder receives what the run publishes (final/, checkpoints/,
     metrics.jsonl, training_curves.png, result.json), unless `train.output` names another place
-    (an s3:// URI, so that a restarted step resumes from its checkpoints): then the artifact
-    records that URI in its metadata. The working folder is a temporary one.
+    (an s3:// URI, so that a restarted step resumes from its checkpoints; `<output>/round-<r>` in
+    a round): then the artifact records that URI in its metadata. The working folder is a
+    temporary one.
     """
     from codedpo.components.common.logs import enable_stage_logging
 
@@ -447,8 +473,19 @@ def train(train_model: str, run_config: dict, pairs: Input[Dataset], model: Outp
     from codedpo.components.train.run import run_training
 
     config = run_config_module.validate_config(run_config, source="run_config")
+    if base is not None:  # on-policy: this round trains on from the previous round's model
+        from pathlib import Path
+
+        from codedpo.components.train.locations import trained_model_folder
+
+        train_model = trained_model_folder(base.path, base.metadata.get("output"),
+                                           Path(tempfile.mkdtemp(prefix="codedpo-base-")))
+    if not train_model:
+        raise run_config_module.ConfigError("the train step needs a model: set train.model")
     config.train.model = train_model
     output = config.train.output or model.path
+    if config.train.output and round_index:
+        output = f"{config.train.output.rstrip('/')}/round-{round_index}"
     scratch = tempfile.mkdtemp(prefix="codedpo-train-")
     try:
         config.train.output_dir = scratch
@@ -456,7 +493,71 @@ def train(train_model: str, run_config: dict, pairs: Input[Dataset], model: Outp
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     model.metadata.update({"base_model": train_model, "output": output, "method": config.train.method,
+                           "round": round_index,
                            "global_step": result.global_step, "resumed_from_step": result.resumed_from_step})
     for name, value in sorted(result.final_metrics.items()):
         metrics.log_metric(name.replace("/", "_"), value)
     print(f"trained {train_model} for {result.global_step} steps on {result.num_rows} rows; published to {output}")
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def evaluate(
+    base_model: str,
+    run_config: dict,
+    kfp_run_id: str,
+    model: Input[Model],
+    pairs: Input[Dataset],
+    evaluation: Output[Dataset],
+    evaluation_markdown: Output[Markdown],
+    evaluation_html: Output[HTML],
+    metrics: Output[Metrics],
+    round_index: int = 0,
+    base: Input[Model] = None,
+    previous: Input[Dataset] = None,
+):
+    """Evaluate the trained `model` against its base on `evaluate.benchmarks` (`evaluate/`:
+    `evaluate_round`): the base is `base_model` (the configured one), or in a later round `base`,
+    the previous round's trained model. The round's pairs are checked for overlap with each
+    benchmark. `previous` (the previous round's evaluation) carries the per-round curve on.
+
+    `evaluation` is the result as JSON; the pages are its Markdown and HTML; `metrics` the flat
+    numbers (`<benchmark>_pass_at_<k>_trained`, ...). Published to the store as
+    `[round-<r>/]evaluation/` when there is one.
+    """
+    from codedpo.components.common.logs import enable_stage_logging
+
+    enable_stage_logging()
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from codedpo.components.common import config as run_config_module
+    from codedpo.components.common.storage import runs
+    from codedpo.components.evaluate.report import evaluation_pages
+    from codedpo.components.evaluate.stage import evaluate_round, evaluation_metrics
+    from codedpo.components.train.locations import trained_model_folder
+
+    config = run_config_module.validate_config(run_config, source="run_config")
+    target = runs.target_for(config, kfp_run_id, round_index)
+    runs.claim_run(target)
+    scratch = Path(tempfile.mkdtemp(prefix="codedpo-evaluate-"))
+    trained = trained_model_folder(model.path, model.metadata.get("output"), scratch / "trained")
+    if base is not None:
+        base_model = trained_model_folder(base.path, base.metadata.get("output"), scratch / "base")
+    earlier = json.loads(Path(previous.path).read_text(encoding="utf-8")) if previous is not None else None
+    result = evaluate_round(config, trained, base_model, target.sandbox_run_id, round_index=round_index,
+                            training_data=pairs.path, previous=earlier, workdir=scratch)
+    text = json.dumps(result, indent=2, sort_keys=True) + "\n"
+    Path(evaluation.path).write_text(text, encoding="utf-8")
+    pages = evaluation_pages(result)
+    Path(evaluation_markdown.path).write_text(pages["evaluation.md"], encoding="utf-8")
+    Path(evaluation_html.path).write_text(pages["evaluation.html"], encoding="utf-8")
+    values = evaluation_metrics(result)
+    for name, value in sorted(values.items()):
+        metrics.log_metric(name, value)
+    evaluation.metadata.update({"round": round_index, "benchmarks": sorted(result["benchmarks"])})
+    if config.store:
+        files = {"evaluation.json": text.encode("utf-8"), **{name: page.encode("utf-8") for name, page in pages.items()}}
+        print("published", runs.publish_files(config.store, target.run_id, target.stage("evaluation"), files))
+    print("evaluated: " + "; ".join(f"{name} {value:.3f}" for name, value in sorted(values.items())
+                                    if "pass_at_1_" in name and name.endswith(("trained", "base"))))

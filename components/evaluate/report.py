@@ -20,12 +20,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from codedpo.components.report import Appendix
 from codedpo.components.report.charts import histogram_svg, line_chart_svg, text_histogram, text_lines
 from codedpo.components.report.document import Chart, Section, Table, Text
 from codedpo.components.report.html import to_html
 from codedpo.components.report.markdown import to_markdown
 
-__all__ = ["EVALUATION_TITLE", "evaluation_sections", "pass_at_k_series", "write_evaluation_pages"]
+__all__ = ["EVALUATION_TITLE", "evaluation_appendix", "evaluation_pages", "evaluation_sections", "pass_at_k_series", "round_sections",
+           "rounds_series", "write_evaluation_pages"]
 
 EVALUATION_TITLE = "codedpo evaluation"
 
@@ -171,3 +173,59 @@ def write_evaluation_pages(report: dict[str, Any], folder: Path) -> dict[str, Pa
         path.write_text(text, encoding="utf-8")
         written[name] = path
     return written
+
+
+def rounds_series(result: dict[str, Any]) -> dict[str, list[tuple[float, float]]]:
+    """The per-round curve of a pipeline evaluation (`stage.evaluate_round`): benchmark ->
+    [(round, pass@1 of that round's model)], round 0 being the configured model."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    for point in result.get("rounds", []):
+        for key, scores in point["pass_at_k"].items():
+            if scores.get("1") is not None:
+                series.setdefault(str(key), []).append((float(point["round"]), float(scores["1"])))
+    return series
+
+
+def _rounds_section(result: dict[str, Any]) -> Section:
+    series = rounds_series(result)
+    keys = list(series)
+    rows = [[str(int(point["round"])), str(point["model"]),
+             *(_score(point["pass_at_k"].get(key, {}).get("1")) for key in keys)] for point in result["rounds"]]
+    svg = line_chart_svg(series, "pass@1 by round", "round (0: the configured model)", "pass@1", y_range=(0.0, 1.0))
+    return Section("Rounds", [
+        Text("pass@1 of each round's trained model on each benchmark; round 0 is the model the run started from. "
+             "Each round sampled its codes and tests from the previous round's model."),
+        Table(["round", "model", *(f"{key} pass@1" for key in keys)], rows, data_columns=frozenset({1})),
+        Chart("pass@1 against the round, one line per benchmark", svg, text_lines(series)),
+    ])
+
+
+def round_sections(result: dict[str, Any]) -> list[Section]:
+    """A pipeline evaluation (`stage.evaluate_round`: one round, every benchmark, the curve so
+    far) as sections: the per-round curve when there is more than one round, then each
+    benchmark's evaluation, its section titles prefixed with the benchmark's key (a name of
+    [a-z0-9_] only, `stage.benchmark_key`)."""
+    sections = [_rounds_section(result)] if len(result.get("rounds", [])) > 2 else []
+    for key, report in result["benchmarks"].items():
+        sections += [Section(f"{key}: {section.title}", section.blocks) for section in evaluation_sections(report)]
+    return sections
+
+
+def evaluation_pages(result: dict[str, Any]) -> dict[str, str]:
+    """A pipeline evaluation's pages: {"evaluation.md": Markdown, "evaluation.html": HTML}."""
+    sections = round_sections(result)
+    return {"evaluation.md": to_markdown(EVALUATION_TITLE, sections), "evaluation.html": to_html(EVALUATION_TITLE, sections)}
+
+
+def evaluation_appendix(result: dict[str, Any]) -> Appendix:
+    """A pipeline evaluation as the run report's appendix: its sections (`round_sections`), its
+    metrics under `eval_` (`stage.evaluation_metrics`), and over several rounds the per-round
+    chart as `rounds_pass_at_1.svg`."""
+    from codedpo.components.evaluate.stage import evaluation_metrics
+
+    charts = {}
+    if len(result.get("rounds", [])) > 2:
+        charts["rounds_pass_at_1.svg"] = line_chart_svg(rounds_series(result), "pass@1 by round", "round", "pass@1",
+                                                        y_range=(0.0, 1.0))
+    return Appendix(round_sections(result), {f"eval_{name}": value for name, value in evaluation_metrics(result).items()},
+                    charts)

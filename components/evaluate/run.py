@@ -81,11 +81,15 @@ def _sample_set(task: BenchmarkTask, codes: list[Candidate]) -> SampleSet:
                      codes=codes, tests=tests)
 
 
-def judge_solutions(tasks: list[BenchmarkTask], solutions: list[Solutions], config: ExecuteConfig) -> dict[str, list[bool]]:
+def judge_solutions(tasks: list[BenchmarkTask], solutions: list[Solutions], config: ExecuteConfig,
+                    run_id: str | None = None) -> dict[str, list[bool]]:
     """Run every distinct solution against its problem's hidden tests; per problem, one bool per
     sample (in sampling order): whether it passed every test. Sandbox errors raise (a judge that
-    did not judge must not count as a failure)."""
+    did not judge must not count as a failure). With `run_id` (a pipeline step) they run where
+    `config.launcher` says (`execute/launch.py`; the sandbox Job is named after `run_id`); without,
+    in this process's sandbox."""
     from codedpo.components.execute.executor import execute_samples
+    from codedpo.components.execute.launch import run_executions
 
     by_id = {task.problem_id: task for task in tasks}
     sample_sets = []
@@ -94,7 +98,13 @@ def judge_solutions(tasks: list[BenchmarkTask], solutions: list[Solutions], conf
         if texts:
             sample_sets.append(_sample_set(by_id[solution.problem_id], dedupe(texts, "code")))
     verdicts: dict[str, dict[str, bool]] = {}
-    for record in execute_samples(sample_sets, config) if sample_sets else []:
+    if not sample_sets:
+        records = []
+    elif run_id is None:
+        records = execute_samples(sample_sets, config)
+    else:
+        records = run_executions(sample_sets, config, run_id)
+    for record in records:
         for code_id, row in zip(record.code_ids, record.outcomes):
             if any(outcome.status == Status.sandbox_error for outcome in row):
                 raise RuntimeError(f"{record.problem_id}: the sandbox failed on code {code_id}; evaluate again")
@@ -120,10 +130,12 @@ def most_sampled_passing(solutions: Solutions, passed: list[bool]) -> str | None
 
 
 def time_solved(tasks: list[BenchmarkTask], chosen: dict[str, dict[str, str]], config: ExecuteConfig,
-                repeats: int, basis: str = "wall") -> dict[str, dict[str, SolvedTime]]:
+                repeats: int, basis: str = "wall", run_id: str | None = None) -> dict[str, dict[str, SolvedTime]]:
     """Time each model's chosen solution per problem on the problem's tests, both models' in one
     plan per problem. `chosen` maps model name -> {problem id: solution text}; returns model name
-    -> {problem id: SolvedTime}, for the problems every model solved."""
+    -> {problem id: SolvedTime}, for the problems every model solved. `run_id` as for
+    `judge_solutions`."""
+    from codedpo.components.execute.launch import time_plan
     from codedpo.components.execute.timing import time_samples
 
     by_id = {task.problem_id: task for task in tasks}
@@ -133,7 +145,12 @@ def time_solved(tasks: list[BenchmarkTask], chosen: dict[str, dict[str, str]], c
     for pid in common:
         texts = [chosen[model][pid] for model in models]
         plan.append(_sample_set(by_id[pid], dedupe(texts, "code")))
-    records = time_samples(plan, config, repeats, basis) if plan else []  # type: ignore[arg-type]
+    if not plan:
+        records = []
+    elif run_id is None:
+        records = time_samples(plan, config, repeats, basis)  # type: ignore[arg-type]
+    else:
+        records = time_plan(plan, config, run_id, repeats, basis)  # type: ignore[arg-type]
     timed = {(r.problem_id, r.code_id): r for r in records if r.passed_all}
     out: dict[str, dict[str, SolvedTime]] = {model: {} for model in models}
     for pid in common:

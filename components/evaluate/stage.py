@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from codedpo.components.common.config import ExecuteConfig, SamplingConfig
+from codedpo.components.common.config import ExecuteConfig, RunConfig, SamplingConfig
 from codedpo.components.common.errors import InputError
 from codedpo.components.evaluate import metrics
 from codedpo.components.evaluate.run import judge_solutions, most_sampled_passing, sample_solutions, time_solved
@@ -116,7 +116,7 @@ def training_overlap(training_data: Path | str, tasks: list[BenchmarkTask], *, n
 
 
 def _evaluate_one(name: str, sampling: SamplingConfig, tasks: list[BenchmarkTask], settings: EvaluationSettings,
-                  execute: ExecuteConfig) -> tuple[dict[str, Any], dict[str, str], Any]:
+                  execute: ExecuteConfig, run_id: str | None) -> tuple[dict[str, Any], dict[str, str], Any]:
     from codedpo.components.llm.factory import make_backend, make_templates
 
     backend = make_backend(sampling)
@@ -124,7 +124,7 @@ def _evaluate_one(name: str, sampling: SamplingConfig, tasks: list[BenchmarkTask
                             seed=settings.seed)
     logger.info("evaluate %s: %d problems x %d samples from %s", name, len(tasks), settings.n, sampling.model)
     solutions = sample_solutions(tasks, backend, params, settings.n, make_templates(sampling))
-    judged = judge_solutions(tasks, solutions, execute)
+    judged = judge_solutions(tasks, solutions, execute, run_id)
     chosen = {s.problem_id: code for s in solutions if (code := most_sampled_passing(s, judged[s.problem_id]))}
     unusable = sum(code is None for s in solutions for code in s.codes)
     summary = {
@@ -141,10 +141,13 @@ def _evaluate_one(name: str, sampling: SamplingConfig, tasks: list[BenchmarkTask
 
 
 def evaluate_models(models: dict[str, SamplingConfig], tasks: list[BenchmarkTask], settings: EvaluationSettings,
-                    execute: ExecuteConfig, *, training_data: Path | str | None = None) -> dict[str, Any]:
+                    execute: ExecuteConfig, *, training_data: Path | str | None = None,
+                    run_id: str | None = None) -> dict[str, Any]:
     """Evaluate one model, or a model and its baseline (`models`: name -> sampling settings, the
     evaluated one first); the report as plain data (see the module docstring). With
-    `training_data`, its overlap with the benchmark (`training_overlap`) is reported too."""
+    `training_data`, its overlap with the benchmark (`training_overlap`) is reported too. With
+    `run_id` (a pipeline step) the solutions run where `execute.launcher` says; without, in this
+    process's sandbox."""
     if not tasks:
         raise EvaluationError("the benchmark has no problems to evaluate")
     if not 1 <= len(models) <= 2:
@@ -157,7 +160,8 @@ def evaluate_models(models: dict[str, SamplingConfig], tasks: list[BenchmarkTask
     chosen: dict[str, dict[str, str]] = {}
     judged: dict[str, dict[str, list[bool]]] = {}
     for name, sampling in models.items():
-        report["models"][name], chosen[name], judged[name] = _evaluate_one(name, sampling, tasks, settings, execute)
+        report["models"][name], chosen[name], judged[name] = _evaluate_one(name, sampling, tasks, settings, execute,
+                                                                             run_id)
     if len(models) == 2:
         trained, base = list(models)
         first = {name: metrics.pass_at_k_per_problem(judged[name], [1])[1] for name in models}
@@ -168,7 +172,7 @@ def evaluate_models(models: dict[str, SamplingConfig], tasks: list[BenchmarkTask
         comparison: dict[str, Any] = {"pass_at_1": asdict(bootstrap), "flips": asdict(flipped)}
         if settings.timing_repeats:
             times = time_solved(tasks, {trained: chosen[trained], base: chosen[base]}, execute,
-                                settings.timing_repeats, settings.timing_basis)
+                                settings.timing_repeats, settings.timing_basis, run_id)
             noise = {pid: max(t.noise_s / t.median_s if t.median_s else 0.0, times[base][pid].noise_s /
                               times[base][pid].median_s if times[base][pid].median_s else 0.0)
                      for pid, t in times[trained].items() if pid in times[base]}
@@ -217,3 +221,87 @@ def render_markdown(report: dict[str, Any]) -> str:
         elif speed is not None:
             lines.append("efficiency: no problem solved by both models")
     return "\n".join(lines) + "\n"
+
+
+def benchmark_key(benchmark: str) -> str:
+    """A benchmark's short name in metric keys and page titles: 'humaneval', or the file's stem
+    ('mbpp_plus' for .../mbpp_plus.jsonl), in lower case with [a-z0-9_] only."""
+    stem = benchmark if benchmark == "humaneval" else Path(benchmark.rstrip("/").rsplit("/", 1)[-1]).stem
+    return "".join(c if c.isalnum() else "_" for c in stem.lower()).strip("_") or "benchmark"
+
+
+def evaluate_round(config: RunConfig, trained_model: str, base_model: str, run_id: str, *, round_index: int = 0,
+                   training_data: Path | str | None = None, previous: dict[str, Any] | None = None,
+                   workdir: Path | None = None) -> dict[str, Any]:
+    """The pipeline's evaluate step: `trained_model` against `base_model` (local checkpoint
+    folders or hub ids) on every benchmark of `config.evaluate`, sampled through
+    `config.sampling`'s settings and templates with `config.evaluate.backend`, judged and timed
+    where `config.execute.launcher` says (the sandbox Job named after `run_id`). Returns
+
+        {"round": 1, "trained_model": ..., "base_model": ...,
+         "benchmarks": {"humaneval": <evaluate_models report>, ...},
+         "rounds": [{"round": 0, "model": base, "pass_at_k": {"humaneval": {"1": 0.2}}},
+                    {"round": 1, "model": trained, "pass_at_k": {...}}]}
+
+    `rounds` is the per-round curve: `previous` (the previous round's result) carries the earlier
+    points, so the last round's result holds the whole curve; without it the curve starts with
+    the base model as round 0. Benchmark files may be store URIs (fetched into `workdir`)."""
+    import tempfile
+
+    from codedpo.components.common.storage.inputs import fetch_input
+
+    settings_of = config.evaluate
+    if not settings_of.benchmarks:
+        raise EvaluationError("evaluate.benchmarks is empty: there is nothing to evaluate on")
+    workdir = Path(tempfile.mkdtemp(prefix="codedpo-evaluate-")) if workdir is None else workdir
+    sampling = config.sampling.model_dump(exclude={"model", "backend"})
+    models = {name: SamplingConfig.model_validate({**sampling, "backend": settings_of.backend, "model": model})
+              for name, model in (("trained", trained_model), ("base", base_model))}
+    result: dict[str, Any] = {"round": round_index, "trained_model": trained_model, "base_model": base_model,
+                              "benchmarks": {}}
+    for index, benchmark in enumerate(settings_of.benchmarks):
+        key = benchmark_key(benchmark)
+        if key in result["benchmarks"]:
+            key = f"{key}_{index + 1}"
+        local = benchmark if benchmark == "humaneval" else fetch_input(benchmark, workdir / f"benchmark-{index}",
+                                                                       "evaluate.benchmarks")
+        settings = EvaluationSettings(benchmark=benchmark, n=settings_of.n, ks=settings_of.pass_at(),
+                                      temperature=settings_of.temperature, top_p=settings_of.top_p,
+                                      max_tokens=settings_of.max_tokens, seed=settings_of.seed,
+                                      problems=settings_of.problems, timing_repeats=settings_of.timing_repeats,
+                                      timing_basis=config.pairs.timing)
+        tasks = load_tasks(local, settings_of.problems)
+        logger.info("evaluate round %d on %s: %d problems", round_index, key, len(tasks))
+        result["benchmarks"][key] = evaluate_models(models, tasks, settings, config.execute,
+                                                    training_data=training_data, run_id=f"{run_id}-eval-{index}")
+    point = {name: {key: report["models"][name]["pass_at_k"] for key, report in result["benchmarks"].items()}
+             for name in models}
+    earlier = list(previous["rounds"]) if previous and previous.get("rounds") else [
+        {"round": 0, "model": base_model, "pass_at_k": point["base"]}]
+    result["rounds"] = [*earlier, {"round": max(round_index, 1), "model": trained_model, "pass_at_k": point["trained"]}]
+    return result
+
+
+def evaluation_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """`evaluate_round`'s result as flat KFP metrics: per benchmark `<b>_pass_at_<k>_trained` and
+    `_base`, `<b>_pass_at_1_difference` with its interval, the flips, and with timings
+    `<b>_median_speedup` and `<b>_share_faster`."""
+    values: dict[str, float] = {}
+    for key, report in result["benchmarks"].items():
+        for name, summary in report["models"].items():
+            for k, value in summary["pass_at_k"].items():
+                values[f"{key}_pass_at_{k}_{name}"] = float(value)
+        comparison = report.get("comparison") or {}
+        if "pass_at_1" in comparison:
+            b = comparison["pass_at_1"]
+            values.update({f"{key}_pass_at_1_difference": float(b["difference"]),
+                           f"{key}_pass_at_1_difference_low": float(b["low"]),
+                           f"{key}_pass_at_1_difference_high": float(b["high"]),
+                           f"{key}_problems_gained": float(len(comparison["flips"]["gained"])),
+                           f"{key}_problems_lost": float(len(comparison["flips"]["lost"]))})
+        speed = comparison.get("efficiency")
+        if speed and speed.get("problems_compared"):
+            values.update({f"{key}_median_speedup": float(speed["median_speedup"]),
+                           f"{key}_share_faster": float(speed["share_faster"]),
+                           f"{key}_problems_timed": float(speed["problems_compared"])})
+    return values

@@ -80,12 +80,22 @@ def run_timings(
 ) -> list[TimingRecord]:
     """The timing pass (`timing.timing_plan`, then `timing.time_samples`), where
     `config.launcher` says; TimingRecords in problem order."""
-    from codedpo.components.execute.timing import time_samples, timing_plan
+    from codedpo.components.execute.timing import timing_plan
 
     plan = timing_plan(samples, executions, scores)
     if not plan:
         logger.info("time: no problem has two codes passing its trusted tests; nothing to time")
         return []
+    return time_plan(plan, config, run_id, repeats, basis)
+
+
+def time_plan(
+    plan: list[SampleSet], config: ExecuteConfig, run_id: str, repeats: int, basis: Literal["wall", "cpu"] = "wall"
+) -> list[TimingRecord]:
+    """Time every code of each planned problem on all of its tests (`timing.time_samples`),
+    where `config.launcher` says; TimingRecords in plan order."""
+    from codedpo.components.execute.timing import time_samples
+
     if config.launcher == "kubernetes-job":
         from codedpo.components.execute.sandbox_job import time_on_cluster
 

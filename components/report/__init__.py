@@ -1,7 +1,7 @@
 """The run report: what a run did, as flat metrics (for KFP Metrics), a human-readable page, and charts.
 
     build_report(samples, executions, scores, timings, pairs_result,
-                 *, import_summary=None, truth=None) -> Report(metrics, markdown, html, charts)
+                 *, import_summary=None, truth=None, appendix=None) -> Report(metrics, markdown, html, charts)
 
 The page answers the questions one asks of a preference-data run before training on it: what the
 import of sample files lost and why (`import_summary`, ImportResult.to_dict() of the replay
@@ -37,12 +37,23 @@ from typing import Any
 
 from codedpo.components.common.records import ExecutionRecord, SampleSet, ScoreRecord, TimingRecord
 from codedpo.components.pairs import PairsResult
+from codedpo.components.report.document import Section
 from codedpo.components.report.html import to_html
 from codedpo.components.report.markdown import to_markdown
 from codedpo.components.report.metrics import CONFIDENCE_BANDS, run_metrics
 from codedpo.components.report.sections import page_sections, run_charts
 
-__all__ = ["CONFIDENCE_BANDS", "Report", "build_report"]
+__all__ = ["CONFIDENCE_BANDS", "Appendix", "Report", "build_report"]
+
+
+@dataclass
+class Appendix:
+    """What a later stage adds to the run report: sections that end the page, flat metrics
+    (under keys of their own) and charts (file name -> SVG text)."""
+
+    sections: list[Section]
+    metrics: dict[str, float] = field(default_factory=dict)
+    charts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -65,6 +76,7 @@ def build_report(
     *,
     import_summary: Mapping[str, Any] | None = None,
     truth: Mapping[str, bool] | None = None,
+    appendix: Appendix | None = None,
 ) -> Report:
     """Summarise a run's records into flat metrics, a Markdown / HTML page and SVG charts.
 
@@ -72,10 +84,17 @@ def build_report(
     sections then say so and their metrics are 0. `import_summary` is the replay import's
     ImportResult.to_dict() (None: the samples were generated in the run, and no `import_*`
     metric is reported). `truth` maps code ids to whether the code is truly right (benchmarks);
-    with it the report adds the precision of the correctness pairs.
+    with it the report adds the precision of the correctness pairs. `appendix`: what a later
+    stage adds (the evaluation, `evaluate.report.evaluation_appendix`): its sections end the
+    page, its metrics and charts join the report's.
     """
     run = run_metrics(samples, executions, scores, timings, pairs_result, import_summary=import_summary, truth=truth)
     charts = run_charts(scores, pairs_result.pairs)
     sections = page_sections(samples, scores, pairs_result, run, charts, import_summary)
+    values = dict(run.values)
+    if appendix is not None:
+        sections = [*sections, *appendix.sections]
+        values.update(appendix.metrics)
+        charts = {**charts, **appendix.charts}
     title = "codedpo run report"
-    return Report(metrics=run.values, markdown=to_markdown(title, sections), html=to_html(title, sections), charts=charts)
+    return Report(metrics=values, markdown=to_markdown(title, sections), html=to_html(title, sections), charts=charts)

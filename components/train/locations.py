@@ -71,3 +71,25 @@ def publish_folder(store: Store, prefix: str, folder: Path, skip: frozenset[str]
             store.put_file(key, path)
             keys.append(key)
     return keys
+
+
+FINAL_DIR = "final"  # the trained model's folder among what a run publishes (trainer.FINAL)
+
+
+class TrainedModelNotFoundError(FileNotFoundError, InputError):
+    """A train step's output holds no final model folder."""
+
+
+def trained_model_folder(artifact_path: str | os.PathLike[str], published_to: str | None, scratch: Path) -> str:
+    """The local folder of the model a train step trained, as a later step (the next round's
+    sampler, the evaluator) loads it: `<artifact>/final`, or, when the step published to another
+    place (`train.output`, an s3:// URI, recorded as the Model artifact's `output` metadata),
+    `<output>/final` fetched into `scratch`."""
+    from codedpo.components.common.storage.inputs import fetch_input, is_remote
+
+    if published_to and is_remote(published_to):
+        return fetch_input(f"{published_to.rstrip('/')}/{FINAL_DIR}", scratch, "the trained model")
+    folder = Path(artifact_path) / FINAL_DIR
+    if not folder.is_dir() or not any(folder.iterdir()):
+        raise TrainedModelNotFoundError(f"{artifact_path}: no trained model in it ({FINAL_DIR}/ is missing or empty)")
+    return str(folder)

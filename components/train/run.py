@@ -49,6 +49,9 @@ def run_training(config: RunConfig | TrainConfig, pairs_uri: str, output_uri: st
     """Train `config`'s model on the pairs at `pairs_uri`, publishing to `output_uri`."""
     train_config = config.train if isinstance(config, RunConfig) else config
     train_config = train_config.model_copy(update={"output": output_uri})
+    if isinstance(config, RunConfig) and train_config.prompt_style == "auto" and config.sampling.backend != "replay":
+        # The run's own model sampled the codes: train in the style it was prompted in.
+        train_config.prompt_style = config.sampling.style
     if not train_config.model:
         raise ValueError("train.model: no model configured, nothing to train")
     if train_config.launcher == "inline":

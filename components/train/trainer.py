@@ -22,8 +22,11 @@ Shapes per method (TRL's dataset types):
   undesirable row (rejected, False), as TRL's `unpair_preference_dataset` would.
 - sft: prompt / completion = chosen (prompt-completion; TRL trains on the completion only).
 
-When the tokenizer has a chat template, the rows are conversational (the prompt is one user message,
-each code one assistant message) and TRL applies the template; otherwise the texts go in as they are.
+`train.prompt_style` 'chat' (or 'auto' with a tokenizer that has a chat template) makes the rows
+conversational (the prompt is one user message, each code one assistant message) and TRL applies
+the template. 'base' gives the texts as a completion model saw them: the prompt, then each code's
+continuation of it (a code that starts with the prompt loses that prefix, as a base model sampled
+only the rest; one that does not is kept whole).
 The model is given as a path (a checkpoint folder or hub id); DPO/KTO load the reference model from
 the same path (with LoRA, the reference is the base model with the adapters switched off). torch and
 TRL are imported inside `train`, so importing this module stays cheap.
@@ -140,7 +143,9 @@ def train(config: TrainConfig, pairs: Path | str, model_path: str | None = None)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:  # many causal LMs ship without one; TRL pads batches
         tokenizer.pad_token = tokenizer.eos_token
-    rows = shape_rows(rows_in, config.method, tokenizer.chat_template is not None)
+    conversational = (tokenizer.chat_template is not None if config.prompt_style == "auto"
+                      else config.prompt_style == "chat")
+    rows = shape_rows(rows_in, config.method, conversational)
 
     store = open_store(config.output or scratch)
     scratch.mkdir(parents=True, exist_ok=True)
@@ -285,24 +290,28 @@ def shape_rows(pairs: "datasets.Dataset", method: str, conversational: bool) -> 
     def prompt(text: str) -> Any:
         return [{"role": "user", "content": text}] if conversational else text
 
-    def answer(text: str) -> Any:
-        return [{"role": "assistant", "content": text}] if conversational else text
+    def answer(text: str, prompt_text: str) -> Any:
+        if conversational:
+            return [{"role": "assistant", "content": text}]
+        # A completion model continued the prompt: the code's own text is the rest of it.
+        return text[len(prompt_text):] if text.startswith(prompt_text) and len(text) > len(prompt_text) else text
 
     if method == "dpo":
         data = {
             "prompt": [prompt(p) for p in pairs["prompt"]],
-            "chosen": [answer(c) for c in pairs["chosen"]],
-            "rejected": [answer(r) for r in pairs["rejected"]],
+            "chosen": [answer(c, p) for p, c in zip(pairs["prompt"], pairs["chosen"], strict=True)],
+            "rejected": [answer(r, p) for p, r in zip(pairs["prompt"], pairs["rejected"], strict=True)],
         }
     elif method == "kto":
         data = {"prompt": [], "completion": [], "label": []}
         for p, chosen, rejected in zip(pairs["prompt"], pairs["chosen"], pairs["rejected"], strict=True):
             for completion, label in ((chosen, True), (rejected, False)):
                 data["prompt"].append(prompt(p))
-                data["completion"].append(answer(completion))
+                data["completion"].append(answer(completion, p))
                 data["label"].append(label)
     elif method == "sft":
-        data = {"prompt": [prompt(p) for p in pairs["prompt"]], "completion": [answer(c) for c in pairs["chosen"]]}
+        data = {"prompt": [prompt(p) for p in pairs["prompt"]],
+                "completion": [answer(c, p) for p, c in zip(pairs["prompt"], pairs["chosen"], strict=True)]}
     else:
         raise ValueError(f"method must be 'dpo', 'kto' or 'sft', got {method!r}")
     return datasets.Dataset.from_dict(data)

@@ -25,8 +25,9 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 
 def run_prefix(run_id: str, stage: str) -> str:
-    """The key prefix of one stage's artifacts in one run: `runs/<run-id>/<stage>`."""
-    return f"runs/{check_name(run_id, 'run id')}/{check_name(stage, 'stage')}"
+    """The key prefix of one stage's artifacts in one run: `runs/<run-id>/<stage>`; a stage of a
+    later round is `round-<r>/<stage>` (each segment a name)."""
+    return f"runs/{check_name(run_id, 'run id')}/{'/'.join(check_name(part, 'stage') for part in stage.split('/'))}"
 
 
 def check_name(value: str, what: str) -> str:

@@ -69,17 +69,31 @@ class RunTarget:
     run_id: str
     owner: str
     replace: bool = False
+    round_index: int = 0  # the on-policy round (`RunConfig.rounds` > 1) of the step; 0: a single-round run
+
+    def stage(self, name: str) -> str:
+        """A stage's name under the run's key: `name`, or `round-<r>/<name>` in round r, so each
+        round's artifacts stay apart (`runs/<run_id>/round-2/pairs/`)."""
+        return f"round-{self.round_index}/{name}" if self.round_index else name
+
+    @property
+    def sandbox_run_id(self) -> str:
+        """The id the sandbox launchers name their Jobs and shards after: the run id, with the
+        round in a later round, so two rounds' Jobs never meet."""
+        return f"{self.run_id}-round-{self.round_index}" if self.round_index else self.run_id
 
 
-def run_target(store: str | None, run_id: str | None, kfp_run_id: str, replace: bool = False) -> RunTarget:
+def run_target(store: str | None, run_id: str | None, kfp_run_id: str, replace: bool = False,
+               round_index: int = 0) -> RunTarget:
     """The RunTarget of a step: the run id the user gave (`RunConfig.run_id`), else the KFP run's
     id, so that re-runs, clones and recurring runs never share a key by accident."""
-    return RunTarget(store, run_id or kfp_run_id, kfp_run_id, replace)
+    return RunTarget(store, run_id or kfp_run_id, kfp_run_id, replace, round_index)
 
 
-def target_for(config: RunConfig, kfp_run_id: str) -> RunTarget:
-    """`run_target` of a run configuration (what every pipeline step calls)."""
-    return run_target(config.store, config.run_id, kfp_run_id, config.replace_run)
+def target_for(config: RunConfig, kfp_run_id: str, round_index: int = 0) -> RunTarget:
+    """`run_target` of a run configuration (what every pipeline step calls; `round_index`: the
+    step's round in a run of several)."""
+    return run_target(config.store, config.run_id, kfp_run_id, config.replace_run, round_index)
 
 
 def claim_run(target: RunTarget) -> None:
@@ -110,7 +124,7 @@ def publish_stage(target: RunTarget, stage: str, path: str | os.PathLike[str]) -
     and print where; nothing without one."""
     if target.store:
         claim_run(target)
-        print("published", publish_jsonl(target.store, target.run_id, stage, path))
+        print("published", publish_jsonl(target.store, target.run_id, target.stage(stage), path))
 
 
 def publish_files(store_uri: str, run_id: str, stage: str, files: Mapping[str, str | os.PathLike[str] | bytes]) -> str:
