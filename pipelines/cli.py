@@ -185,6 +185,9 @@ def _count_pairs(pairs_path: Path) -> Counter[str]:
 def run(
     config: ConfigOption = None, sandbox: SandboxOption = None, store: StoreOption = None, set_: SetOption = None,
     runner: RunnerOption = "subprocess",
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="A run of several rounds (rounds > 1): keep the rounds its run folder holds finished and "
+        "run only the rest.")] = False,
 ) -> None:
     """Run the pipeline on this machine (kfp.local) and write the run folder <output_dir>/<run_name>/."""
     from codedpo.components.common.storage import StorageError
@@ -212,7 +215,7 @@ def run(
         console.print(f"  {mark} {escape(event.step)}")
 
     try:
-        run_dir = run_local(effective, on_step=show, runner=runner)
+        run_dir = run_local(effective, on_step=show, runner=runner, resume=resume)
         counts = _count_pairs(run_dir / "pairs.jsonl")
     except (InputError, StorageError) as error:  # before the first step; a store that refuses us included
         raise _fail(str(error)) from None
@@ -228,8 +231,20 @@ def run(
     _show_import_summary(run_dir / IMPORT_SUMMARY_FILE)
     console.print(
         f"pairs: {counts['correctness']} correctness, {counts['efficiency']} efficiency "
-        f"({sum(counts.values())} in pairs.jsonl)"
+        f"({sum(counts.values())} in pairs.jsonl{', the last round' if effective.rounds > 1 else ''})"
     )
+    _show_evaluation(run_dir / "evaluation.json")
+
+
+def _show_evaluation(path: Path) -> None:
+    """pass@1 per benchmark and round at the end of a run that evaluated (evaluation.json)."""
+    if not path.is_file():
+        return
+    evaluation = json.loads(path.read_text(encoding="utf-8"))
+    for key in evaluation["benchmarks"]:
+        curve = ", ".join(f"round {p['round']}: {p['pass_at_k'][key]['1']:.3f}" for p in evaluation["rounds"]
+                          if key in p["pass_at_k"])
+        console.print(f"evaluation on {escape(key)}: pass@1 {escape(curve)}")
 
 
 def _show_import_summary(path: Path) -> None:
@@ -395,6 +410,55 @@ def status(
     if not follow:
         show(final)
     console.print(f"run: {escape(run_url(host, run_id))}")
+    if final.failed:
+        raise _fail(f"run {run_id} {final.state}" + (f": {final.error}" if final.error else ""), EXIT_STEP_FAILED)
+
+
+@app.command()
+def retry(
+    run_id: Annotated[str, typer.Argument(help="The failed or canceled run's id (from `codedpo submit`).")],
+    host: HostOption,
+    namespace: NamespaceOption = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Poll until the run finishes.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between polls with --follow.", min=0.1)] = 10.0,
+    token_file: TokenFileOption = None,
+) -> None:
+    """Start a failed or canceled run again where it stopped: only its failed and not-yet-run tasks
+    run, the succeeded ones keep their outputs (a run of several rounds resumes at the round that
+    failed). Exit 3 if the run is in another state or the API refuses; with --follow, exit 1 if the
+    retried run fails again."""
+    from codedpo.pipelines.submit import KfpApiError, RunStatus, follow_run, make_client, retry_run
+
+    try:
+        retried = retry_run(host, run_id, namespace=namespace, token_file=token_file)
+    except InputError as error:  # an unreadable token file
+        raise _fail(str(error)) from None
+    except KfpApiError as error:
+        raise _fail(str(error), EXIT_API_ERROR) from None
+    kept, rerun = len(retried.kept), len(retried.rerun)
+    console.print(f"retrying run {escape(retried.run_id)} ({escape(retried.name)}), {retried.previous_state}: "
+                  f"{kept} task{'s' * (kept != 1)} kept, {rerun} to run")  # fmt: skip
+    for task in retried.kept:
+        console.print(f"  kept       {escape(task.name)}")
+    for task in retried.rerun:
+        console.print(f"  run again  {escape(task.name)} (was {task.state})")
+    console.print(f"run: {escape(retried.run_url)}")
+    if not follow:
+        return
+
+    def show(current: RunStatus) -> None:
+        colour = "red" if current.failed else "green" if current.finished else "cyan"
+        console.print(f"run {escape(current.run_id)} ({escape(current.name)}): [{colour}]{current.state}[/]")
+        for task in current.tasks:
+            console.print(f"  {task.state:<10} {escape(task.name)}")
+
+    try:
+        client = make_client(host, namespace, token_file=token_file)
+        final = follow_run(client, host, run_id, show, interval_s=interval)
+    except InputError as error:
+        raise _fail(str(error)) from None
+    except KfpApiError as error:
+        raise _fail(str(error), EXIT_API_ERROR) from None
     if final.failed:
         raise _fail(f"run {run_id} {final.state}" + (f": {final.error}" if final.error else ""), EXIT_STEP_FAILED)
 

@@ -40,6 +40,7 @@ import json
 import shutil
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,7 +68,9 @@ RUN_FILES = {
     "pairs": "pairs.jsonl",
     "report_markdown": "report.md",
     "report_html": "report.html",
-    # the evaluate step's (with `evaluate.benchmarks`)
+}
+# ... and the evaluate step's (with `evaluate.benchmarks`)
+EVALUATION_FILES = {
     "evaluation": "evaluation.json",
     "evaluation_markdown": "evaluation.md",
     "evaluation_html": "evaluation.html",
@@ -81,6 +84,7 @@ IMPORT_SUMMARY_FILE = "import_summary.json"
 METRICS_FILE = "metrics.json"
 MODEL_DIR = "model"  # the train step's artifact (final/, checkpoints/, metrics.jsonl, plot)
 ROUND_DIR = "round-{}"  # a round's own files, over several rounds (`rounds`)
+ROUND_MARKER = "round.json"  # in a round's folder once the round finished: what `resume` starts from
 TRAIN_TASK = "train"  # kfp.local names the task after its component
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "pipeline.log"
@@ -252,7 +256,7 @@ def _collect(outputs: dict[str, Any], folder: Path, prefix: str) -> None:
     """Copy the pipeline outputs named `<prefix><name>` into `folder` under the run folder's
     names (RUN_FILES, metrics.json from the Metrics artifact, model/ from the Model artifact)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for output, file_name in RUN_FILES.items():
+    for output, file_name in {**RUN_FILES, **EVALUATION_FILES}.items():
         if prefix + output in outputs:  # the replay pipeline has no seeds or tasks
             shutil.copyfile(outputs[prefix + output].path, folder / file_name)
     if prefix + "metrics" in outputs:
@@ -269,6 +273,7 @@ def run_local(
     *,
     on_step: Callable[[StepEvent], None] | None = None,
     runner: Runner = "subprocess",
+    resume: bool = False,
 ) -> Path:
     """Run the pipeline locally and return the run folder `<output_dir>/<run_name>/`.
 
@@ -282,6 +287,12 @@ def run_local(
     `runner`: "subprocess" runs every step in this Python; "docker" is the cluster rehearsal
     (`pipelines/rehearsal.py`): every step in its image on the Docker engine, the sandbox pods
     under runsc. The run folder is the same either way.
+
+    `resume` (a run of several rounds): keep the rounds the run folder holds finished (each
+    round's folder gets `round.json` when it finishes, also in a run that failed later) and run
+    only the rest, from the last finished round's model and the tasks (`finished_rounds`). A
+    folder whose finished rounds ran with another configuration (other than `rounds`) is a
+    ConfigError. Without any finished round the run starts from the seeds.
     """
     import kfp.local
 
@@ -308,11 +319,31 @@ def run_local(
     output_dir = Path(config.output_dir)
     run_dir = output_dir / config.run_name
     run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in [*RUN_FILES.values(), *SUMMARY_FILES.values(), METRICS_FILE, CONFIG_FILE]:  # a failed run leaves no old results
-        (run_dir / stale).unlink(missing_ok=True)
+    from codedpo.pipelines.pipeline import ResumeFrom
+
+    resume_from: ResumeFrom | None = None
+    if resume:
+        if config.rounds < 2:
+            raise ConfigError("resume continues a run of several rounds (rounds > 1); this run has one")
+        done = finished_rounds(run_dir, config)
+        if on_step is not None:
+            on_step(StepEvent("resume", "progress", f"{done} of {config.rounds} rounds already finished"))
+        if done == config.rounds:
+            return run_dir  # every round finished: nothing to run
+        if done:
+            last = run_dir / ROUND_DIR.format(done)
+            published = f"{config.train.output.rstrip('/')}/round-{done}" if config.train.output else None
+            resume_from = ResumeFrom(done + 1, str(run_dir / RUN_FILES["tasks"]), str(last / MODEL_DIR),
+                                     str(last / EVALUATION_FILES["evaluation"]) if config.evaluate.benchmarks else None,
+                                     published)
+    kept = _kept_files(run_dir, resume_from)
+    for stale in [*RUN_FILES.values(), *EVALUATION_FILES.values(), *SUMMARY_FILES.values(), METRICS_FILE, CONFIG_FILE]:  # a failed run leaves no old results
+        if stale not in kept:
+            (run_dir / stale).unlink(missing_ok=True)
     shutil.rmtree(run_dir / MODEL_DIR, ignore_errors=True)
     for stale_round in run_dir.glob(ROUND_DIR.format("*")):
-        shutil.rmtree(stale_round, ignore_errors=True)
+        if stale_round.name not in kept:
+            shutil.rmtree(stale_round, ignore_errors=True)
     log_path = run_dir / LOG_FILE
 
     pipeline_root = output_dir / PIPELINE_ROOT
@@ -330,7 +361,8 @@ def run_local(
         steps_config, local_runner = config, kfp.local.SubprocessRunner(use_venv=False)
     kfp.local.init(runner=local_runner, pipeline_root=str(pipeline_root), raise_on_error=True)
     with open(log_path, "w", encoding="utf-8") as log, quiet_local_runner_warnings(), task_runs:
-        pipeline = pipeline_for(steps_config, cluster)
+        pipeline = pipeline_for(steps_config, cluster, resume_from)
+        started = time.time()
         watcher = _LogWatcher(log, _pipeline_steps(pipeline), on_step)
         arguments: dict[str, Any] = {"run_config": run_config_parameter(steps_config),
                                      "train_model": config.train.model or ""}
@@ -342,6 +374,8 @@ def run_local(
         except RuntimeError:
             if watcher.failure is None:
                 raise
+            if config.rounds > 1:  # keep what the rounds before the failure made, for a resume
+                _collect_finished_rounds(pipeline, pipeline_root, started, run_dir, config)
             task, (error_type, error, is_input_error) = watcher.failure
             raise StepFailedError(
                 watcher.display_name(task), error_type, error, log_path, is_input_error=is_input_error
@@ -363,6 +397,97 @@ def run_local(
         model_dir = Path(run.outputs["pairs"].path).parents[1] / TRAIN_TASK / "model"
         if model_dir.is_dir():
             shutil.copytree(model_dir, run_dir / MODEL_DIR)
-    for r in range(1, config.rounds + 1 if config.rounds > 1 else 1):
+    first = resume_from.first_round if resume_from is not None else 1
+    for r in range(first, config.rounds + 1 if config.rounds > 1 else 1):
         _collect(run.outputs, run_dir / ROUND_DIR.format(r), prefix=f"round_{r}_")
+        _mark_finished(run_dir, r, config)
     return run_dir
+
+
+def _rounds_digest(config: RunConfig) -> str:
+    """What a finished round must share with the run that resumes it: the whole configuration
+    but `rounds` (so a finished run of 2 rounds can go on to 3)."""
+    import hashlib
+
+    data = config.model_dump(mode="json")
+    data.pop("rounds", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def _mark_finished(run_dir: Path, round_number: int, config: RunConfig) -> None:
+    marker = {"round": round_number, "config_sha256": _rounds_digest(config)}
+    (run_dir / ROUND_DIR.format(round_number) / ROUND_MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
+
+
+def finished_rounds(run_dir: Path, config: RunConfig) -> int:
+    """How many rounds, from the first, `run_dir` holds finished for `config` (each one's folder
+    with its `round.json`, its model and the tasks beside them); a ConfigError when they ran with
+    another configuration."""
+    digest = _rounds_digest(config)
+    done = 0
+    for r in range(1, config.rounds + 1):
+        folder = run_dir / ROUND_DIR.format(r)
+        marker = folder / ROUND_MARKER
+        if not marker.is_file() or not (folder / MODEL_DIR).is_dir() or not (run_dir / RUN_FILES["tasks"]).is_file():
+            break
+        if json.loads(marker.read_text(encoding="utf-8")).get("config_sha256") != digest:
+            raise ConfigError(f"{folder}: round {r} ran with another configuration; run it again without resume "
+                              "(or under another run_name)")
+        done = r
+    return done
+
+
+def _kept_files(run_dir: Path, resume_from: Any) -> set[str]:
+    """What a resumed run keeps of the run folder: the tasks (and seeds, their summary) and the
+    finished rounds' folders."""
+    if resume_from is None:
+        return set()
+    return {RUN_FILES["seeds"], RUN_FILES["tasks"], SUMMARY_FILES["tasks"],
+            *(ROUND_DIR.format(r) for r in range(1, resume_from.first_round))}
+
+
+@dataclass(frozen=True)
+class _FoundArtifact:
+    """An output artifact kfp.local left in the pipeline root: its path and metadata."""
+
+    path: str
+    metadata: dict[str, Any]
+
+
+def _outputs_in_root(pipeline: Any, run_root: Path) -> dict[str, _FoundArtifact]:
+    """The pipeline outputs whose producing task succeeded in `run_root` (kfp.local's folder of
+    one run: `<task>/<output>`, the artifacts' metadata in `<task>/executor_output.json`)."""
+    found = {}
+    for name, output in pipeline.pipeline_spec.root.dag.outputs.artifacts.items():
+        selector = output.artifact_selectors[0]
+        task_dir = run_root / selector.producer_subtask
+        executor_output = task_dir / "executor_output.json"
+        if not executor_output.is_file():  # the task never finished
+            continue
+        artifacts = json.loads(executor_output.read_text(encoding="utf-8")).get("artifacts", {})
+        listed = artifacts.get(selector.output_artifact_key, {}).get("artifacts", [])
+        found[name] = _FoundArtifact(str(task_dir / selector.output_artifact_key),
+                                     listed[0].get("metadata", {}) if listed else {})
+    return found
+
+
+def _collect_finished_rounds(pipeline: Any, pipeline_root: Path, started: float, run_dir: Path,
+                             config: RunConfig) -> None:
+    """After a failed run of several rounds: copy the tasks and every round that finished
+    (all its outputs there) from the pipeline root into the run folder, each marked finished."""
+    runs = [folder for folder in pipeline_root.glob(f"{pipeline.name}-*") if folder.stat().st_mtime >= started - 1]
+    if not runs:
+        return
+    found = _outputs_in_root(pipeline, max(runs, key=lambda folder: folder.stat().st_mtime))
+    for name in ("seeds", "tasks"):
+        if name in found:
+            shutil.copyfile(found[name].path, run_dir / RUN_FILES[name])
+    if "tasks" in found and found["tasks"].metadata.get("summary_json"):
+        summary = json.loads(found["tasks"].metadata["summary_json"])
+        (run_dir / SUMMARY_FILES["tasks"]).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    for r in range(1, config.rounds + 1):
+        names = [name for name in found if name.startswith(f"round_{r}_")]
+        wanted = [output for output in pipeline.pipeline_spec.root.dag.outputs.artifacts if output.startswith(f"round_{r}_")]
+        if wanted and len(names) == len(wanted):
+            _collect(found, run_dir / ROUND_DIR.format(r), prefix=f"round_{r}_")
+            _mark_finished(run_dir, r, config)

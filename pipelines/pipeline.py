@@ -180,6 +180,7 @@ def _from_samples(
     reported.set_display_name(_named("report", round_index))
     apply_cluster_settings(reported, "report", cluster)
     outputs.update({name: reported.outputs[name] for name in ("report_markdown", "report_html", "metrics")})
+    outputs[LAST_TASK] = reported
     return outputs
 
 
@@ -188,6 +189,8 @@ def _named(display_name: str, round_index: int) -> str:
     return f"{display_name}, round {round_index}" if round_index else display_name
 
 
+# `_from_samples`'s entry for its last task (the report): the next round starts after it.
+LAST_TASK = "_last_task"
 # The evaluate step's outputs, pipeline outputs of the shapes that evaluate.
 EVALUATION_OUTPUTS = ("evaluation", "evaluation_markdown", "evaluation_html")
 # What each round of a run of several returns, as `round_<r>_<name>` pipeline outputs.
@@ -206,6 +209,19 @@ class Shape(NamedTuple):
     rounds: int = 1
 
 
+class ResumeFrom(NamedTuple):
+    """Where a run of several rounds resumes (`local_run.run_local(resume=True)`): the first
+    round still to run, and the earlier rounds' artifacts it starts from, by URI (a local path
+    for the local runner): the tasks, the last finished round's model folder and, when the run
+    evaluates, its evaluation (the per-round curve so far)."""
+
+    first_round: int
+    tasks: str
+    model: str
+    evaluation: str | None = None
+    model_output: str | None = None  # where that round's train step published, when not in `model` (train.output)
+
+
 def shape_of(config: RunConfig) -> Shape:
     """The shape that runs `config`: rounds and evaluation as it sets them."""
     evaluate = bool(config.evaluate.benchmarks)
@@ -213,13 +229,13 @@ def shape_of(config: RunConfig) -> Shape:
     return Shape(train="always" if always else "if", evaluate=evaluate, rounds=config.rounds)
 
 
-def _output_fields(shape: Shape, generate: bool) -> list[tuple[str, type]]:
+def _output_fields(shape: Shape, generate: bool, first_round: int = 1) -> list[tuple[str, type]]:
     """The pipeline outputs of a shape: (seeds, tasks,) the last round's stage outputs under the
     plain names, the trained model and the evaluation when they are unconditional, and every
-    round's outputs as `round_<r>_<name>` over several rounds."""
+    round's outputs (from `first_round` on) as `round_<r>_<name>` over several rounds."""
     types: dict[str, type] = {**PipelineOutputs.__annotations__, "model": Model, "evaluation": Dataset,
                               "evaluation_markdown": Markdown, "evaluation_html": HTML}
-    fields: list[tuple[str, type]] = [("seeds", Dataset), ("tasks", Dataset)] if generate else []
+    fields: list[tuple[str, type]] = [("seeds", Dataset), ("tasks", Dataset)] if generate and first_round == 1 else []
     fields += list(PipelineOutputs.__annotations__.items())
     if shape.train == "always":
         fields.append(("model", Model))
@@ -227,7 +243,8 @@ def _output_fields(shape: Shape, generate: bool) -> list[tuple[str, type]]:
         fields += [(name, types[name]) for name in EVALUATION_OUTPUTS]
     if shape.rounds > 1:
         per_round = [*ROUND_OUTPUTS, *(EVALUATION_OUTPUTS if shape.evaluate else ())]
-        fields += [(f"round_{r}_{name}", types[name]) for r in range(1, shape.rounds + 1) for name in per_round]
+        fields += [(f"round_{r}_{name}", types[name]) for r in range(first_round, shape.rounds + 1)
+                   for name in per_round]
     return fields
 
 
@@ -260,17 +277,24 @@ def build_replay_pipeline(cluster: ClusterConfig | None = None, run_config_defau
 
 
 def build_generate_pipeline(cluster: ClusterConfig | None = None, run_config_default: dict | None = None,
-                            shape: Shape = Shape()):
+                            shape: Shape = Shape(), resume: ResumeFrom | None = None):
     """The pipeline from seeds (a KFP `GraphComponent`) with `cluster`'s settings on every step
     (`None`: none, for the local runner); `run_config_default` as for `build_replay_pipeline`;
     `shape` (`shape_of`): with rounds, the tasks are written once and every round samples,
-    executes, ..., trains and evaluates, unrolled here."""
+    executes, ..., trains and evaluates, unrolled here. `resume`: start at its first round from
+    the earlier rounds' artifacts (imported: `dsl.importer`) instead of from the seeds."""
     default = DEFAULT_RUN_CONFIG if run_config_default is None else run_config_default
-    returns = GeneratePipelineOutputs if shape == Shape() else _returning(_output_fields(shape, True), "GenerateOutputs")
+    first_round = resume.first_round if resume is not None else 1
+    if resume is not None and not 1 < first_round <= shape.rounds:
+        raise ValueError(f"a run of {shape.rounds} rounds cannot resume at round {first_round}")
+    returns = (GeneratePipelineOutputs if shape == Shape() and resume is None
+               else _returning(_output_fields(shape, True, first_round), "GenerateOutputs"))
 
     def generate_pipeline(run_config: dict = default, train_model: str = ""):
         """seeds -> tasks (sharded) -> codes and tests (sharded) -> execute -> ... -> report (-> train),
         once per round."""
+        if resume is not None:
+            return _resumed_rounds(run_config, train_model, cluster, shape, resume, returns)
         seeds = steps.collect_seeds(run_config=run_config, kfp_run_id=KFP_RUN_ID)
         seeds.set_display_name("collect seeds")
         apply_cluster_settings(seeds, "seeds", cluster)
@@ -290,46 +314,77 @@ def build_generate_pipeline(cluster: ClusterConfig | None = None, run_config_def
         apply_cluster_settings(tasks, "merge", cluster)
 
         outputs: dict = {"seeds": seeds.outputs["seeds"], "tasks": tasks.outputs["tasks"]}
-        model = evaluation = None
-        for r in range(1, shape.rounds + 1):
-            round_index = r if shape.rounds > 1 else 0
-            samples_plan = steps.plan_shards(run_config=run_config)
-            samples_plan.set_display_name(_named("plan sample shards", round_index))
-            apply_cluster_settings(samples_plan, "plan", cluster)
-            samples_plan.after(tasks)
-            with dsl.ParallelFor(samples_plan.output, parallelism=loop_parallelism(cluster, "sample")) as shard_index:
-                sampled = steps.sample_shard(run_config=run_config, tasks=tasks.outputs["tasks"],
-                                             shard_index=shard_index, **({"model": model} if model is not None else {}))
-                sampled.set_display_name(_named("sample codes and tests (shard)", round_index))
-                set_step_retry(sampled, MODEL_STEP_RETRIES)
-                apply_cluster_settings(sampled, "sample", cluster)
-            merged = steps.merge_samples(run_config=run_config, kfp_run_id=KFP_RUN_ID,
-                                         shards=dsl.Collected(sampled.outputs["samples"]),
-                                         **({"round_index": round_index} if round_index else {}))
-            merged.set_display_name(_named("merge samples", round_index))
-            apply_cluster_settings(merged, "merge", cluster)
-            produced = _from_samples(run_config, merged.outputs["samples"], cluster, train_model, shape=shape,
-                                     round_index=round_index, base=model, previous=evaluation)
-            model, evaluation = produced.get("model"), produced.get("evaluation")
-            outputs.update(produced)  # the plain names end as the last round's
-            if shape.rounds > 1:
-                outputs.update({f"round_{r}_{name}": value for name, value in produced.items()})
+        outputs.update(_rounds(run_config, train_model, cluster, shape, tasks.outputs["tasks"], 1, None, None, tasks))
         return returns(**{name: outputs[name] for name in returns._fields})
 
     generate_pipeline.__annotations__["return"] = returns
     return dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)(generate_pipeline)
 
 
+def _rounds(run_config: dict, train_model: str, cluster: ClusterConfig | None, shape: Shape, tasks: Dataset,
+            first_round: int, model: Model | None, evaluation: Dataset | None, after: object) -> dict:
+    """Rounds `first_round`..`shape.rounds` from the tasks: each samples codes and tests (from
+    the previous round's `model` after the first), then `_from_samples`; the outputs by name,
+    the plain names being the last round's. A round starts once the one before it has finished
+    (its report, which follows its evaluation), so a failed round leaves every earlier one
+    whole: what a resume starts from."""
+    outputs: dict = {}
+    for r in range(first_round, shape.rounds + 1):
+        round_index = r if shape.rounds > 1 else 0
+        samples_plan = steps.plan_shards(run_config=run_config)
+        samples_plan.set_display_name(_named("plan sample shards", round_index))
+        apply_cluster_settings(samples_plan, "plan", cluster)
+        samples_plan.after(after)
+        with dsl.ParallelFor(samples_plan.output, parallelism=loop_parallelism(cluster, "sample")) as shard_index:
+            sampled = steps.sample_shard(run_config=run_config, tasks=tasks, shard_index=shard_index,
+                                         **({"model": model} if model is not None else {}))
+            sampled.set_display_name(_named("sample codes and tests (shard)", round_index))
+            set_step_retry(sampled, MODEL_STEP_RETRIES)
+            apply_cluster_settings(sampled, "sample", cluster)
+        merged = steps.merge_samples(run_config=run_config, kfp_run_id=KFP_RUN_ID,
+                                     shards=dsl.Collected(sampled.outputs["samples"]),
+                                     **({"round_index": round_index} if round_index else {}))
+        merged.set_display_name(_named("merge samples", round_index))
+        apply_cluster_settings(merged, "merge", cluster)
+        produced = _from_samples(run_config, merged.outputs["samples"], cluster, train_model, shape=shape,
+                                 round_index=round_index, base=model, previous=evaluation)
+        after = produced.pop(LAST_TASK)
+        model, evaluation = produced.get("model"), produced.get("evaluation")
+        outputs.update(produced)  # the plain names end as the last round's
+        if shape.rounds > 1:
+            outputs.update({f"round_{r}_{name}": value for name, value in produced.items()})
+    return outputs
+
+
+def _resumed_rounds(run_config: dict, train_model: str, cluster: ClusterConfig | None, shape: Shape,
+                    resume: ResumeFrom, returns: type) -> object:
+    """The rounds from `resume.first_round` on, started from the imported artifacts of the rounds
+    before it."""
+    tasks = dsl.importer(artifact_uri=resume.tasks, artifact_class=Dataset, reimport=False)
+    tasks.set_display_name("import tasks (resume)")
+    model = dsl.importer(artifact_uri=resume.model, artifact_class=Model, reimport=False,
+                         metadata={"output": resume.model_output} if resume.model_output else None)
+    model.set_display_name(f"import round {resume.first_round - 1}'s model (resume)")
+    evaluation = None
+    if resume.evaluation is not None:
+        evaluation = dsl.importer(artifact_uri=resume.evaluation, artifact_class=Dataset, reimport=False).output
+    outputs = _rounds(run_config, train_model, cluster, shape, tasks.output, resume.first_round, model.output,
+                      evaluation, tasks)
+    return returns(**{name: outputs[name] for name in returns._fields})
+
+
 replay_pipeline = build_replay_pipeline()
 generate_pipeline = build_generate_pipeline()
 
 
-def pipeline_for(config: RunConfig, cluster: ClusterConfig | None = None):
+def pipeline_for(config: RunConfig, cluster: ClusterConfig | None = None, resume: ResumeFrom | None = None):
     """The pipeline that runs `config`: from seeds, or from imported samples (backend replay),
     in the shape its rounds and evaluation ask for (`shape_of`), with `cluster`'s settings
-    (`None`: the local runner's pipelines, without)."""
+    (`None`: the local runner's pipelines, without); `resume`: from a later round on."""
     replay = config.sampling.backend == "replay"
     shape = shape_of(config)
+    if resume is not None:
+        return build_generate_pipeline(cluster, shape=shape, resume=resume)
     if cluster is None and shape == Shape():
         return replay_pipeline if replay else generate_pipeline
     return (build_replay_pipeline if replay else build_generate_pipeline)(cluster, shape=shape)

@@ -2,13 +2,17 @@
 
     codedpo submit --host URL [--namespace NS] [--token-file FILE] [--config run.yaml] [--cluster cluster.yaml]
     codedpo status RUN_ID --host URL [--namespace NS] [--token-file FILE] [--follow]
+    codedpo retry RUN_ID --host URL [--namespace NS] [--token-file FILE] [--follow]
 
 `submit_run` compiles the pipeline with the cluster settings, uploads it as a new version of the
 pipeline `codedpo` (from seeds) or `codedpo-replay` (backend replay), creating the pipeline on
 first use (one created meanwhile by someone else, HTTP 409, gets the new version too), finds or
 creates the experiment, and starts a run whose parameters are the run configuration (the whole
 `run_config`, and `samples_path` for the replay pipeline), under the cluster configuration's
-service account. `run_status` reads a run's state and its tasks' states.
+service account. `run_status` reads a run's state and its tasks' states. `retry_run` starts a
+failed or canceled run again where it stopped (`POST /apis/v2beta1/runs/{id}:retry`, which
+`kfp.Client` does not wrap): Argo re-runs the failed and not-yet-run tasks, the succeeded ones
+keep their outputs (a multi-round run resumes at the round that failed).
 
 Namespaces: a multi-user KFP keeps pipelines per profile namespace (a pipeline uploaded with
 `namespace=NS` is listed and found only with `namespace=NS`; without one, only the shared
@@ -64,6 +68,10 @@ TOKEN_FILE_VARIABLE = "KF_PIPELINES_SA_TOKEN_PATH"
 DEFAULT_EXPERIMENT = "codedpo"
 FINISHED_OK = frozenset({"SUCCEEDED", "SKIPPED"})
 FINISHED_BAD = frozenset({"FAILED", "CANCELED"})
+# The run states whose Argo workflow is Failed/Error, the only phases the API server retries
+# (a terminated run's workflow fails too); any other is refused with HTTP 409. v2beta1 has no
+# ERROR state: an Argo Error is reported as FAILED.
+RETRYABLE = frozenset({"FAILED", "CANCELED"})
 
 
 class KfpApiError(RuntimeError):
@@ -109,6 +117,18 @@ class RunStatus:
     @property
     def failed(self) -> bool:
         return self.state in FINISHED_BAD
+
+
+@dataclass(frozen=True)
+class Retried:
+    """What `retry_run` started again: the run, the state it had, and its tasks by what the retry does."""
+
+    run_id: str
+    run_url: str
+    name: str
+    previous_state: str
+    kept: list[TaskState]  # succeeded (or skipped): not run again, their outputs are reused
+    rerun: list[TaskState]  # failed, canceled or not finished: run again
 
 
 def run_parameters(config: RunConfig) -> dict[str, Any]:
@@ -339,3 +359,29 @@ def follow_run(
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"run {run_id} still {status.state} after {timeout_s:g} s")
         time.sleep(interval_s)
+
+
+def retry_run(
+    host: str,
+    run_id: str,
+    *,
+    namespace: str | None = None,
+    token: str | None = None,
+    token_file: str | Path | None = None,
+) -> Retried:
+    """Start the failed or canceled run `run_id` again where it stopped: the server's Argo
+    workflow re-runs the failed and not-yet-run tasks and keeps the succeeded ones (and their
+    outputs). A run in another state is refused here, in one line, before the request (the server
+    would answer HTTP 409 "Workflow must be Failed/Error to retry"). Raises KfpApiError when the
+    API refuses or cannot be reached, TokenFileError for an unreadable token file."""
+    client = make_client(host, namespace, token, token_file)
+    before = run_status(client, host, run_id)
+    if before.state not in RETRYABLE:
+        raise KfpApiError(f"run {run_id} is {before.state}: only a failed or canceled run can be retried")
+    with _api(host, f"retry run {run_id}"):
+        # kfp.Client (2.x) has no retry method; its RunServiceApi has the endpoint.
+        client._run_api.run_service_retry_run(run_id=run_id)
+    kept = [task for task in before.tasks if task.state in FINISHED_OK]
+    rerun = [task for task in before.tasks if task.state not in FINISHED_OK]
+    return Retried(run_id=before.run_id, run_url=run_url(host, before.run_id), name=before.name,
+                   previous_state=before.state, kept=kept, rerun=rerun)  # fmt: skip

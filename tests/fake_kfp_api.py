@@ -7,6 +7,13 @@ and the grpc-gateway error body (`{"error", "code", "message"}`). It keeps what 
 test can check the uploaded YAML, the run's parameters and service account. It does not run
 anything: a test sets each run's state and task states (`script_run`).
 
+`POST /runs/{id}:retry` answers as the real server's RetryRun (resource_manager.go, with Argo's
+retry rule in common/util/workflow.go): a FAILED or CANCELED run (Argo workflow Failed/Error)
+goes back to RUNNING and `{}` is returned; the script's further steps, if any, follow, otherwise
+the run stays RUNNING with its succeeded tasks kept and the failed ones running again. A run in
+another state: HTTP 409 (gRPC Aborted, the server's BadRequestError) "... Workflow must be
+Failed/Error to retry ..."; an unknown run: HTTP 404.
+
 Namespaces as the real API server (backend/src/apiserver/server/*_server.go) treats them:
 - single-user (`FakeKfpApi()`, the default): every namespace a request names is replaced by ""
   (`ReplaceNamespace`): pipelines and experiments are all shared;
@@ -34,6 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 
 NOW = "2026-11-22T02:00:00Z"
 PREFIX = "/apis/v2beta1"
+RETRYABLE = ("FAILED", "CANCELED")  # run states of an Argo workflow in phase Failed or Error
 
 
 @dataclass
@@ -47,6 +55,8 @@ class FakeKfpState:
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     # run id -> run states (and task lists) to return on successive GETs; the last one stays.
     scripts: dict[str, list[tuple[str, list[tuple[str, str]]]]] = field(default_factory=dict)
+    # run id -> (the step the last GET since `script_run` returned, whether it moved past it).
+    last_read: dict[str, tuple[tuple[str, list[tuple[str, str]]], bool]] = field(default_factory=dict)
     # (method, route) -> (HTTP status, message): the next such request fails once with it.
     failures: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) in order
@@ -93,6 +103,18 @@ class FakeKfpApi:
     def script_run(self, run_id: str, *steps: tuple[str, list[tuple[str, str]]]) -> None:
         """The states (run state, [(task, state), ...]) successive GETs of the run return."""
         self.state.scripts[run_id] = list(steps)
+        self.state.last_read.pop(run_id, None)
+
+    def run_now(self, run_id: str) -> tuple[str, list[tuple[str, str]], list[tuple[str, list[tuple[str, str]]]]]:
+        """(state, tasks, the scripted steps still to come) of a run as the server holds it now: the
+        step the last GET returned, or the script's first before any GET; unscripted, its stored state."""
+        script = self.state.scripts.get(run_id)
+        if not script:
+            return self.state.runs[run_id]["state"], [], []
+        if run_id not in self.state.last_read:  # not read yet: the first step is the current one
+            return *script[0], script[1:]
+        (run_state, tasks), advanced = self.state.last_read[run_id]
+        return run_state, tasks, list(script) if advanced else []  # not advanced: the last step, which stays
 
     def fail_next(self, method: str, route: str, status: int, message: str) -> None:
         """Answer the next `method route` (e.g. "POST", "/pipelines/upload") with an error."""
@@ -133,9 +155,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _error(self, status: int, message: str) -> None:
+    def _error(self, status: int, message: str, code: int | None = None) -> None:
         codes = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 500: 13, 503: 14}  # grpc codes
-        self._reply(status, {"error": message, "code": codes.get(status, 2), "message": message, "details": []})
+        code = codes.get(status, 2) if code is None else code
+        self._reply(status, {"error": message, "code": code, "message": message, "details": []})
 
     def _body(self) -> bytes:
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -246,12 +269,17 @@ class _Handler(BaseHTTPRequestHandler):
             state.runs[run_id] = {**sent, "run_id": run_id, "state": "PENDING", "created_at": NOW,
                                   "storage_state": "AVAILABLE"}  # fmt: skip
             return self._reply(200, state.runs[run_id])
+        if method == "POST" and route.startswith("/runs/") and route.endswith(":retry"):
+            return self._retry(route.removeprefix("/runs/").removesuffix(":retry"), state)
         if method == "GET" and route.startswith("/runs/"):
             run_id = route.split("/")[2]
             run = dict(state.runs[run_id])
             script = state.scripts.get(run_id)
             if script:
-                run_state, tasks = script.pop(0) if len(script) > 1 else script[0]
+                advance = len(script) > 1
+                step = script.pop(0) if advance else script[0]
+                state.last_read[run_id] = (step, advance)
+                run_state, tasks = step
                 run["state"] = run_state
                 run["run_details"] = {"task_details": [
                     {"run_id": run_id, "task_id": f"task-{i}", "display_name": name, "state": task_state,
@@ -262,3 +290,21 @@ class _Handler(BaseHTTPRequestHandler):
                     run["error"] = {"code": 2, "message": "task 'execute (sandbox)' failed: sandbox job shard 3 failed"}
             return self._reply(200, run)
         return self._error(404, f"the fake KFP API does not implement {method} {route}")
+
+    def _retry(self, run_id: str, state: FakeKfpState) -> None:
+        """POST /runs/{id}:retry (RunServer.RetryRun -> ResourceManager.RetryRun)."""
+        if run_id not in state.runs:
+            return self._error(404, f"Failed to retry a run: Failed to retry run {run_id} due to error fetching the "
+                                    f"run: ResourceNotFoundError: Run {run_id} not found.")  # fmt: skip
+        run_state, tasks, to_come = self.api.run_now(run_id)
+        if run_state not in RETRYABLE:
+            # util.NewBadRequestError is gRPC Aborted, which grpc-gateway answers with HTTP 409.
+            return self._error(409, f"Failed to retry a run: Failed to retry run {run_id}: BadRequestError: Workflow "
+                                    "must be Failed/Error to retry: workflow cannot be retried", code=10)  # fmt: skip
+        state.runs[run_id]["state"] = "RUNNING"
+        if state.scripts.get(run_id):
+            # Argo keeps the succeeded nodes and runs the failed (and canceled) ones again.
+            again = [(name, "RUNNING" if task in ("FAILED", "CANCELED") else task) for name, task in tasks]
+            state.scripts[run_id] = to_come or [("RUNNING", again)]
+            state.last_read.pop(run_id, None)
+        return self._reply(200, {})

@@ -179,3 +179,43 @@ def test_the_evaluate_command_writes_the_two_pages(tmp_path: Path, monkeypatch) 
     assert "pass@k curve" in (out / "evaluation.md").read_text()
     assert "<svg" in (out / "evaluation.html").read_text()
     assert "evaluation.html" in result.output
+
+
+def _round_result(rounds: list[float]) -> dict:
+    """A pipeline evaluation (`stage.evaluate_round`) of the last of len(rounds) - 1 rounds: the
+    report above as its one benchmark, and the per-round pass@1 curve `rounds`."""
+    return {"round": len(rounds) - 1, "trained_model": "/ckpt/trained", "base_model": "/ckpt/base",
+            "benchmarks": {"humaneval": _report()},
+            "rounds": [{"round": r, "model": f"/ckpt/round-{r}", "pass_at_k": {"humaneval": {"1": value, "2": value}}}
+                       for r, value in enumerate(rounds)]}
+
+
+def test_the_run_report_ends_with_the_evaluation_and_the_per_round_curve() -> None:
+    from codedpo.components.evaluate.report import evaluation_appendix, rounds_series
+    from codedpo.components.pairs import PairsResult
+    from codedpo.components.report import build_report
+
+    result = _round_result([0.25, 0.5, 0.625])
+    assert rounds_series(result) == {"humaneval": [(0.0, 0.25), (1.0, 0.5), (2.0, 0.625)]}
+    report = build_report([], [], [], [], PairsResult(pairs=[], skipped={}), appendix=evaluation_appendix(result))
+    assert report.markdown.index("## Rounds") > report.markdown.index("## ") >= 0
+    for title in ("## Rounds", "## humaneval: Scores", "## humaneval: Comparison with the baseline",
+                  "## humaneval: Efficiency", "## humaneval: Decontamination"):
+        assert title in report.markdown, title
+    assert "rounds_pass_at_1.svg" in report.charts
+    titles = _titles(ET.fromstring(report.charts["rounds_pass_at_1.svg"]))
+    assert any("humaneval" in title and "0.625" in title for title in titles), titles
+    assert report.metrics["eval_humaneval_pass_at_1_trained"] == 0.625
+    assert report.metrics["eval_humaneval_pass_at_1_difference"] == 0.25
+    assert report.metrics["eval_humaneval_median_speedup"] == 1.2
+    assert report.metrics["eval_humaneval_problems_gained"] == 1.0
+
+
+def test_one_round_has_no_round_curve_but_keeps_the_comparison() -> None:
+    from codedpo.components.evaluate.report import evaluation_appendix, evaluation_pages
+
+    appendix = evaluation_appendix(_round_result([0.375, 0.625]))
+    assert [s.title for s in appendix.sections][:2] == ["humaneval: Scores", "humaneval: pass@k curve"]
+    assert not appendix.charts
+    pages = evaluation_pages(_round_result([0.375, 0.625]))
+    assert "Rounds" not in pages["evaluation.md"] and "humaneval: Comparison with the baseline" in pages["evaluation.md"]

@@ -21,6 +21,7 @@ preference), or that the gain would survive a harder held-out set.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sysconfig
 from pathlib import Path
@@ -29,6 +30,7 @@ import pytest
 from tiny_model import train_tiny_coder
 
 from codedpo.components.common.config import RunConfig, SeedsConfig, load_config
+from codedpo.components.common.errors import ConfigError
 from codedpo.components.common.jsonl import read_records
 from codedpo.components.common.records import PairRecord
 from codedpo.components.llm.factory import make_templates
@@ -199,3 +201,153 @@ def test_two_rounds_of_dpo_on_the_engines_pairs_raise_pass_at_1_on_held_out_task
     assert (run_dir / "round-1" / "evaluation.json").is_file() and (run_dir / "round-1" / "report.md").is_file()
     round_one = json.loads((run_dir / "round-1" / "evaluation.json").read_text())
     assert [p["pass_at_k"]["sorting"]["1"] for p in round_one["rounds"]] == curve[:2]
+
+
+@pytest.mark.slow
+@pytest.mark.sandbox
+def test_a_failed_round_resumes_without_redoing_the_rounds_before_it(family: tuple[Path, Path, Path],
+                                                                     tmp_path: Path) -> None:
+    seeds_dir, model_dir, benchmark = family
+    moved = tmp_path / "benchmark-away.jsonl"
+    config = _config(tmp_path, model_dir, seeds_dir, benchmark, **{
+        "samples.num_codes": 8, "evaluate.n": 4, "evaluate.ks": [1], "evaluate.timing_repeats": 0,
+        "train.max_steps": 2, "pairs.efficiency": False})
+
+    def lose_the_benchmark_after_round_one(event: local_run.StepEvent) -> None:
+        # Round 2 reads the benchmark file again at its evaluate step: take it away once round 1
+        # is done, so that round 2 fails there (after its own sample, execute, pairs and train).
+        if event.step == "report, round 1" and event.status == "succeeded":
+            shutil.move(benchmark, moved)
+
+    try:
+        with pytest.raises(local_run.StepFailedError, match="evaluate, round 2"):
+            local_run.run_local(config, REPO, on_step=lose_the_benchmark_after_round_one)
+    finally:
+        if moved.exists():
+            shutil.move(moved, benchmark)
+    run_dir = tmp_path / "runs" / "rounds"
+    assert local_run.finished_rounds(run_dir, local_run_config(config)) == 1
+    round_one = {path.name: path.read_bytes() for path in (run_dir / "round-1").iterdir() if path.is_file()}
+    assert {"pairs.jsonl", "evaluation.json", "report.md", "round.json"} <= set(round_one)
+    assert not (run_dir / "round-2").exists()
+
+    events: list[local_run.StepEvent] = []
+    local_run.run_local(config, REPO, on_step=events.append, resume=True)
+
+    assert any(e.step == "resume" and e.message == "1 of 2 rounds already finished" for e in events)
+    ran = [e.step for e in events if e.status == "succeeded"]
+    assert not any(step.endswith("round 1") or step in ("collect seeds", "merge tasks") for step in ran), ran
+    assert "evaluate, round 2" in ran and "train, round 2" in ran
+    assert {path.name: path.read_bytes() for path in (run_dir / "round-1").iterdir() if path.is_file()} == round_one
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    first = json.loads(round_one["evaluation.json"])
+    assert [p["round"] for p in evaluation["rounds"]] == [0, 1, 2]
+    assert evaluation["rounds"][:2] == first["rounds"]  # the curve goes on from the finished round
+    # Round 2 trained on from round 1's model, as in a run that never failed.
+    assert json.loads((run_dir / "round-2" / "round.json").read_text())["round"] == 2
+
+    # Another configuration does not resume this folder's rounds.
+    changed = config.model_copy(update={"evaluate": config.evaluate.model_copy(update={"n": 5})})
+    with pytest.raises(ConfigError, match="round 1 ran with another configuration"):
+        local_run.run_local(changed, REPO, resume=True)
+
+
+def local_run_config(config: RunConfig) -> RunConfig:
+    """`config` as run_local resolves it (paths, the store key), which round.json records."""
+    resolved = local_run.resolve_paths(config, REPO)
+    return resolved.model_copy(update={"run_id": resolved.run_name, "replace_run": True})
+
+
+# --- the shape of the pipeline, the configuration and the store keys (fast) -------------------
+
+
+def _compiled(tmp_path: Path, overrides: dict) -> dict:
+    import yaml
+
+    from codedpo.pipelines.compile import compile_pipeline
+
+    config = load_config(None, overrides)
+    return next(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", config).read_text()))
+
+
+def test_rounds_are_unrolled_when_the_pipeline_is_compiled(tmp_path: Path) -> None:
+    spec = _compiled(tmp_path, {"sampling.backend": "hf", "sampling.model": "m", "seeds.path": "seeds",
+                                "train.model": "m", "rounds": 3, "evaluate.benchmarks": ["humaneval"]})
+    tasks = spec["root"]["dag"]["tasks"]
+    names = sorted(task["taskInfo"]["name"] for task in tasks.values())
+    for r in (1, 2, 3):
+        for step in ("execute (sandbox)", "train", "evaluate", "report", "build pairs"):
+            assert f"{step}, round {r}" in names, names
+    assert names.count("collect seeds") == 1 and names.count("merge tasks") == 1  # the tasks are written once
+    by_name = {task["taskInfo"]["name"]: key for key, task in tasks.items()}
+    # Round 2 trains on from round 1's model and evaluates against it; its curve goes on from
+    # round 1's evaluation; its sampling starts after round 1's report.
+    train_2 = tasks[by_name["train, round 2"]]["inputs"]["artifacts"]["base"]["taskOutputArtifact"]
+    assert train_2 == {"outputArtifactKey": "model", "producerTask": by_name["train, round 1"]}
+    evaluate_2 = tasks[by_name["evaluate, round 2"]]["inputs"]["artifacts"]
+    assert evaluate_2["previous"]["taskOutputArtifact"]["producerTask"] == by_name["evaluate, round 1"]
+    assert evaluate_2["base"]["taskOutputArtifact"]["producerTask"] == by_name["train, round 1"]
+    assert by_name["report, round 1"] in tasks[by_name["plan sample shards, round 2"]]["dependentTasks"]
+    assert tasks[by_name["execute (sandbox), round 2"]]["inputs"]["parameters"]["round_index"] == {
+        "runtimeValue": {"constant": 2}}
+    # No condition around train: a run of rounds always trains; the last round's report is the run's.
+    assert not any("triggerPolicy" in task for task in tasks.values())
+    outputs = spec["root"]["outputDefinitions"]["artifacts"]
+    assert {"model", "evaluation", "round_1_model", "round_3_evaluation", "round_2_pairs"} <= set(outputs)
+    assert spec["root"]["dag"]["outputs"]["artifacts"]["report_html"]["artifactSelectors"][0]["producerSubtask"] == \
+        by_name["report, round 3"]
+
+
+def test_one_round_with_evaluation_trains_then_evaluates_then_reports(tmp_path: Path) -> None:
+    spec = _compiled(tmp_path, {"train.model": "m", "evaluate.benchmarks": ["humaneval"]})
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["evaluate"]["dependentTasks"] == ["pairs", "train"]
+    assert "evaluate" in tasks["report"]["dependentTasks"]
+    assert "round_index" not in tasks["execute"]["inputs"].get("parameters", {})  # one round: the plain keys
+    # The evaluate step runs in the trainer image (it loads both models), like train.
+    executors = spec["deploymentSpec"]["executors"]
+    image = executors[spec["components"][tasks["evaluate"]["componentRef"]["name"]]["executorLabel"]]["container"]["image"]
+    assert "codedpo-trainer" in image
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"evaluate.benchmarks": ["humaneval"]}, "evaluate.benchmarks compares the trained model with its base: set train.model"),
+    ({"rounds": 2, "train.model": "m"}, "sampling.backend must be one of hf, vllm, not 'replay'"),
+    ({"rounds": 2, "sampling.backend": "openai", "sampling.model": "m", "sampling.base_url": "http://x",
+      "seeds.path": "s", "train.model": "m"}, "sampling.backend must be one of hf, vllm, not 'openai'"),
+    ({"rounds": 2, "sampling.backend": "hf", "sampling.model": "m", "seeds.path": "s"}, "rounds > 1 trains a model every round"),
+    ({"evaluate.n": 2, "evaluate.ks": [1, 5]}, "ks must be between 1 and n (2), got [5]"),
+    ({"evaluate.temperature": 0, "evaluate.n": 3}, "temperature 0 is greedy decoding"),
+    ({"rounds": 0}, "rounds"),
+])
+def test_bad_rounds_and_evaluation_settings_are_one_line_each(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, overrides)
+
+
+def test_evaluation_k_defaults_to_1_and_n() -> None:
+    assert load_config(None, {}).evaluate.pass_at() == (1, 10)
+    assert load_config(None, {"evaluate.n": 1}).evaluate.pass_at() == (1,)
+
+
+def test_each_round_publishes_under_its_own_key(tmp_path: Path) -> None:
+    from codedpo.components.common.storage.runs import publish_stage, read_stage_lines, run_target
+
+    store = str(tmp_path / "store")
+    rows = tmp_path / "pairs.jsonl"
+    for r in (1, 2):
+        rows.write_text(json.dumps({"round": r}) + "\n")
+        target = run_target(store, "team-run", "kfp-1", round_index=r)
+        assert target.sandbox_run_id == f"team-run-round-{r}"  # the sandbox Jobs of two rounds never meet
+        publish_stage(target, "pairs", rows)
+    for r in (1, 2):
+        assert [json.loads(line) for line in read_stage_lines(store, "team-run", f"round-{r}/pairs")] == [{"round": r}]
+    assert (tmp_path / "store" / "runs" / "team-run" / "round-2" / "pairs").is_dir()
+    single = run_target(store, "team-run", "kfp-1")
+    assert single.stage("pairs") == "pairs" and single.sandbox_run_id == "team-run"
+
+
+def test_resume_needs_a_run_of_several_rounds(tmp_path: Path) -> None:
+    config = load_config(REPO / "examples/quickstart/run.yaml", {"output_dir": str(tmp_path)})
+    with pytest.raises(ConfigError, match="resume continues a run of several rounds"):
+        local_run.run_local(config, REPO, resume=True)

@@ -350,3 +350,91 @@ def test_submit_prints_where_the_outputs_land(fake_api: FakeKfpApi) -> None:
     again = runner.invoke(app, ["submit", *ON_CLUSTER, "--host", fake_api.url, "--store", "s3://codedpo/team-a",
                                 "--set", "run_id=nightly-2026-12-03"])
     assert "outputs: s3://codedpo/team-a/runs/nightly-2026-12-03/" in again.stdout
+
+
+ROUND_TASKS = [("import samples", "SUCCEEDED"), ("round 1: train", "SUCCEEDED"), ("round 2: sample", "FAILED"),
+               ("round 2: train", "PENDING")]  # fmt: skip
+
+
+def test_retry_of_a_failed_run_reruns_only_its_unfinished_tasks(fake_api: FakeKfpApi) -> None:
+    submitted = submit_run(fake_api.url, RunConfig(run_name="r"), ClusterConfig())
+    fake_api.script_run(submitted.run_id, ("FAILED", ROUND_TASKS))
+    result = runner.invoke(app, ["retry", submitted.run_id, "--host", fake_api.url])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"retrying run {submitted.run_id} (r), FAILED: 2 tasks kept, 2 to run"
+    assert [line.split(maxsplit=1)[0] for line in lines[1:5]] == ["kept", "kept", "run", "run"]
+    assert "round 2: sample (was FAILED)" in lines[3]
+    assert lines[-1] == f"run: {fake_api.url}/#/runs/details/{submitted.run_id}"
+    assert ("POST", f"/apis/v2beta1/runs/{submitted.run_id}:retry") in fake_api.state.requests
+    # As on the server: the run is RUNNING again, the succeeded tasks kept, the failed one running.
+    status = runner.invoke(app, ["status", submitted.run_id, "--host", fake_api.url])
+    assert status.exit_code == 0, status.output
+    assert status.stdout.splitlines()[0] == f"run {submitted.run_id} (r): RUNNING"
+    assert [line.split()[0] for line in status.stdout.splitlines()[1:5]] == ["SUCCEEDED", "SUCCEEDED", "RUNNING",
+                                                                            "PENDING"]  # fmt: skip
+
+
+def test_retry_follow_until_the_run_succeeds(fake_api: FakeKfpApi) -> None:
+    submitted = submit_run(fake_api.url, RunConfig(run_name="r"), ClusterConfig())
+    done = [(name, "SUCCEEDED") for name, _ in ROUND_TASKS]
+    fake_api.script_run(submitted.run_id, ("CANCELED", ROUND_TASKS), ("RUNNING", ROUND_TASKS[:2]), ("SUCCEEDED", done))
+    result = runner.invoke(app, ["retry", submitted.run_id, "--host", fake_api.url, "--follow", "--interval", "0.1"])
+    assert result.exit_code == 0, result.output
+    states = [line.rsplit(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("run run-")]
+    assert states == ["RUNNING", "SUCCEEDED"]
+
+
+def test_retry_follow_of_a_run_that_fails_again_exits_1(fake_api: FakeKfpApi) -> None:
+    submitted = submit_run(fake_api.url, RunConfig(run_name="r"), ClusterConfig())
+    fake_api.script_run(submitted.run_id, ("FAILED", ROUND_TASKS), ("FAILED", ROUND_TASKS))
+    result = runner.invoke(app, ["retry", submitted.run_id, "--host", fake_api.url, "-f", "--interval", "0.1"])
+    assert result.exit_code == EXIT_STEP_FAILED, result.output
+    assert result.stderr.strip() == (
+        f"error: run {submitted.run_id} FAILED: task 'execute (sandbox)' failed: sandbox job shard 3 failed"
+    )
+
+
+def test_retry_of_a_running_run_is_one_line_and_exit_3(fake_api: FakeKfpApi) -> None:
+    submitted = submit_run(fake_api.url, RunConfig(), ClusterConfig())
+    fake_api.script_run(submitted.run_id, ("RUNNING", ROUND_TASKS[:2]))
+    result = runner.invoke(app, ["retry", submitted.run_id, "--host", fake_api.url])
+    assert result.exit_code == EXIT_API_ERROR, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line == f"error: run {submitted.run_id} is RUNNING: only a failed or canceled run can be retried"
+    assert not any(path.endswith(":retry") for _, path in fake_api.state.requests)  # refused before the API
+
+
+def test_the_fake_refuses_to_retry_as_the_real_server(fake_api: FakeKfpApi) -> None:
+    """Should the run change state between the read and the retry, the server's own refusal
+    (HTTP 409, gRPC Aborted) is the one-line error."""
+    from codedpo.pipelines.submit import _api, make_client
+
+    submitted = submit_run(fake_api.url, RunConfig(), ClusterConfig())
+    fake_api.script_run(submitted.run_id, ("SUCCEEDED", []))
+    client = make_client(fake_api.url)
+    refused = r"retry run run-\d+ failed: HTTP 409 Conflict: Failed to retry a run: .*Workflow must be Failed/Error to retry"
+    with pytest.raises(KfpApiError, match=refused), _api(fake_api.url, f"retry run {submitted.run_id}"):
+        client._run_api.run_service_retry_run(run_id=submitted.run_id)
+    with pytest.raises(KfpApiError, match=r"HTTP 404 Not Found: .*Run run-9999 not found"), _api(fake_api.url, "retry"):
+        client._run_api.run_service_retry_run(run_id="run-9999")
+
+
+def test_retry_of_an_unknown_run_is_an_api_error(fake_api: FakeKfpApi) -> None:
+    result = runner.invoke(app, ["retry", "run-9999", "--host", fake_api.url])
+    assert result.exit_code == EXIT_API_ERROR, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: KFP API {fake_api.url}: get run run-9999 failed: HTTP 404")
+
+
+def test_retry_against_an_unreachable_host_is_one_line_and_exit_3(fake_api: FakeKfpApi) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = runner.invoke(app, ["retry", "run-1", "--host", f"http://127.0.0.1:{port}"])
+    assert result.exit_code == EXIT_API_ERROR, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot reach the KFP API at http://127.0.0.1:{port}")
+    assert "Traceback" not in result.output

@@ -226,3 +226,17 @@ def test_run_training_needs_a_model_and_a_pytorchjob_needs_object_storage(tmp_pa
     job = TrainConfig(model="m", launcher="pytorchjob", job={"image": "registry.example/codedpo-trainer:1"})
     with pytest.raises(ValueError, match="must be an s3:// URI"):  # the job's pods cannot see this folder
         run_training(job, str(engine_pairs), str(tmp_path / "out"))
+
+
+def test_base_style_rows_train_on_the_codes_continuation_of_the_prompt(engine_pairs):
+    """A completion model continued the prompt: its DPO row is the prompt, then the rest of each
+    code (a code not starting with the prompt stays whole)."""
+    import datasets
+
+    prompt = 'def f(x):\n    """Double x."""\n'
+    pairs = datasets.Dataset.from_dict({"prompt": [prompt], "chosen": [prompt + "    return 2 * x\n"],
+                                        "rejected": ["def f(x):\n    return x\n"]})
+    dpo = shape_rows(pairs, "dpo", conversational=False)
+    assert dpo[0] == {"prompt": prompt, "chosen": "    return 2 * x\n", "rejected": "def f(x):\n    return x\n"}
+    sft = shape_rows(pairs, "sft", conversational=False)
+    assert sft[0]["completion"] == "    return 2 * x\n"
