@@ -1,11 +1,15 @@
 """The `codedpo` command line: run the pipeline locally, compile it, show the configuration.
 
-    codedpo run [--config run.yaml] [--sandbox runsc|pod|unsafe-none] [--store URI] [--set section.field=value ...]
+    codedpo run [--config run.yaml] [--sandbox runsc|pod|unsafe-none] [--store URI] [--runner subprocess|docker]
+                [--resume] [--set section.field=value ...]
     codedpo compile [--output codedpo-pipeline.yaml] [--cluster cluster.yaml]
     codedpo config [--config run.yaml] [--set ...]
     codedpo submit --host URL [--namespace NS] [--token-file FILE] [--config run.yaml] [--cluster cluster.yaml]
                    [--experiment NAME]
     codedpo status RUN_ID --host URL [--namespace NS] [--token-file FILE] [--follow]
+    codedpo retry RUN_ID --host URL [--namespace NS] [--token-file FILE] [--follow]
+    codedpo evaluate --model M [--baseline M0] [--benchmark humaneval|FILE] [--n N] [--k K ...]
+    codedpo export --run RUN_FOLDER --to DIR|s3://... [--format arrow|parquet] [--include samples,...]
 
 Settings layer as: the defaults of `RunConfig`, then the YAML file, then `--sandbox`, `--store` and
 each `--set` in order (values are parsed as YAML scalars: `--set score.damping=0.9` is a float,
@@ -15,9 +19,9 @@ each `--set` in order (values are parsed as YAML scalars: `--set score.damping=0
 
 An input error (a bad configuration value, record file, prompt template, seed source, or an empty
 result: any `InputError`) is reported as one error line (no traceback) and the
-command exits with code 2; a step that fails for another reason exits with code 1. `submit` and
-`status` exit with code 3 when the KFP API refuses a request or cannot be reached, and `status`
-with code 1 when the run failed or was canceled.
+command exits with code 2; a step that fails for another reason exits with code 1. `submit`,
+`status` and `retry` exit with code 3 when the KFP API refuses a request or cannot be reached, and
+`status` (and `retry --follow`) with code 1 when the run failed or was canceled.
 """
 
 from __future__ import annotations

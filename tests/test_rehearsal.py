@@ -256,7 +256,7 @@ def test_the_rehearsal_configuration_mirrors_a_cluster_run(tmp_path: Path, monke
     assert set(prepared.runner_args["environment"]) >= {"AWS_ACCESS_KEY_ID", "CODEDPO_S3_ENDPOINT"}
     assert "SECRET_OF_MINE" not in prepared.runner_args["environment"]
     marked = {name for name, step in prepared.cluster.steps.items() if "DOCKER_HOST" in (step.env or {})}
-    assert marked == {"execute", "time"}
+    assert marked == {"execute", "time", "evaluate"}  # the steps that launch sandbox pods
     assert config.execute.launcher == "inline"  # the caller's configuration is left as it was
 
 
