@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 # in the pipeline being compiled (e.g. "train", or "seeds" in the replay pipeline) is not applied.
 StepName = Literal[
     "seeds", "plan", "tasks", "sample", "merge", "import", "execute", "score", "time", "pairs", "report", "train",
-    "evaluate",
+    "evaluate", "track",
 ]
 ImageName = Literal["light", "sampler", "trainer"]
 # Every image images/build.sh makes: the steps' three and the sandbox Job's pods'.
@@ -82,6 +82,9 @@ STEP_IMAGES: dict[str, ImageName] = {
     # Samples both models with transformers (evaluate.backend hf) and judges in the sandbox Job;
     # for evaluate.backend vllm, set steps.evaluate.image to the sampler image.
     "evaluate": "trainer",
+    # Opens and closes the tracked run (the `track` extra: mlflow, wandb, tensorboard) and
+    # registers the model: the trainer image.
+    "track": "trainer",
 }
 SHM_VOLUME = "dshm"
 # The oldest KFP backend whose driver reads every field the compiled platform spec holds: the
@@ -213,6 +216,10 @@ def _default_secrets() -> dict[str, SecretEnv]:
         ),
         # The Hugging Face token for gated models, as docs/kubeflow.md creates it.
         "hf-token": SecretEnv(secret_name="hf-token", key_to_env={"HF_TOKEN": "HF_TOKEN"}, optional=True),
+        # The tracking server's address and credentials (`tracking:`), as docs/kubeflow.md creates them.
+        "tracking": SecretEnv(secret_name="codedpo-tracking", key_to_env={name: name for name in (
+            "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
+            "WANDB_API_KEY")}, optional=True),
     }
 
 
@@ -237,8 +244,9 @@ def _default_steps() -> dict[str, StepSettings]:
         # deterministic, a retry would repeat the error (as in pipeline.py).
         "execute": StepSettings(retries=2, retry_backoff_s=30),
         "time": StepSettings(retries=2, retry_backoff_s=30),
-        "train": StepSettings(secrets=["s3", "hf-token"]),
+        "train": StepSettings(secrets=["s3", "hf-token", "tracking"]),
         "evaluate": _model_step(),
+        "track": StepSettings(secrets=["s3", "tracking"]),
     }
 
 

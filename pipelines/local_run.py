@@ -316,6 +316,15 @@ def run_local(
         from codedpo.components.common.storage.runs import stage_location
 
         stage_location(config.store, config.run_id)  # reachable, credentials accepted, bucket exists
+    from codedpo.components.track.pipeline_run import tracking_requested
+
+    if tracking_requested(config):
+        from codedpo.components.track import check_tracking
+        from codedpo.components.track.pipeline_run import settings_for
+
+        # A server that is down or refuses the credentials: one TrackingError (an InputError)
+        # now, or with `tracking.on_error: warn` one warning and a run that goes on untracked.
+        check_tracking(settings_for(config))
     output_dir = Path(config.output_dir)
     run_dir = output_dir / config.run_name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -376,6 +385,7 @@ def run_local(
                 raise
             if config.rounds > 1:  # keep what the rounds before the failure made, for a resume
                 _collect_finished_rounds(pipeline, pipeline_root, started, run_dir, config)
+            _close_tracked_run(pipeline, pipeline_root, started, config)
             task, (error_type, error, is_input_error) = watcher.failure
             raise StepFailedError(
                 watcher.display_name(task), error_type, error, log_path, is_input_error=is_input_error
@@ -446,6 +456,27 @@ def _kept_files(run_dir: Path, resume_from: Any) -> set[str]:
             *(ROUND_DIR.format(r) for r in range(1, resume_from.first_round))}
 
 
+def _latest_run_root(pipeline: Any, pipeline_root: Path, started: float) -> Path | None:
+    """kfp.local's folder of the run started at `started` (`<pipeline>-<timestamp>`)."""
+    runs = [folder for folder in pipeline_root.glob(f"{pipeline.name}-*") if folder.stat().st_mtime >= started - 1]
+    return max(runs, key=lambda folder: folder.stat().st_mtime) if runs else None
+
+
+def _close_tracked_run(pipeline: Any, pipeline_root: Path, started: float, config: RunConfig) -> None:
+    """After a failed run: mark its tracked run (the track_start step's output) FAILED, so that
+    it does not stay RUNNING in the tracking server."""
+    run_root = _latest_run_root(pipeline, pipeline_root, started)
+    output = run_root / "track-start" / "executor_output.json" if run_root is not None else None
+    if output is None or not output.is_file():
+        return
+    tracked = json.loads(output.read_text(encoding="utf-8")).get("parameterValues", {}).get("Output")
+    if tracked:
+        from codedpo.components.track import end_run
+        from codedpo.components.track.pipeline_run import settings_for
+
+        end_run(settings_for(config), tracked, "FAILED")
+
+
 @dataclass(frozen=True)
 class _FoundArtifact:
     """An output artifact kfp.local left in the pipeline root: its path and metadata."""
@@ -475,10 +506,10 @@ def _collect_finished_rounds(pipeline: Any, pipeline_root: Path, started: float,
                              config: RunConfig) -> None:
     """After a failed run of several rounds: copy the tasks and every round that finished
     (all its outputs there) from the pipeline root into the run folder, each marked finished."""
-    runs = [folder for folder in pipeline_root.glob(f"{pipeline.name}-*") if folder.stat().st_mtime >= started - 1]
-    if not runs:
+    run_root = _latest_run_root(pipeline, pipeline_root, started)
+    if run_root is None:
         return
-    found = _outputs_in_root(pipeline, max(runs, key=lambda folder: folder.stat().st_mtime))
+    found = _outputs_in_root(pipeline, run_root)
     for name in ("seeds", "tasks"):
         if name in found:
             shutil.copyfile(found[name].path, run_dir / RUN_FILES[name])

@@ -102,6 +102,7 @@ def _from_samples(
     round_index: int = 0,
     base: Model | None = None,
     previous: Dataset | None = None,
+    tracking: str | None = None,
 ) -> dict:
     """execute -> score -> time -> pairs -> report, then train (and evaluate) as `shape` says,
     from a samples artifact; the outputs by name.
@@ -110,7 +111,8 @@ def _from_samples(
     `"always"`: train every time (a shape with evaluation or rounds), then evaluate against the
     base when `shape.evaluate`, and the report comes last with the evaluation in it. `base`: the
     previous round's model (it is trained on, and is the baseline); `previous`: the previous
-    round's evaluation (its per-round curve goes on)."""
+    round's evaluation (its per-round curve goes on); `tracking`: the track_start step's run id,
+    for the trainer's curves."""
     at_round = {"round_index": round_index} if round_index else {}
     executed = steps.execute(run_config=run_config, kfp_run_id=KFP_RUN_ID, samples=samples, **at_round)
     executed.set_display_name(_named("execute (sandbox)", round_index))
@@ -148,6 +150,7 @@ def _from_samples(
         "timings": timed.outputs["timings"],
         "pairs": paired.outputs["pairs"],
     }
+    tracked = {"tracking_run_id": tracking, "kfp_run_id": KFP_RUN_ID} if tracking is not None else {}
     report_inputs = dict(run_config=run_config, kfp_run_id=KFP_RUN_ID, samples=samples,
                          executions=executed.outputs["executions"], scores=scored.outputs["scores"],
                          timings=timed.outputs["timings"], pairs=paired.outputs["pairs"], **at_round)
@@ -156,12 +159,13 @@ def _from_samples(
         # pairs -> train, only when a model is given (a pipeline parameter: a condition cannot read
         # inside the run_config dict).
         with dsl.If(train_model != "", name="train-if-model"):
-            trained = steps.train(train_model=train_model, run_config=run_config, pairs=paired.outputs["pairs"])
+            trained = steps.train(train_model=train_model, run_config=run_config, pairs=paired.outputs["pairs"],
+                                  **tracked)
             trained.set_display_name("train")
             apply_cluster_settings(trained, "train", cluster)
     else:
         trained = steps.train(train_model=train_model, run_config=run_config, pairs=paired.outputs["pairs"],
-                              **at_round, **({"base": base} if base is not None else {}))
+                              **at_round, **({"base": base} if base is not None else {}), **tracked)
         trained.set_display_name(_named("train", round_index))
         apply_cluster_settings(trained, "train", cluster)
         outputs["model"] = trained.outputs["model"]
@@ -207,6 +211,7 @@ class Shape(NamedTuple):
     train: str = "if"
     evaluate: bool = False
     rounds: int = 1
+    track: bool = False  # a track_start step first and a track_finish step last (`tracking:`)
 
 
 class ResumeFrom(NamedTuple):
@@ -223,10 +228,36 @@ class ResumeFrom(NamedTuple):
 
 
 def shape_of(config: RunConfig) -> Shape:
-    """The shape that runs `config`: rounds and evaluation as it sets them."""
+    """The shape that runs `config`: rounds, evaluation and tracking as it sets them (a model to
+    register needs the train step's model, so an unconditional train step)."""
+    from codedpo.components.track.pipeline_run import tracking_requested
+
     evaluate = bool(config.evaluate.benchmarks)
-    always = evaluate or config.rounds > 1
-    return Shape(train="always" if always else "if", evaluate=evaluate, rounds=config.rounds)
+    always = evaluate or config.rounds > 1 or bool(config.tracking.register_model)
+    return Shape(train="always" if always else "if", evaluate=evaluate, rounds=config.rounds,
+                 track=tracking_requested(config))
+
+
+def _start_tracking(run_config: dict, cluster: ClusterConfig | None, shape: Shape) -> object | None:
+    """The track_start step when the shape tracks; its output (the tracked run's id), else None."""
+    if not shape.track:
+        return None
+    started = steps.track_start(run_config=run_config, kfp_run_id=KFP_RUN_ID)
+    started.set_display_name("track: open the run")
+    apply_cluster_settings(started, "track", cluster)
+    return started.outputs["Output"]
+
+
+def _finish_tracking(run_config: dict, cluster: ClusterConfig | None, tracking: object | None, outputs: dict) -> None:
+    """The track_finish step after the run's last report: it logs and closes the tracked run."""
+    if tracking is None:
+        return
+    optional = {name: outputs[name] for name in ("model", "evaluation") if name in outputs}
+    finished = steps.track_finish(run_config=run_config, kfp_run_id=KFP_RUN_ID, tracking_run_id=tracking,
+                                  metrics=outputs["metrics"], report_markdown=outputs["report_markdown"],
+                                  report_html=outputs["report_html"], **optional)
+    finished.set_display_name("track: log and close the run")
+    apply_cluster_settings(finished, "track", cluster)
 
 
 def _output_fields(shape: Shape, generate: bool, first_round: int = 1) -> list[tuple[str, type]]:
@@ -266,10 +297,13 @@ def build_replay_pipeline(cluster: ClusterConfig | None = None, run_config_defau
 
     def replay_pipeline(samples_path: str, run_config: dict = default, train_model: str = ""):
         """import samples -> execute -> score -> time -> pairs -> report (-> train (-> evaluate))."""
+        tracking = _start_tracking(run_config, cluster, shape)
         imported = steps.import_samples(samples_path=samples_path, run_config=run_config, kfp_run_id=KFP_RUN_ID)
         imported.set_display_name("import samples")
         apply_cluster_settings(imported, "import", cluster)
-        outputs = _from_samples(run_config, imported.outputs["samples"], cluster, train_model, shape=shape)
+        outputs = _from_samples(run_config, imported.outputs["samples"], cluster, train_model, shape=shape,
+                                tracking=tracking)
+        _finish_tracking(run_config, cluster, tracking, outputs)
         return returns(**{name: outputs[name] for name in returns._fields})
 
     replay_pipeline.__annotations__["return"] = returns
@@ -293,8 +327,9 @@ def build_generate_pipeline(cluster: ClusterConfig | None = None, run_config_def
     def generate_pipeline(run_config: dict = default, train_model: str = ""):
         """seeds -> tasks (sharded) -> codes and tests (sharded) -> execute -> ... -> report (-> train),
         once per round."""
+        tracking = _start_tracking(run_config, cluster, shape)
         if resume is not None:
-            return _resumed_rounds(run_config, train_model, cluster, shape, resume, returns)
+            return _resumed_rounds(run_config, train_model, cluster, shape, resume, returns, tracking)
         seeds = steps.collect_seeds(run_config=run_config, kfp_run_id=KFP_RUN_ID)
         seeds.set_display_name("collect seeds")
         apply_cluster_settings(seeds, "seeds", cluster)
@@ -314,7 +349,9 @@ def build_generate_pipeline(cluster: ClusterConfig | None = None, run_config_def
         apply_cluster_settings(tasks, "merge", cluster)
 
         outputs: dict = {"seeds": seeds.outputs["seeds"], "tasks": tasks.outputs["tasks"]}
-        outputs.update(_rounds(run_config, train_model, cluster, shape, tasks.outputs["tasks"], 1, None, None, tasks))
+        outputs.update(_rounds(run_config, train_model, cluster, shape, tasks.outputs["tasks"], 1, None, None, tasks,
+                               tracking))
+        _finish_tracking(run_config, cluster, tracking, outputs)
         return returns(**{name: outputs[name] for name in returns._fields})
 
     generate_pipeline.__annotations__["return"] = returns
@@ -322,7 +359,8 @@ def build_generate_pipeline(cluster: ClusterConfig | None = None, run_config_def
 
 
 def _rounds(run_config: dict, train_model: str, cluster: ClusterConfig | None, shape: Shape, tasks: Dataset,
-            first_round: int, model: Model | None, evaluation: Dataset | None, after: object) -> dict:
+            first_round: int, model: Model | None, evaluation: Dataset | None, after: object,
+            tracking: object | None = None) -> dict:
     """Rounds `first_round`..`shape.rounds` from the tasks: each samples codes and tests (from
     the previous round's `model` after the first), then `_from_samples`; the outputs by name,
     the plain names being the last round's. A round starts once the one before it has finished
@@ -347,7 +385,7 @@ def _rounds(run_config: dict, train_model: str, cluster: ClusterConfig | None, s
         merged.set_display_name(_named("merge samples", round_index))
         apply_cluster_settings(merged, "merge", cluster)
         produced = _from_samples(run_config, merged.outputs["samples"], cluster, train_model, shape=shape,
-                                 round_index=round_index, base=model, previous=evaluation)
+                                 round_index=round_index, base=model, previous=evaluation, tracking=tracking)
         after = produced.pop(LAST_TASK)
         model, evaluation = produced.get("model"), produced.get("evaluation")
         outputs.update(produced)  # the plain names end as the last round's
@@ -357,7 +395,7 @@ def _rounds(run_config: dict, train_model: str, cluster: ClusterConfig | None, s
 
 
 def _resumed_rounds(run_config: dict, train_model: str, cluster: ClusterConfig | None, shape: Shape,
-                    resume: ResumeFrom, returns: type) -> object:
+                    resume: ResumeFrom, returns: type, tracking: object | None) -> object:
     """The rounds from `resume.first_round` on, started from the imported artifacts of the rounds
     before it."""
     tasks = dsl.importer(artifact_uri=resume.tasks, artifact_class=Dataset, reimport=False)
@@ -369,7 +407,8 @@ def _resumed_rounds(run_config: dict, train_model: str, cluster: ClusterConfig |
     if resume.evaluation is not None:
         evaluation = dsl.importer(artifact_uri=resume.evaluation, artifact_class=Dataset, reimport=False).output
     outputs = _rounds(run_config, train_model, cluster, shape, tasks.output, resume.first_round, model.output,
-                      evaluation, tasks)
+                      evaluation, tasks, tracking)
+    _finish_tracking(run_config, cluster, tracking, outputs)
     return returns(**{name: outputs[name] for name in returns._fields})
 
 

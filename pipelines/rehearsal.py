@@ -54,7 +54,7 @@ ENGINE_SOCKET = "/var/run/docker.sock"
 LAUNCHING_ENV = "DOCKER_HOST"  # its presence in a step's environment gives that step the socket
 LAUNCHING_STEPS = ("execute", "time", "evaluate")
 # Environment passed through to every step (and, by the docker launcher, to the data movers).
-PASSED_ENV_PREFIXES = ("CODEDPO_S3_", "AWS_", "OPENAI_", "HF_TOKEN")
+PASSED_ENV_PREFIXES = ("CODEDPO_S3_", "AWS_", "OPENAI_", "HF_TOKEN", "MLFLOW_", "WANDB_")
 # The run's input files and folders: mounted read-only at their own paths.
 INPUT_FIELDS = ("samples.path", "samples.problems_path", "samples.tests_path", "seeds.path", "sampling.model",
                 "train.model")

@@ -453,7 +453,7 @@ def report(
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
 def train(train_model: str, run_config: dict, pairs: Input[Dataset], model: Output[Model], metrics: Output[Metrics],
-          round_index: int = 0, base: Input[Model] = None):
+          round_index: int = 0, base: Input[Model] = None, tracking_run_id: str = "", kfp_run_id: str = ""):
     """Train `train_model` on the pairs (`train/`: `run_training`, launcher `train.launcher`);
     in a later round, `base`, the previous round's trained model.
 
@@ -461,7 +461,8 @@ def train(train_model: str, run_config: dict, pairs: Input[Dataset], model: Outp
     metrics.jsonl, training_curves.png, result.json), unless `train.output` names another place
     (an s3:// URI, so that a restarted step resumes from its checkpoints; `<output>/round-<r>` in
     a round): then the artifact records that URI in its metadata. The working folder is a
-    temporary one.
+    temporary one. With `tracking_run_id` (the track_start step's run), TRL logs the curves into
+    its nested `train` run (`track.trainer_environment`).
     """
     from codedpo.components.common.logs import enable_stage_logging
 
@@ -483,6 +484,16 @@ def train(train_model: str, run_config: dict, pairs: Input[Dataset], model: Outp
     if not train_model:
         raise run_config_module.ConfigError("the train step needs a model: set train.model")
     config.train.model = train_model
+    if tracking_run_id:
+        import os
+
+        from codedpo.components.track import trainer_environment, trainer_report_to
+        from codedpo.components.track.pipeline_run import settings_for
+
+        settings = settings_for(config)
+        tags = {"kfp_run_id": kfp_run_id, "codedpo.round": str(round_index)} if kfp_run_id else None
+        os.environ.update(trainer_environment(settings, tracking_run_id, tags))
+        config.train.report_to = trainer_report_to(settings)
     output = config.train.output or model.path
     if config.train.output and round_index:
         output = f"{config.train.output.rstrip('/')}/round-{round_index}"
@@ -561,3 +572,88 @@ def evaluate(
         print("published", runs.publish_files(config.store, target.run_id, target.stage("evaluation"), files))
     print("evaluated: " + "; ".join(f"{name} {value:.3f}" for name, value in sorted(values.items())
                                     if "pass_at_1_" in name and name.endswith(("trained", "base"))))
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def track_start(run_config: dict, kfp_run_id: str, tracking: Output[Markdown]) -> str:
+    """Open the run's tracked run (`track/`, `tracking:` in the run configuration) and return its
+    id for the train and track_finish steps; `tracking` is a Markdown link to it (or why there
+    is none). Tagged with the KFP run's id."""
+    from codedpo.components.common.logs import enable_stage_logging
+
+    enable_stage_logging()
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from codedpo.components.common import config as run_config_module
+    from codedpo.components.common.storage.runs import target_for
+    from codedpo.components.track import check_tracking, start_run
+    from codedpo.components.track.pipeline_run import settings_for
+
+    config = run_config_module.validate_config(run_config, source="run_config")
+    settings = settings_for(config)
+    tracked = start_run(settings, config.run_name, {
+        "kfp_run_id": kfp_run_id, "codedpo.run_id": target_for(config, kfp_run_id).run_id,
+        "codedpo.version": version("codedpo"), "codedpo.rounds": str(config.rounds)}) if check_tracking(settings) else None
+    if tracked is not None and tracked.run_id:
+        where = f"[{tracked.run_id}]({tracked.url})" if tracked.url else f"`{tracked.run_id}` in {settings.where()}"
+        text = f"# Tracking\n\n{settings.backend} run {where}, experiment `{settings.experiment}`.\n"
+        print(f"tracking: {settings.backend} run {tracked.run_id} {tracked.url or settings.where()}")
+    else:
+        text = "# Tracking\n\nNot tracked: the tracking server could not be used (see this step's log).\n"
+    Path(tracking.path).write_text(text, encoding="utf-8")
+    return tracked.run_id if tracked is not None else ""
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def track_finish(
+    run_config: dict,
+    kfp_run_id: str,
+    tracking_run_id: str,
+    metrics: Input[Metrics],
+    report_markdown: Input[Markdown],
+    report_html: Input[HTML],
+    model: Input[Model] = None,
+    evaluation: Input[Dataset] = None,
+):
+    """Log the run into its tracked run and close it: the configuration as parameters, the
+    report's metrics grouped by stage (one nested run each), the report and the configuration as
+    artifacts, and with `tracking.register_model` the trained `model` as a registered version
+    with its lineage (`track/pipeline_run.py`)."""
+    from codedpo.components.common.logs import enable_stage_logging
+
+    enable_stage_logging()
+    import tempfile
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from codedpo.components.common import config as run_config_module
+    from codedpo.components.common.storage.runs import target_for
+    from codedpo.components.track import end_run, flatten_params, log_run, register_model
+    from codedpo.components.track.pipeline_run import model_lineage, settings_for, stage_metrics
+
+    config = run_config_module.validate_config(run_config, source="run_config")
+    if not tracking_run_id:
+        print("not tracked: nothing to log")
+        return
+    settings = settings_for(config)
+    values = {name: float(value) for name, value in metrics.metadata.items() if isinstance(value, (int, float))}
+    folder = Path(tempfile.mkdtemp(prefix="codedpo-track-"))
+    (folder / "config.yaml").write_text(run_config_module.dump_config(config), encoding="utf-8")
+    artifacts = {"report.md": Path(report_markdown.path), "report.html": Path(report_html.path),
+                 "config.yaml": folder / "config.yaml"}
+    if evaluation is not None:
+        artifacts["evaluation.json"] = Path(evaluation.path)
+    log_run(settings, tracking_run_id, params=flatten_params(config.model_dump(mode="json")),
+            stages=stage_metrics(values), artifacts=artifacts, tags={"kfp_run_id": kfp_run_id})
+    if config.tracking.register_model and model is not None:
+        from codedpo.components.train.locations import trained_model_folder
+
+        final = trained_model_folder(model.path, model.metadata.get("output"), folder / "model")
+        run_id = target_for(config, kfp_run_id).run_id
+        evaluated = {name: value for name, value in values.items() if name.startswith("eval_")}
+        number = register_model(settings, tracking_run_id, Path(final), config.tracking.register_model,
+                                model_lineage(config, kfp_run_id, run_id, evaluated, version("codedpo")))
+        print(f"registered {config.tracking.register_model} version {number}")
+    end_run(settings, tracking_run_id, "FINISHED")
+    print(f"tracked run {tracking_run_id}: {len(values)} metrics in {len(stage_metrics(values))} stages")

@@ -389,6 +389,11 @@ class TrainConfig(_Section):
         "reference model is not kept in memory during training.",
     )
     lora: LoraSettings | None = Field(None, description="Train LoRA adapters (peft) instead of all weights.")
+    report_to: list[Literal["mlflow", "wandb", "tensorboard"]] = Field(
+        default_factory=list,
+        description="Where TRL logs the training curves (transformers' `report_to`); the pipeline sets it from "
+        "`tracking`, with the environment that puts the curves in the run's nested `train` run.",
+    )
     job: TrainJobConfig | None = Field(
         None,
         description="launchers 'pytorchjob' and 'trainjob': the job's cluster shape (image, namespace, workers, "
@@ -478,6 +483,28 @@ class EvaluateConfig(_Section):
         return tuple(sorted(set(self.ks or (1, self.n))))
 
 
+class TrackingConfig(_Section):
+    """Where the run is tracked (see components/track/): one tracked run per pipeline run, each
+    stage a nested run with its metrics, the configuration as parameters, the report as
+    artifacts, the trainer's curves in a nested `train` run, and with `register_model` the
+    trained model in the registry."""
+
+    backend: Literal["none", "mlflow", "wandb", "tensorboard"] | None = Field(
+        None,
+        description="'mlflow' (a tracking server or store by URI), 'wandb' (offline into a folder unless "
+        "WANDB_MODE=online), 'tensorboard' (event files), 'none'. Unset: mlflow when MLFLOW_TRACKING_URI is set.",
+    )
+    uri: str | None = Field(
+        None, description="mlflow: the tracking URI (default MLFLOW_TRACKING_URI); tensorboard: the log dir; wandb: "
+        "the folder its runs go under.")
+    experiment: str = Field("codedpo", description="MLflow experiment, wandb project, TensorBoard sub-folder.")
+    register_model: str | None = Field(
+        None, description="mlflow: register the trained model under this name, with its lineage as version tags.")
+    on_error: Literal["fail", "warn"] = Field(
+        "fail", description="A tracking server that is down or refuses the credentials: 'fail' stops the run before "
+        "its first step, 'warn' prints one warning and runs untracked.")
+
+
 # The sampling backends a round can sample from after the first: a freshly trained checkpoint
 # is a folder, which only the backends that load weights themselves can read.
 ROUND_BACKENDS = ("hf", "vllm")
@@ -514,6 +541,7 @@ class RunConfig(_Section):
     pairs: PairsConfig = Field(default_factory=PairsConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     rounds: int = Field(
         1, ge=1, le=20,
         description="On-policy rounds: round r samples codes and tests from round r-1's trained model (round 1: "

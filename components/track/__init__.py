@@ -24,6 +24,7 @@ from codedpo.components.track.api import (
     register_model,
     start_run,
     trainer_environment,
+    trainer_logging_dir,
     trainer_report_to,
 )
 from codedpo.components.track.errors import TrackingError
@@ -46,5 +47,6 @@ __all__ = [
     "sanitize_name",
     "start_run",
     "trainer_environment",
+    "trainer_logging_dir",
     "trainer_report_to",
 ]

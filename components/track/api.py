@@ -25,18 +25,19 @@ from codedpo.components.track.settings import TrackingSettings
 
 T = TypeVar("T")
 
-_MODULES = {
-    "mlflow": ("codedpo.components.track.mlflow_backend", "mlflow"),
-    "tensorboard": ("codedpo.components.track.tensorboard_backend", "tensorboard"),
-    "wandb": ("codedpo.components.track.wandb_backend", "wandb"),
+_MODULES = {  # backend: (its module, the packages it imports)
+    "mlflow": ("codedpo.components.track.mlflow_backend", ("mlflow",)),
+    "tensorboard": ("codedpo.components.track.tensorboard_backend", ("tensorboard", "torch")),
+    "wandb": ("codedpo.components.track.wandb_backend", ("wandb",)),
 }
 
 
 def _backend(settings: TrackingSettings) -> ModuleType:
     """The backend's module, its library importable (else a TrackingError saying to install it)."""
-    module_name, library = _MODULES[settings.backend]
-    if importlib.util.find_spec(library) is None:
-        raise TrackingError(settings, f"the {library} package is not installed (pip install 'codedpo[track]')")
+    module_name, libraries = _MODULES[settings.backend]
+    for library in libraries:
+        if importlib.util.find_spec(library) is None:
+            raise TrackingError(settings, f"the {library} package is not installed (pip install 'codedpo[track]')")
     return importlib.import_module(module_name)
 
 
@@ -54,7 +55,7 @@ def _call(settings: TrackingSettings, what: str, fallback: T, body: Callable[[Mo
         except backend.library_errors() as error:
             raise failure(settings, what, error) from None
 
-    return guarded(settings, what, attempt, fallback)
+    return guarded(settings, attempt, fallback)
 
 
 def check_tracking(settings: TrackingSettings) -> bool:
@@ -85,7 +86,9 @@ def start_run(settings: TrackingSettings, run_name: str, tags: Mapping[str, str]
     nothing = TrackedRun(settings.backend if settings.enabled else "none", "", None)
     if not settings.enabled:
         return nothing
-    return _call(settings, f"starting run {run_name!r}", nothing, lambda b: b.start(settings, run_name, dict(tags or {})))
+    return _call(
+        settings, f"starting run {run_name!r}", nothing, lambda b: b.start(settings, run_name, dict(tags or {}))
+    )
 
 
 def log_run(
@@ -108,6 +111,8 @@ def log_run(
       into a nested run per stage under its plain name (mlflow: a child run named after the stage;
       tensorboard: the `<stage>/` sub-folder; wandb has no nesting: the prefixed metrics only).
       Names are made valid for every backend (`names.sanitize_name`).
+      In MLflow a stage named "train" joins the trainer's own "train" child run (same tag
+      `codedpo.stage`), so the final training metrics sit beside the curves.
     - `artifacts`: {path in the run: local file or folder} (report.html, charts/score.svg ...).
     - `tags`: added to the run's tags.
     """
@@ -146,7 +151,7 @@ def register_model(
             if settings.backend != "mlflow"
             else "no model name (set tracking.register_model)"
         )
-        return guarded(settings, "registering the model", _raiser(settings, problem), "")
+        return guarded(settings, _raiser(settings, problem), "")
     model_name: str = name
     return _call(settings, f"registering model {model_name!r}", "",
                  lambda b: b.register(settings, run_id, Path(model_dir), model_name, dict(lineage or {})))
@@ -187,3 +192,14 @@ def trainer_environment(
         return {}
     module_name, _ = _MODULES[settings.backend]
     return importlib.import_module(module_name).trainer_env(settings, parent_run_id, tags)
+
+
+def trainer_logging_dir(settings: TrackingSettings, parent_run_id: str | None) -> str | None:
+    """TensorBoard only: the folder transformers 4 takes as `TrainingArguments(logging_dir=...)`
+    (transformers 5 dropped the argument and reads TENSORBOARD_LOGGING_DIR, which
+    `trainer_environment` sets to the same folder); None for the other backends."""
+    if settings.backend != "tensorboard":
+        return None
+    from codedpo.components.track.tensorboard_backend import trainer_logging_dir as logging_dir
+
+    return logging_dir(settings, parent_run_id)

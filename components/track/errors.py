@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from codedpo.components.common.errors import InputError
 from codedpo.components.track.settings import TrackingSettings
@@ -30,6 +30,17 @@ class TrackingError(InputError):
         self.uri = settings.uri
         super().__init__(f"tracking ({settings.where()}): {one_line(message)}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its text (an exception crossing a process boundary is pickled).
+        return (_rebuild, (self.backend, self.uri, str(self)))
+
+
+def _rebuild(backend: str, uri: str | None, text: str) -> TrackingError:
+    error = TrackingError.__new__(TrackingError)
+    InputError.__init__(error, text)
+    error.backend, error.uri = backend, uri
+    return error
+
 
 def one_line(message: str, limit: int = 300) -> str:
     """The first non-empty line of `message`, at most `limit` characters: libraries' messages
@@ -43,7 +54,7 @@ def failure(settings: TrackingSettings, what: str, error: BaseException) -> Trac
     return TrackingError(settings, f"{what} failed: {one_line(str(error)) or type(error).__name__}")
 
 
-def guarded(settings: TrackingSettings, what: str, call: Callable[[], T], fallback: T) -> T:
+def guarded(settings: TrackingSettings, call: Callable[[], T], fallback: T) -> T:
     """`call()` under `settings.on_error`: a TrackingError propagates ("fail", without a chained
     traceback) or is logged as one warning, `fallback` returned instead ("warn"). Any other
     exception is a bug and propagates as is."""

@@ -120,7 +120,8 @@ def log(settings: TrackingSettings, run_id: str, *, params: Mapping[str, Any],
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
             shutil.copytree(source, target, dirs_exist_ok=True)
-            names = [str(PurePosixPath(name) / p.relative_to(source).as_posix()) for p in source.rglob("*") if p.is_file()]
+            inside = [path.relative_to(source).as_posix() for path in source.rglob("*") if path.is_file()]
+            names = [str(PurePosixPath(name) / relative) for relative in inside]
         else:
             shutil.copyfile(source, target)
             names = [name]

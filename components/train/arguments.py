@@ -43,7 +43,7 @@ def trl_arguments(
         max_length=config.max_length_tokens,
         activation_checkpointing=config.activation_checkpointing,
         bf16=bf16,
-        report_to=[],
+        report_to=list(config.report_to),
         dataloader_num_workers=0,
         dataloader_pin_memory=pin_memory,
         ddp_backend=ddp_backend,
