@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 # in the pipeline being compiled (e.g. "train", or "seeds" in the replay pipeline) is not applied.
 StepName = Literal[
     "seeds", "plan", "tasks", "sample", "merge", "import", "execute", "score", "time", "pairs", "report", "train",
-    "evaluate", "track",
+    "evaluate", "track", "export",
 ]
 ImageName = Literal["light", "sampler", "trainer"]
 # Every image images/build.sh makes: the steps' three and the sandbox Job's pods'.
@@ -85,6 +85,7 @@ STEP_IMAGES: dict[str, ImageName] = {
     # Opens and closes the tracked run (the `track` extra: mlflow, wandb, tensorboard) and
     # registers the model: the trainer image.
     "track": "trainer",
+    "export": "light",  # writes the dataset folder with `datasets` (a core dependency)
 }
 SHM_VOLUME = "dshm"
 # The oldest KFP backend whose driver reads every field the compiled platform spec holds: the

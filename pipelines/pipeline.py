@@ -212,6 +212,7 @@ class Shape(NamedTuple):
     evaluate: bool = False
     rounds: int = 1
     track: bool = False  # a track_start step first and a track_finish step last (`tracking:`)
+    export: bool = False  # an export step after the last report (`export.to`)
 
 
 class ResumeFrom(NamedTuple):
@@ -235,7 +236,7 @@ def shape_of(config: RunConfig) -> Shape:
     evaluate = bool(config.evaluate.benchmarks)
     always = evaluate or config.rounds > 1 or bool(config.tracking.register_model)
     return Shape(train="always" if always else "if", evaluate=evaluate, rounds=config.rounds,
-                 track=tracking_requested(config))
+                 track=tracking_requested(config), export=bool(config.export.to))
 
 
 def _start_tracking(run_config: dict, cluster: ClusterConfig | None, shape: Shape) -> object | None:
@@ -246,6 +247,18 @@ def _start_tracking(run_config: dict, cluster: ClusterConfig | None, shape: Shap
     started.set_display_name("track: open the run")
     apply_cluster_settings(started, "track", cluster)
     return started.outputs["Output"]
+
+
+def _export(run_config: dict, cluster: ClusterConfig | None, shape: Shape, outputs: dict) -> None:
+    """The export step after the last round: the pairs as a Hugging Face dataset at `export.to`."""
+    if not shape.export:
+        return
+    exported = steps.export_dataset(run_config=run_config, kfp_run_id=KFP_RUN_ID,
+                                    **{name: outputs[name] for name in ("samples", "executions", "scores", "timings",
+                                                                        "pairs")},
+                                    **({"tasks": outputs["tasks"]} if "tasks" in outputs else {}))
+    exported.set_display_name("export the dataset")
+    apply_cluster_settings(exported, "export", cluster)
 
 
 def _finish_tracking(run_config: dict, cluster: ClusterConfig | None, tracking: object | None, outputs: dict) -> None:
@@ -303,6 +316,7 @@ def build_replay_pipeline(cluster: ClusterConfig | None = None, run_config_defau
         apply_cluster_settings(imported, "import", cluster)
         outputs = _from_samples(run_config, imported.outputs["samples"], cluster, train_model, shape=shape,
                                 tracking=tracking)
+        _export(run_config, cluster, shape, outputs)
         _finish_tracking(run_config, cluster, tracking, outputs)
         return returns(**{name: outputs[name] for name in returns._fields})
 
@@ -351,6 +365,7 @@ def build_generate_pipeline(cluster: ClusterConfig | None = None, run_config_def
         outputs: dict = {"seeds": seeds.outputs["seeds"], "tasks": tasks.outputs["tasks"]}
         outputs.update(_rounds(run_config, train_model, cluster, shape, tasks.outputs["tasks"], 1, None, None, tasks,
                                tracking))
+        _export(run_config, cluster, shape, outputs)
         _finish_tracking(run_config, cluster, tracking, outputs)
         return returns(**{name: outputs[name] for name in returns._fields})
 
@@ -408,6 +423,7 @@ def _resumed_rounds(run_config: dict, train_model: str, cluster: ClusterConfig |
         evaluation = dsl.importer(artifact_uri=resume.evaluation, artifact_class=Dataset, reimport=False).output
     outputs = _rounds(run_config, train_model, cluster, shape, tasks.output, resume.first_round, model.output,
                       evaluation, tasks, tracking)
+    _export(run_config, cluster, shape, {**outputs, "tasks": tasks.output})
     _finish_tracking(run_config, cluster, tracking, outputs)
     return returns(**{name: outputs[name] for name in returns._fields})
 

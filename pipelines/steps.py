@@ -657,3 +657,51 @@ def track_finish(
         print(f"registered {config.tracking.register_model} version {number}")
     end_run(settings, tracking_run_id, "FINISHED")
     print(f"tracked run {tracking_run_id}: {len(values)} metrics in {len(stage_metrics(values))} stages")
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def export_dataset(
+    run_config: dict,
+    kfp_run_id: str,
+    samples: Input[Dataset],
+    executions: Input[Dataset],
+    scores: Input[Dataset],
+    timings: Input[Dataset],
+    pairs: Input[Dataset],
+    dataset_card: Output[Markdown],
+    tasks: Input[Dataset] = None,
+):
+    """Publish the run's pairs (and `export.include`) as a Hugging Face dataset folder at
+    `export.to` (`export/`: `export_run`), with its dataset card and lineage; `dataset_card` is
+    the card. The run's files are gathered into a run folder first, as `codedpo run` writes one."""
+    from codedpo.components.common.logs import enable_stage_logging
+
+    enable_stage_logging()
+    import json
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from codedpo.components.common import config as run_config_module
+    from codedpo.components.common.storage.runs import target_for
+    from codedpo.components.export.stage import CARD_FILE, export_run
+
+    config = run_config_module.validate_config(run_config, source="run_config")
+    folder = Path(tempfile.mkdtemp(prefix="codedpo-export-")) / config.run_name
+    folder.mkdir()
+    for artifact, name in ((samples, "samples.jsonl"), (executions, "executions.jsonl"), (scores, "scores.jsonl"),
+                           (timings, "timings.jsonl"), (pairs, "pairs.jsonl")):
+        shutil.copyfile(artifact.path, folder / name)
+    (folder / "config.yaml").write_text(run_config_module.dump_config(config), encoding="utf-8")
+    summaries = [(samples, "import_json", "import_summary.json"), (samples, "summary_json", "sampling_summary.json"),
+                 (tasks, "summary_json", "tasks_summary.json")]  # the lineage reads them (export/lineage.py)
+    for artifact, key, name in summaries:
+        if artifact is not None and artifact.metadata.get(key):
+            (folder / name).write_text(json.dumps(json.loads(artifact.metadata[key]), indent=2) + "\n", encoding="utf-8")
+    target = str(config.export.to).replace("{run_id}", target_for(config, kfp_run_id).run_id)
+    result = export_run(folder, target, config.export.include, config.export.format, license_id=config.export.license)
+    staged = Path(target) / CARD_FILE if not target.startswith("s3://") else None
+    card = staged.read_text(encoding="utf-8") if staged is not None and staged.is_file() else f"Exported to {target}\n"
+    Path(dataset_card.path).write_text(card, encoding="utf-8")
+    print(f"exported to {result.location} ({result.fmt}): "
+          + ", ".join(f"{name} {rows} rows" for name, rows in result.rows.items()))

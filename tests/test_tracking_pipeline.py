@@ -143,3 +143,27 @@ def test_with_on_error_warn_an_unreachable_server_leaves_the_run_untracked(tmp_p
     assert "track: open the run" in succeeded and "track: log and close the run" in succeeded
     log = (run_dir / "pipeline.log").read_text()
     assert "not tracked: nothing to log" in log
+
+
+@pytest.mark.sandbox
+def test_the_export_step_publishes_the_pairs_as_a_dataset_at_the_end_of_the_run(tmp_path: Path) -> None:
+    import datasets
+
+    config = load_config(QUICKSTART / "run.yaml", {
+        "output_dir": str(tmp_path / "runs"), "execute.cache_dir": str(tmp_path / "cache"),
+        "export.to": str(tmp_path / "datasets" / "{run_id}"), "export.include": ["scores"]})
+    events: list[local_run.StepEvent] = []
+    run_dir = local_run.run_local(config, REPO, on_step=events.append)
+
+    assert "export the dataset" in [e.step for e in events if e.status == "succeeded"]
+    exported = tmp_path / "datasets" / "quickstart"  # {run_id}: the run's key, run_name locally
+    pairs = datasets.load_dataset("parquet", data_files=str(exported / "data" / "train-*.parquet"), split="train")
+    import json
+
+    expected = [json.loads(line) for line in (run_dir / "pairs.jsonl").read_text().splitlines() if line.strip()]
+    assert len(pairs) == len(expected) and sorted(pairs["chosen_id"]) == sorted(p["chosen_id"] for p in expected)
+    lineage = json.loads((exported / "lineage.json").read_text())
+    assert lineage["pairs"]["total"] == len(expected)
+    assert lineage["ranker"] and lineage["codedpo_version"] and lineage["source"]
+    card = (exported / "README.md").read_text()
+    assert card.startswith("---\n") and "weighted_self_validation" in card

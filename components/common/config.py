@@ -505,6 +505,21 @@ class TrackingConfig(_Section):
         "its first step, 'warn' prints one warning and runs untracked.")
 
 
+class ExportConfig(_Section):
+    """Publish the run's pairs as a Hugging Face dataset folder at the end of the run (the
+    pipeline's export step; `codedpo export` does the same for a run folder): see
+    components/export/."""
+
+    to: str | None = Field(
+        None, description="A folder or s3://bucket/prefix; `{run_id}` in it becomes the run's key (KFP run id unless "
+        "run_id is set). Unset: no export step. A target that holds anything is refused.")
+    format: Literal["arrow", "parquet"] = Field("parquet", description="'parquet' (the Hub's layout) or 'arrow' "
+                                               "(save_to_disk).")
+    include: list[Literal["samples", "executions", "scores", "timings"]] = Field(
+        default_factory=list, description="Record files exported beside the pairs, each as a configuration.")
+    license: str = Field("unknown", description="The dataset card's licence (an SPDX id).")
+
+
 # The sampling backends a round can sample from after the first: a freshly trained checkpoint
 # is a folder, which only the backends that load weights themselves can read.
 ROUND_BACKENDS = ("hf", "vllm")
@@ -542,6 +557,7 @@ class RunConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
     rounds: int = Field(
         1, ge=1, le=20,
         description="On-policy rounds: round r samples codes and tests from round r-1's trained model (round 1: "
@@ -595,7 +611,7 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 # file's folder, so `codedpo run --config other/dir/run.yaml` works from any directory. Defaults
 # and command-line values are relative to the working directory (resolved when a run starts).
 PATH_FIELDS = ("output_dir", "samples.path", "samples.problems_path", "samples.tests_path", "seeds.path",
-               "execute.cache_dir", "sampling.cache_dir", "store", "train.output_dir", "train.output")
+               "execute.cache_dir", "sampling.cache_dir", "store", "train.output_dir", "train.output", "export.to")
 # ... and the fields that hold a path only when it exists as one (else a name: a Hugging Face
 # model id, a served model, a built-in benchmark).
 PATH_OR_NAME_FIELDS = ("sampling.model", "train.model")
