@@ -108,14 +108,15 @@ def test_sandbox_image_is_minimal_and_non_root() -> None:
 def test_trainer_keeps_the_base_images_torch() -> None:
     text = DOCKERFILES["trainer"].read_text()
     assert "import torch; print(f'torch=={torch.__version__}')" in text  # pinned where the base has it
-    assert "--system-site-packages" in text and "requirements.py /tmp/build/pyproject.toml train" in text
+    assert "--system-site-packages" in text and "requirements.py /tmp/build/pyproject.toml train track" in text
 
 
 def test_constraints_satisfy_pyproject() -> None:
     """Every pinned version in images/constraints.txt is allowed by pyproject.toml, and every
-    runtime and train dependency is pinned there."""
+    runtime, train and track dependency is pinned there."""
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    wanted = [Requirement(r) for r in pyproject["dependencies"] + pyproject["optional-dependencies"]["train"]]
+    extras = pyproject["optional-dependencies"]
+    wanted = [Requirement(r) for r in pyproject["dependencies"] + extras["train"] + extras["track"]]
     pins = {}
     for line in (IMAGES / "constraints.txt").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
