@@ -184,6 +184,7 @@ def _from_samples(
     reported.set_display_name(_named("report", round_index))
     apply_cluster_settings(reported, "report", cluster)
     outputs.update({name: reported.outputs[name] for name in ("report_markdown", "report_html", "metrics")})
+    outputs[CHARTS] = reported.outputs["report_charts"]
     outputs[LAST_TASK] = reported
     return outputs
 
@@ -195,6 +196,8 @@ def _named(display_name: str, round_index: int) -> str:
 
 # `_from_samples`'s entry for its last task (the report): the next round starts after it.
 LAST_TASK = "_last_task"
+# ... and for the report's charts folder (not a pipeline output: the track step logs it).
+CHARTS = "_report_charts"
 # The evaluate step's outputs, pipeline outputs of the shapes that evaluate.
 EVALUATION_OUTPUTS = ("evaluation", "evaluation_markdown", "evaluation_html")
 # What each round of a run of several returns, as `round_<r>_<name>` pipeline outputs.
@@ -268,7 +271,7 @@ def _finish_tracking(run_config: dict, cluster: ClusterConfig | None, tracking: 
     optional = {name: outputs[name] for name in ("model", "evaluation") if name in outputs}
     finished = steps.track_finish(run_config=run_config, kfp_run_id=KFP_RUN_ID, tracking_run_id=tracking,
                                   metrics=outputs["metrics"], report_markdown=outputs["report_markdown"],
-                                  report_html=outputs["report_html"], **optional)
+                                  report_html=outputs["report_html"], report_charts=outputs[CHARTS], **optional)
     finished.set_display_name("track: log and close the run")
     apply_cluster_settings(finished, "track", cluster)
 
@@ -405,7 +408,7 @@ def _rounds(run_config: dict, train_model: str, cluster: ClusterConfig | None, s
         model, evaluation = produced.get("model"), produced.get("evaluation")
         outputs.update(produced)  # the plain names end as the last round's
         if shape.rounds > 1:
-            outputs.update({f"round_{r}_{name}": value for name, value in produced.items()})
+            outputs.update({f"round_{r}_{name}": value for name, value in produced.items() if name != CHARTS})
     return outputs
 
 

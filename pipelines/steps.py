@@ -23,7 +23,7 @@ annotations to type the inputs and outputs).
 from typing import List
 
 from kfp import dsl
-from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 # The image the CPU stages run on, built from images/light/Dockerfile (codedpo installed).
 # A placeholder name: push it to your registry and change it here (or re-tag) before compiling
@@ -391,10 +391,12 @@ def report(
     report_markdown: Output[Markdown],
     report_html: Output[HTML],
     metrics: Output[Metrics],
+    report_charts: Output[Artifact],
     round_index: int = 0,
     evaluation: Input[Dataset] = None,
 ):
-    """Summarise the run as Markdown, HTML and scalar metrics (`report/`).
+    """Summarise the run as Markdown, HTML and scalar metrics (`report/`); `report_charts` is a
+    folder of the charts as SVG files (also inline in the HTML page).
 
     The skip counts of the pairs step arrive as the `pairs` artifact's metadata. With an
     `evaluation` (the last evaluate step's), the report gains the evaluation and, over several
@@ -432,6 +434,9 @@ def report(
     Path(report_html.path).write_text(result.html, encoding="utf-8")
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
+    Path(report_charts.path).mkdir(parents=True, exist_ok=True)
+    for name, svg in result.charts.items():
+        (Path(report_charts.path) / name).write_text(svg, encoding="utf-8")
     if config.store:  # also publish to the run's artifact store: runs/<run_id>/report/
         import json
 
@@ -613,6 +618,7 @@ def track_finish(
     metrics: Input[Metrics],
     report_markdown: Input[Markdown],
     report_html: Input[HTML],
+    report_charts: Input[Artifact],
     model: Input[Model] = None,
     evaluation: Input[Dataset] = None,
 ):
@@ -644,6 +650,9 @@ def track_finish(
                  "config.yaml": folder / "config.yaml"}
     if evaluation is not None:
         artifacts["evaluation.json"] = Path(evaluation.path)
+    charts = Path(report_charts.path)
+    if charts.is_dir():
+        artifacts.update({f"charts/{svg.name}": svg for svg in sorted(charts.glob("*.svg"))})
     log_run(settings, tracking_run_id, params=flatten_params(config.model_dump(mode="json")),
             stages=stage_metrics(values), artifacts=artifacts, tags={"kfp_run_id": kfp_run_id})
     if config.tracking.register_model and model is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from kfp import components
-from kfp.dsl import HTML, Dataset, Markdown, Metrics
+from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics
 
 from codedpo.components.common.config import RunConfig, load_config, validate_config
 from codedpo.components.common.errors import ConfigError
@@ -202,6 +202,7 @@ def test_pairs_then_report_steps_hand_over_skip_counts(tmp_path: Path) -> None:
     markdown = Markdown(name="report_markdown", uri=str(tmp_path / "report.md"))
     html = HTML(name="report_html", uri=str(tmp_path / "report.html"))
     metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"))
+    charts = Artifact(name="report_charts", uri=str(tmp_path / "charts"))
     steps.report.python_func(
         kfp_run_id="run-1",
         run_config=DEFAULT_RUN_CONFIG,
@@ -213,10 +214,13 @@ def test_pairs_then_report_steps_hand_over_skip_counts(tmp_path: Path) -> None:
         report_markdown=markdown,
         report_html=html,
         metrics=metrics,
+        report_charts=charts,
     )
     assert Path(markdown.path).read_text().strip()
     assert "<html" in Path(html.path).read_text().lower()
     assert metrics.metadata["problems"] == 1
+    assert sorted(path.name for path in Path(charts.path).iterdir()) == ["code_scores.svg", "pair_confidence.svg",
+                                                                         "test_scores.svg", "top_code_confidence.svg"]
     for key, count in pairs.metadata["skipped"].items():  # "kind:reason" -> metric skipped_kind_reason
         assert metrics.metadata["skipped_" + key.replace(":", "_")] == count
 

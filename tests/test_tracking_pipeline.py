@@ -89,7 +89,9 @@ def test_a_tracked_quickstart_with_training_reads_back_through_mlflow(mlflow_ser
     assert children["import"].data.metrics["import_problems_imported"] == metrics["import_problems_imported"]
     # The report and the configuration as artifacts of the run.
     names = {item.path for item in client.list_artifacts(parent.info.run_id)}
-    assert {"report.md", "report.html", "config.yaml"} <= names, names
+    assert {"report.md", "report.html", "config.yaml", "charts"} <= names, names
+    charts = {item.path for item in client.list_artifacts(parent.info.run_id, "charts")}
+    assert "charts/code_scores.svg" in charts, charts
     downloaded = Path(client.download_artifacts(parent.info.run_id, "report.md", str(tmp_path / "dl")))
     assert downloaded.read_text() == (run_dir / "report.md").read_text()
     # The trainer's curves in the nested train run.
