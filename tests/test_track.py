@@ -64,7 +64,12 @@ def mlflow_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mlf
 
 @pytest.fixture(autouse=True)
 def _quiet_offline_libraries(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No telemetry, wandb's own files in the test's folder, and no WANDB_MODE from outside."""
+    """No telemetry, wandb's own files in the test's folder, and no WANDB_MODE from outside.
+    The `codedpo` logger propagates to caplog even after a step run in this process
+    (`enable_stage_logging` stops the propagation, for the steps' own one-line format)."""
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("codedpo"), "propagate", True)
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.setenv("DO_NOT_TRACK", "true")
     monkeypatch.setenv("WANDB_SILENT", "true")
