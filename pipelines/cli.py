@@ -46,6 +46,7 @@ from codedpo.pipelines.compile import DEFAULT_OUTPUT, compile_pipeline
 
 if TYPE_CHECKING:
     from codedpo.pipelines.cluster import ClusterConfig
+    from codedpo.pipelines.submit import RunStatus
 
 QUICKSTART_CONFIG = Path("examples/quickstart/run.yaml")
 EXIT_INPUT_ERROR = 2  # bad configuration or record file: fix the input and re-run
@@ -386,33 +387,40 @@ def submit(
         console.print(f"outputs: {escape(effective.store.rstrip('/'))}/runs/{escape(key)}/")
 
 
+FollowOption = Annotated[bool, typer.Option("--follow", "-f", help="Poll until the run finishes.")]
+IntervalOption = Annotated[float, typer.Option(help="Seconds between polls with --follow.", min=0.1)]
+
+
+def _show_run_status(current: RunStatus) -> None:
+    """The run's state and each task's, as `status` and `retry --follow` print them."""
+    colour = "red" if current.failed else "green" if current.finished else "cyan"
+    console.print(f"run {escape(current.run_id)} ({escape(current.name)}): [{colour}]{current.state}[/]")
+    for task in current.tasks:
+        console.print(f"  {task.state:<10} {escape(task.name)}")
+
+
 @app.command()
 def status(
     run_id: Annotated[str, typer.Argument(help="The run id that `codedpo submit` printed.")],
     host: HostOption,
     namespace: NamespaceOption = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Poll until the run finishes.")] = False,
-    interval: Annotated[float, typer.Option(help="Seconds between polls with --follow.", min=0.1)] = 10.0,
+    follow: FollowOption = False,
+    interval: IntervalOption = 10.0,
     token_file: TokenFileOption = None,
 ) -> None:
     """Print a run's state and its tasks' states; exit 1 if the run failed or was canceled."""
-    from codedpo.pipelines.submit import KfpApiError, RunStatus, follow_run, make_client, run_status, run_url
-
-    def show(current: RunStatus) -> None:
-        colour = "red" if current.failed else "green" if current.finished else "cyan"
-        console.print(f"run {escape(current.run_id)} ({escape(current.name)}): [{colour}]{current.state}[/]")
-        for task in current.tasks:
-            console.print(f"  {task.state:<10} {escape(task.name)}")
+    from codedpo.pipelines.submit import KfpApiError, follow_run, make_client, run_status, run_url
 
     try:
         client = make_client(host, namespace, token_file=token_file)
-        final = follow_run(client, host, run_id, show, interval_s=interval) if follow else run_status(client, host, run_id)
+        final = (follow_run(client, host, run_id, _show_run_status, interval_s=interval) if follow
+                 else run_status(client, host, run_id))
     except InputError as error:  # an unreadable token file
         raise _fail(str(error)) from None
     except KfpApiError as error:
         raise _fail(str(error), EXIT_API_ERROR) from None
     if not follow:
-        show(final)
+        _show_run_status(final)
     console.print(f"run: {escape(run_url(host, run_id))}")
     if final.failed:
         raise _fail(f"run {run_id} {final.state}" + (f": {final.error}" if final.error else ""), EXIT_STEP_FAILED)
@@ -423,15 +431,15 @@ def retry(
     run_id: Annotated[str, typer.Argument(help="The failed or canceled run's id (from `codedpo submit`).")],
     host: HostOption,
     namespace: NamespaceOption = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Poll until the run finishes.")] = False,
-    interval: Annotated[float, typer.Option(help="Seconds between polls with --follow.", min=0.1)] = 10.0,
+    follow: FollowOption = False,
+    interval: IntervalOption = 10.0,
     token_file: TokenFileOption = None,
 ) -> None:
     """Start a failed or canceled run again where it stopped: only its failed and not-yet-run tasks
     run, the succeeded ones keep their outputs (a run of several rounds resumes at the round that
     failed). Exit 3 if the run is in another state or the API refuses; with --follow, exit 1 if the
     retried run fails again."""
-    from codedpo.pipelines.submit import KfpApiError, RunStatus, follow_run, make_client, retry_run
+    from codedpo.pipelines.submit import KfpApiError, follow_run, make_client, retry_run
 
     try:
         retried = retry_run(host, run_id, namespace=namespace, token_file=token_file)
@@ -450,15 +458,9 @@ def retry(
     if not follow:
         return
 
-    def show(current: RunStatus) -> None:
-        colour = "red" if current.failed else "green" if current.finished else "cyan"
-        console.print(f"run {escape(current.run_id)} ({escape(current.name)}): [{colour}]{current.state}[/]")
-        for task in current.tasks:
-            console.print(f"  {task.state:<10} {escape(task.name)}")
-
     try:
         client = make_client(host, namespace, token_file=token_file)
-        final = follow_run(client, host, run_id, show, interval_s=interval)
+        final = follow_run(client, host, run_id, _show_run_status, interval_s=interval)
     except InputError as error:
         raise _fail(str(error)) from None
     except KfpApiError as error:

@@ -295,11 +295,6 @@ def _output_fields(shape: Shape, generate: bool, first_round: int = 1) -> list[t
     return fields
 
 
-def _returning(fields: list[tuple[str, type]], name: str):
-    """A NamedTuple type of `fields` for a pipeline function's return annotation."""
-    return NamedTuple(name, fields)
-
-
 def build_replay_pipeline(cluster: ClusterConfig | None = None, run_config_default: dict | None = None,
                           shape: Shape = Shape()):
     """The replay pipeline (a KFP `GraphComponent`) with `cluster`'s settings on every step
@@ -309,7 +304,7 @@ def build_replay_pipeline(cluster: ClusterConfig | None = None, run_config_defau
     default = DEFAULT_RUN_CONFIG if run_config_default is None else run_config_default
     if shape.rounds != 1:
         raise ValueError("imported samples give one round: rounds > 1 needs a sampling backend")
-    returns = PipelineOutputs if shape == Shape() else _returning(_output_fields(shape, False), "ReplayOutputs")
+    returns = PipelineOutputs if shape == Shape() else NamedTuple("ReplayOutputs", _output_fields(shape, False))
 
     def replay_pipeline(samples_path: str, run_config: dict = default, train_model: str = ""):
         """import samples -> execute -> score -> time -> pairs -> report (-> train (-> evaluate))."""
@@ -339,7 +334,7 @@ def build_generate_pipeline(cluster: ClusterConfig | None = None, run_config_def
     if resume is not None and not 1 < first_round <= shape.rounds:
         raise ValueError(f"a run of {shape.rounds} rounds cannot resume at round {first_round}")
     returns = (GeneratePipelineOutputs if shape == Shape() and resume is None
-               else _returning(_output_fields(shape, True, first_round), "GenerateOutputs"))
+               else NamedTuple("GenerateOutputs", _output_fields(shape, True, first_round)))
 
     def generate_pipeline(run_config: dict = default, train_model: str = ""):
         """seeds -> tasks (sharded) -> codes and tests (sharded) -> execute -> ... -> report (-> train),

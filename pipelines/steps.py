@@ -636,7 +636,7 @@ def track_finish(
     from codedpo.components.common import config as run_config_module
     from codedpo.components.common.storage.runs import target_for
     from codedpo.components.track import end_run, flatten_params, log_run, register_model
-    from codedpo.components.track.pipeline_run import model_lineage, settings_for, stage_metrics
+    from codedpo.components.track.pipeline_run import metrics_by_stage, model_lineage, settings_for
 
     config = run_config_module.validate_config(run_config, source="run_config")
     if not tracking_run_id:
@@ -654,7 +654,7 @@ def track_finish(
     if charts.is_dir():
         artifacts.update({f"charts/{svg.name}": svg for svg in sorted(charts.glob("*.svg"))})
     log_run(settings, tracking_run_id, params=flatten_params(config.model_dump(mode="json")),
-            stages=stage_metrics(values), artifacts=artifacts, tags={"kfp_run_id": kfp_run_id})
+            stages=metrics_by_stage(values), artifacts=artifacts, tags={"kfp_run_id": kfp_run_id})
     if config.tracking.register_model and model is not None:
         from codedpo.components.train.locations import trained_model_folder
 
@@ -665,7 +665,7 @@ def track_finish(
                                 model_lineage(config, kfp_run_id, run_id, evaluated, version("codedpo")))
         print(f"registered {config.tracking.register_model} version {number}")
     end_run(settings, tracking_run_id, "FINISHED")
-    print(f"tracked run {tracking_run_id}: {len(values)} metrics in {len(stage_metrics(values))} stages")
+    print(f"tracked run {tracking_run_id}: {len(values)} metrics in {len(metrics_by_stage(values))} stages")
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -693,17 +693,18 @@ def export_dataset(
 
     from codedpo.components.common import config as run_config_module
     from codedpo.components.common.storage.runs import target_for
+    from codedpo.components.export import lineage  # the run folder's file names, which the lineage reads
     from codedpo.components.export.stage import CARD_FILE, export_run
 
     config = run_config_module.validate_config(run_config, source="run_config")
     folder = Path(tempfile.mkdtemp(prefix="codedpo-export-")) / config.run_name
     folder.mkdir()
     for artifact, name in ((samples, "samples.jsonl"), (executions, "executions.jsonl"), (scores, "scores.jsonl"),
-                           (timings, "timings.jsonl"), (pairs, "pairs.jsonl")):
+                           (timings, "timings.jsonl"), (pairs, lineage.PAIRS_FILE)):
         shutil.copyfile(artifact.path, folder / name)
-    (folder / "config.yaml").write_text(run_config_module.dump_config(config), encoding="utf-8")
-    summaries = [(samples, "import_json", "import_summary.json"), (samples, "summary_json", "sampling_summary.json"),
-                 (tasks, "summary_json", "tasks_summary.json")]  # the lineage reads them (export/lineage.py)
+    (folder / lineage.CONFIG_FILE).write_text(run_config_module.dump_config(config), encoding="utf-8")
+    summaries = [(samples, "import_json", lineage.IMPORT_SUMMARY_FILE), (samples, "summary_json",
+                  lineage.SAMPLING_SUMMARY_FILE), (tasks, "summary_json", lineage.TASKS_SUMMARY_FILE)]
     for artifact, key, name in summaries:
         if artifact is not None and artifact.metadata.get(key):
             (folder / name).write_text(json.dumps(json.loads(artifact.metadata[key]), indent=2) + "\n", encoding="utf-8")

@@ -8,7 +8,6 @@ on untracked."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,7 +119,6 @@ def test_an_unreachable_tracking_server_stops_the_run_in_one_line(tmp_path: Path
     assert not (tmp_path / "quickstart" / "pairs.jsonl").exists()  # no step ran
 
 
-@pytest.mark.skipif(importlib.util.find_spec("flask_wtf") is None, reason="MLflow's basic-auth app needs mlflow[auth]")
 def test_wrong_tracking_credentials_stop_the_run_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "auth").mkdir()
     with running_mlflow_server(tmp_path / "auth", auth=True) as server:

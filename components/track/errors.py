@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from codedpo.components.common.errors import InputError
@@ -65,3 +66,15 @@ def guarded(settings: TrackingSettings, call: Callable[[], T], fallback: T) -> T
             raise error from None
         logger.warning("%s (tracking.on_error is 'warn': the run goes on untracked)", error)
         return fallback
+
+
+def check_writable(settings: TrackingSettings, folder: Path, what: str) -> None:
+    """`folder` can be created and a file written in it, else a TrackingError naming `what`."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".codedpo-probe-"):
+            pass
+    except OSError as error:
+        raise TrackingError(settings, f"cannot write {what} {folder}: {error.strerror or error}") from None

@@ -3,7 +3,7 @@ settings of `RunConfig.tracking`, the report's flat metrics grouped by the stage
 and the lineage a registered model carries.
 
     settings = settings_for(config)                  # TrackingSettings of `config.tracking`
-    stages = stage_metrics(report_metrics)           # {"execute": {...}, "pairs": {...}, ...}
+    stages = metrics_by_stage(report_metrics)           # {"execute": {...}, "pairs": {...}, ...}
     lineage = model_lineage(config, kfp_run_id, evaluation_metrics)
 
 The stage of a report metric is read off its name (`report/metrics.py` keeps them stable): the
@@ -53,7 +53,7 @@ def tracking_requested(config: RunConfig, env: Mapping[str, str] | None = None) 
     return backend not in (None, "none") or (backend is None and bool(env.get("MLFLOW_TRACKING_URI")))
 
 
-def stage_metrics(metrics: Mapping[str, float]) -> dict[str, dict[str, float]]:
+def metrics_by_stage(metrics: Mapping[str, float]) -> dict[str, dict[str, float]]:
     """The report's flat metrics by stage (STAGE_RULES; the rest under "report")."""
     stages: dict[str, dict[str, float]] = {}
     for name, value in sorted(metrics.items()):

@@ -21,14 +21,13 @@ import json
 import re
 import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from codedpo.components.track.errors import TrackingError
+from codedpo.components.track.errors import TrackingError, check_writable
 from codedpo.components.track.names import flatten_params, metric_values, param_text, sanitize_name, stage_metrics
 from codedpo.components.track.run import RunStatus, TrackedRun
 from codedpo.components.track.settings import TrackingSettings
@@ -96,13 +95,7 @@ def _write_run(folder: Path, record: Mapping[str, Any]) -> None:
 
 def check(settings: TrackingSettings) -> None:
     """The experiment's folder can be created and written, and the writer can be imported."""
-    folder = experiment_dir(settings)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".codedpo-probe-"):
-            pass
-    except OSError as error:
-        raise TrackingError(settings, f"cannot write the log dir {folder}: {error.strerror or error}") from None
+    check_writable(settings, experiment_dir(settings), "the log dir")
     try:
         from torch.utils.tensorboard import SummaryWriter  # noqa: F401
     except ImportError as error:

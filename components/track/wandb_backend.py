@@ -26,13 +26,12 @@ import json
 import os
 import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from codedpo.components.track.errors import TrackingError
+from codedpo.components.track.errors import TrackingError, check_writable
 from codedpo.components.track.names import flatten_params, sanitize_name, stage_metrics
 from codedpo.components.track.run import RunStatus, TrackedRun
 from codedpo.components.track.settings import TrackingSettings
@@ -77,13 +76,7 @@ def _write_journal(settings: TrackingSettings, run_id: str, journal: Mapping[str
 
 def check(settings: TrackingSettings) -> None:
     """The folder can be created and written, and wandb imports (offline needs nothing else)."""
-    folder = Path(settings.uri or ".")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".codedpo-probe-"):
-            pass
-    except OSError as error:
-        raise TrackingError(settings, f"cannot write the run folder {folder}: {error.strerror or error}") from None
+    check_writable(settings, Path(settings.uri or "."), "the run folder")
     try:
         import wandb  # noqa: F401
     except ImportError as error:
