@@ -108,3 +108,30 @@ def test_a_hung_code_costs_no_fork_per_test(small_config, make_sample) -> None:
     # One child: each timeout interrupts the test and the child goes on with the next one.
     assert stats.harness["children"] == 1 and stats.harness["killed"] == 0, stats.harness
     assert stats.harness["interrupted"] == len(TESTS), stats.harness
+
+
+# Hangs; when stopped after a long run (the ceiling), its unwinding takes 0.2 s more, as freeing
+# what a `while` loop grew for a second does (HumanEval/100's hung codes). Stopped at a short
+# limit, it unwinds at once.
+HUNG_WITH_SLOW_UNWIND = ("import time\n\ndef f(x):\n    started = time.monotonic()\n    try:\n"
+                         "        while True:\n            pass\n    finally:\n"
+                         "        if time.monotonic() - started > 0.5:\n"
+                         "            until = time.monotonic() + 0.2\n"
+                         "            while time.monotonic() < until:\n                pass\n")
+
+
+def test_an_acknowledged_interrupt_lets_a_slow_unwind_finish(small_config, make_sample) -> None:
+    # The child says "I" (test stopped, every line written) before unwinding: the dispatcher then
+    # waits for the unwind instead of killing the child after the 50 ms grace, which would run
+    # its pending tests again in a fresh child and wait out the ceiling a second time.
+    stats = ExecutionStats()
+    started = time.monotonic()
+    (record,) = execute_samples([make_sample("unwind", [HUNG_WITH_SLOW_UNWIND], TESTS)], small_config(workers=1),
+                                stats=stats)
+    seconds = time.monotonic() - started
+    (row,) = record.outcomes
+    assert [o.reason for o in row] == [Reason.timeout] * len(TESTS), row
+    assert row[0].detail == "over 1 s" and all("short limit" in o.detail for o in row[1:]), row
+    assert stats.harness["children"] == 1, stats.harness
+    assert stats.harness["killed"] == 0 and stats.harness["rerun_unbuffered"] == 0, stats.harness
+    assert seconds < 6.0, seconds

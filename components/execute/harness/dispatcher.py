@@ -405,14 +405,19 @@ class Dispatcher:
 
     def take_line(self, child, line):
         parts = line.split(" ", 6)
-        if _len(parts) < 3 or parts[0] != child.token:
+        if _len(parts) < 2 or parts[0] != child.token:
             return  # not from the harness code of this child: ignored
         kind = parts[1]
+        # "I" is the one line of two words: checked before the length test that every other
+        # kind needs (when it was skipped, a slow unwind got the child killed and its pending
+        # tests run again, the first of them waiting out the ceiling a second time).
         if kind == "I" and child.interrupted:
             # It stopped the test and wrote every line it held: what it reports next is about
             # pending[0]; unwinding a big test (freeing its memory) may take a while.
             child.acknowledged = True
             child.deadline = _monotonic() + min(1.0, max(_INTERRUPT_GRACE_S, child.limit_s))
+            return
+        if _len(parts) < 3:
             return
         if kind == "C":
             if parts[2] == "ok":
