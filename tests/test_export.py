@@ -94,7 +94,7 @@ def test_arrow_export_gives_back_every_field_of_every_row(run_dir: Path, tmp_pat
     samples = datasets.load_from_disk(str(out / "samples"))["train"]
     assert json.loads(samples[0]["provenance"]) == read_records(run_dir / "samples.jsonl", SampleSet)[0].provenance
     # The card's configs point `load_dataset` at the same files.
-    assert datasets.load_dataset(str(out), split="train").to_list() == pairs
+    assert datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf-cache")).to_list() == pairs
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "data", "executions", "lineage.json", "samples", "scores"]
 
 
@@ -105,9 +105,10 @@ def test_parquet_export_has_the_hub_layout_and_loads_with_load_dataset(run_dir: 
     assert result.exit_code == 0, result.output
     assert (out / "data" / "train-00000-of-00001.parquet").is_file()
     assert (out / "scores" / "train-00000-of-00001.parquet").is_file()
-    pairs = datasets.load_dataset("parquet", data_files={"train": str(out / "data" / "train-*.parquet")})["train"]
+    pairs = datasets.load_dataset("parquet", data_files={"train": str(out / "data" / "train-*.parquet")},
+                                  cache_dir=str(tmp_path / "hf-cache"))["train"]
     assert pairs.to_list() == raw_rows(run_dir / "pairs.jsonl", "pairs")
-    scores = datasets.load_dataset(str(out), "scores", split="train")
+    scores = datasets.load_dataset(str(out), "scores", split="train", cache_dir=str(tmp_path / "hf-cache"))
     assert scores.to_list() == raw_rows(run_dir / "scores.jsonl", "scores")
 
 
@@ -307,7 +308,8 @@ def test_export_to_s3_uploads_the_folder_and_refuses_a_prefix_in_use(
                     "samples/train-00000-of-00001.parquet"]  # fmt: skip
     for key in keys:  # read back, each object verified against its recorded sha256
         store.get_file(key, tmp_path / "back" / key)
-    pairs = datasets.load_dataset("parquet", data_files=str(tmp_path / "back" / "data" / "*.parquet"), split="train")
+    pairs = datasets.load_dataset("parquet", data_files=str(tmp_path / "back" / "data" / "*.parquet"), split="train",
+                                  cache_dir=str(tmp_path / "hf-cache"))
     assert pairs.to_list() == raw_rows(run_dir / "pairs.jsonl", "pairs")
     lineage = json.loads(store.get_bytes("lineage.json"))
     assert lineage["files"]["data/train-00000-of-00001.parquet"]["sha256"] == store.get_file(

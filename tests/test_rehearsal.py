@@ -277,3 +277,49 @@ def test_the_train_step_rehearsed_in_the_trainer_image(tmp_path: Path) -> None:
     assert (run_dir / "model" / "final" / "model.safetensors").is_file()
     log = strip_colour((run_dir / "pipeline.log").read_text())
     assert log.count("step container: localhost/codedpo/codedpo-trainer:") == 1
+
+
+@pytest.mark.slow
+def test_evaluate_and_tracking_rehearsed_in_the_trainer_image(tmp_path: Path) -> None:
+    """With `evaluate.benchmarks` and `tracking:` the train, evaluate and both track steps run in
+    the trainer image (the evaluate step's solutions judged in the sandbox pods), tracked on a
+    real MLflow server on loopback (the steps use the host's network, as the rehearsal gives them)."""
+    from mlflow.tracking import MlflowClient
+    from mlflow_server import running_mlflow_server
+    from tiny_model import save_tiny_model
+
+    _image("trainer")
+    model = tmp_path / "tiny"
+    save_tiny_model(model, ["def add(a, b):\n    return a + b\n"] * 4)
+    benchmark = tmp_path / "benchmark.jsonl"
+    rows = [{"task_id": f"Tiny/{i}", "prompt": f'def {name}(a, b):\n    """{text}"""\n', "entry_point": name,
+             "canonical_solution": f"    return {body}\n",
+             "test": f"def check(candidate):\n    assert candidate(2, 3) == {value}\n"}
+            for i, (name, text, body, value) in enumerate([("add", "a plus b", "a + b", 5),
+                                                            ("mul", "a times b", "a * b", 6)])]
+    benchmark.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    with running_mlflow_server(tmp_path / "mlflow") as server:
+        settings = {"train.model": str(model), "train.max_steps": 2, "train.save_steps": 1,
+                    "train.per_device_batch_size": 4, "train.gradient_accumulation_steps": 1,
+                    "train.logging_steps": 1, "train.learning_rate": 1e-3, "train.activation_checkpointing": "false",
+                    "train.max_length_tokens": 512, "evaluate.benchmarks": f"[{benchmark}]", "evaluate.n": 2,
+                    "evaluate.max_tokens": 24, "evaluate.timing_repeats": 0, "tracking.backend": "mlflow",
+                    "tracking.uri": server.uri, "tracking.experiment": "rehearsal"}
+        sets = [word for key, value in settings.items() for word in ("--set", f"{key}={value}")]
+        run_dir, output = _rehearse(tmp_path, *sets, env={"MLFLOW_DISABLE_TELEMETRY": "true"})
+        client = MlflowClient(tracking_uri=server.uri)
+        experiment = client.get_experiment_by_name("rehearsal")
+        runs = client.search_runs([experiment.experiment_id])
+        parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+        assert len(parents) == 1 and parents[0].info.status == "FINISHED", parents
+        nested = {run.info.run_name for run in runs if run.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
+        assert {"execute", "pairs", "evaluate"} <= nested, nested
+        artifacts = {item.path for item in client.list_artifacts(parents[0].info.run_id)}
+        assert {"report.md", "config.yaml", "evaluation.json"} <= artifacts, artifacts
+    assert "ok      evaluate" in output, output
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    assert set(evaluation["benchmarks"]["benchmark"]["models"]) == {"trained", "base"}
+    log = strip_colour((run_dir / "pipeline.log").read_text())
+    # train, evaluate, and the two track steps
+    assert log.count("step container: localhost/codedpo/codedpo-trainer:") == 4, log.count("step container")
+    assert _leftovers() == ([], [])

@@ -351,3 +351,21 @@ def test_resume_needs_a_run_of_several_rounds(tmp_path: Path) -> None:
     config = load_config(REPO / "examples/quickstart/run.yaml", {"output_dir": str(tmp_path)})
     with pytest.raises(ConfigError, match="resume continues a run of several rounds"):
         local_run.run_local(config, REPO, resume=True)
+
+
+def test_the_evaluation_prompts_the_model_in_the_style_it_was_trained_in(tmp_path: Path) -> None:
+    # Found by the rehearsal: a run that replays its samples (sampling.style chat by default)
+    # trained a model without a chat template in base style, then prompted it in chat style.
+    from tiny_model import save_tiny_model
+
+    from codedpo.components.evaluate.stage import evaluation_style
+
+    plain, chat = tmp_path / "plain", tmp_path / "chat"
+    save_tiny_model(plain, ["def f(x):\n    return x\n"])
+    save_tiny_model(chat, ["def f(x):\n    return x\n"], chat_template=True)
+    replay = {"sampling.backend": "replay"}
+    assert evaluation_style(load_config(None, replay), str(plain)) == "base"
+    assert evaluation_style(load_config(None, replay), str(chat)) == "chat"
+    assert evaluation_style(load_config(None, {**replay, "train.prompt_style": "chat"}), str(plain)) == "chat"
+    sampled = {"sampling.backend": "hf", "sampling.model": str(chat), "sampling.style": "base"}
+    assert evaluation_style(load_config(None, sampled), str(chat)) == "base"  # as the trainer was told

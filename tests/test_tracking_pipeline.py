@@ -157,7 +157,8 @@ def test_the_export_step_publishes_the_pairs_as_a_dataset_at_the_end_of_the_run(
 
     assert "export the dataset" in [e.step for e in events if e.status == "succeeded"]
     exported = tmp_path / "datasets" / "quickstart"  # {run_id}: the run's key, run_name locally
-    pairs = datasets.load_dataset("parquet", data_files=str(exported / "data" / "train-*.parquet"), split="train")
+    pairs = datasets.load_dataset("parquet", data_files=str(exported / "data" / "train-*.parquet"), split="train",
+                                  cache_dir=str(tmp_path / "hf-cache"))  # not another run's rows
     import json
 
     expected = [json.loads(line) for line in (run_dir / "pairs.jsonl").read_text().splitlines() if line.strip()]

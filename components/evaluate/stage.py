@@ -230,6 +230,27 @@ def benchmark_key(benchmark: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in stem.lower()).strip("_") or "benchmark"
 
 
+def evaluation_style(config: RunConfig, trained_model: str) -> str:
+    """The prompt style the models are evaluated in: the one the trained model was trained in.
+    `train.prompt_style` when it is chat or base; with 'auto', as the trainer decides it:
+    `sampling.style` when the run sampled its codes, else chat if the trained model's tokenizer
+    has a chat template and base if not. (`sampling.style` alone is wrong for replayed samples:
+    a model without a chat template cannot be prompted in chat style at all.)"""
+    if config.train.prompt_style != "auto":
+        return config.train.prompt_style
+    if config.sampling.backend != "replay":
+        return config.sampling.style
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(trained_model)
+    except Exception as error:  # noqa: BLE001 - the sampler will say what is wrong with the model
+        logger.warning("evaluate: could not read %s's tokenizer (%s); prompting in sampling.style %r",
+                       trained_model, error, config.sampling.style)
+        return config.sampling.style
+    return "chat" if getattr(tokenizer, "chat_template", None) else "base"
+
+
 def evaluate_round(config: RunConfig, trained_model: str, base_model: str, run_id: str, *, round_index: int = 0,
                    training_data: Path | str | None = None, previous: dict[str, Any] | None = None,
                    workdir: Path | None = None) -> dict[str, Any]:
@@ -255,6 +276,7 @@ def evaluate_round(config: RunConfig, trained_model: str, base_model: str, run_i
         raise EvaluationError("evaluate.benchmarks is empty: there is nothing to evaluate on")
     workdir = Path(tempfile.mkdtemp(prefix="codedpo-evaluate-")) if workdir is None else workdir
     sampling = config.sampling.model_dump(exclude={"model", "backend"})
+    sampling["style"] = evaluation_style(config, trained_model)
     models = {name: SamplingConfig.model_validate({**sampling, "backend": settings_of.backend, "model": model})
               for name, model in (("trained", trained_model), ("base", base_model))}
     result: dict[str, Any] = {"round": round_index, "trained_model": trained_model, "base_model": base_model,

@@ -245,9 +245,11 @@ def run_job_in_docker(client: Any, body: dict[str, Any], stop: threading.Event, 
     name = body["metadata"]["name"]
     deadline = time.monotonic() + float(spec.get("activeDeadlineSeconds") or 3600)
     movers_user = None
-    if local_store:  # the movers write where the coordinator wrote: as the folder's owner
-        owner = os.stat(local_store)
-        movers_user = f"{owner.st_uid}:{owner.st_gid}"
+    if local_store:
+        # The movers write into the folders the coordinator (this process) made there, so they
+        # run as its user. Not as the store folder's owner: a step of another image (the trainer
+        # image's root) makes shard folders in a store an earlier step (uid 10001) created.
+        movers_user = f"{os.getuid()}:{os.getgid()}"
     running: set[_Pod] = set()
     lock = threading.Lock()
 

@@ -158,7 +158,10 @@ class _Baseline:
         self.gc_threshold = gc.get_threshold()
 
     def restore(self, limits):
-        """Put the process back as it was; returns why it cannot be reused, or None."""
+        """Put the process back as it was; returns why it cannot be reused, or None.
+
+        Only ever in a child, in its own work folder: it empties the current folder. Called in
+        any other process (a profiling session in a checkout, say) it deletes that folder."""
         if _thread._count():
             return "threads left running"
         for which, value in self.rlimits:
