@@ -367,5 +367,6 @@ def test_the_evaluation_prompts_the_model_in_the_style_it_was_trained_in(tmp_pat
     assert evaluation_style(load_config(None, replay), str(plain)) == "base"
     assert evaluation_style(load_config(None, replay), str(chat)) == "chat"
     assert evaluation_style(load_config(None, {**replay, "train.prompt_style": "chat"}), str(plain)) == "chat"
-    sampled = {"sampling.backend": "hf", "sampling.model": str(chat), "sampling.style": "base"}
+    sampled = {"sampling.backend": "hf", "sampling.model": str(chat), "sampling.style": "base",
+               "seeds.path": str(tmp_path)}
     assert evaluation_style(load_config(None, sampled), str(chat)) == "base"  # as the trainer was told
