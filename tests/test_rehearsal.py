@@ -63,10 +63,13 @@ def test_a_pod_becomes_fetch_then_sandbox_and_upload_with_the_pods_restrictions(
         assert "runtime" not in mover and mover["network_mode"] == "host"  # the loopback store
         assert mover["user"] == "10001:10001" and mover["read_only"] is True and mover["cap_add"] == []
         assert {k: mover["environment"][k] for k in MOVERS_ENV} == MOVERS_ENV
-    assert fetch.kwargs["environment"]["JOB_COMPLETION_INDEX"] == "1"
+    assert fetch.kwargs["environment"]["JOB_COMPLETION_INDEX"] == upload.kwargs["environment"]["JOB_COMPLETION_INDEX"] == "1"
     assert upload.kwargs["volumes"] == {"vol-1": {"bind": "/work", "mode": "ro"}}
-    assert fetch.kwargs["entrypoint"] == ["python", "-m", "codedpo.components.execute.shard_worker"]
+    for plan in (fetch, sandbox, upload):  # no writable folder on sys.path, no user site-packages
+        assert plan.kwargs["entrypoint"] == ["python", "-P", "-s", "-m", "codedpo.components.execute.shard_worker"]
+        assert plan.kwargs["working_dir"] == "/"
     assert fetch.kwargs["command"][:1] == ["fetch"] and "s0,s1" in fetch.kwargs["command"]
+    assert upload.kwargs["command"][:1] == ["upload"] and "s0,s1" in upload.kwargs["command"]
     assert all(plan.kwargs["labels"][LABEL] == "codedpo-exec-r1-abc" for plan in (fetch, sandbox, upload))
 
 

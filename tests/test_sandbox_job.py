@@ -136,6 +136,56 @@ def test_job_pods_meet_the_security_properties():
     assert all("emptyDir" in v for v in pod["volumes"])
 
 
+def test_nothing_the_candidates_can_write_is_on_a_movers_import_path(tmp_path):
+    """Candidates write to the sandbox container's /tmp (in a pod they share it). Before this,
+    that emptyDir was also the movers' /tmp and, as the sandbox image's WORKDIR, the uploader's
+    working folder, which `python -m` puts first on sys.path: a `uuid.py` planted there ran in the
+    uploader, with the S3 credentials, when it imported the store after the shard was done. Now
+    the only volume the sandbox container and a mover share is `work` (closed to the candidates),
+    and every container runs `python -P -s` in `/`."""
+    pod = _job()["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in pod["initContainers"] + pod["containers"]}
+    sandbox_volumes = {m["name"] for m in containers["sandbox"]["volumeMounts"]}
+    for mover in ("fetch", "upload"):
+        shared = sandbox_volumes & {m["name"] for m in containers[mover]["volumeMounts"]}
+        assert shared == {"work"}, (mover, shared)
+    for container in containers.values():
+        assert container["command"][:4] == ["python", "-P", "-s", "-m"] and container["workingDir"] == "/"
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["PYTHONSAFEPATH"] == env["PYTHONNOUSERSITE"] == "1"
+
+    # The uploader's command as the pod runs it, in a working folder and a HOME an attacker
+    # filled: a module that shadows the standard library, and a .pth in the user site-packages.
+    planted, home, work, store = tmp_path / "planted", tmp_path / "home", tmp_path / "work", tmp_path / "store"
+    marker = tmp_path / "ran"
+    site = home / ".local" / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    for folder in (planted, site, work, store):
+        folder.mkdir(parents=True)
+    (planted / "uuid.py").write_text(f"open({str(marker)!r}, 'a').write('uuid ')\n"
+                                     "import sys; sys.path.remove(sys.path[0]); del sys.modules['uuid']; import uuid\n")
+    (site / "evil.pth").write_text(f"import os; open({str(marker)!r}, 'a').write('pth ')\n")
+    (work / "result.jsonl").write_text("{}\n")
+    (work / "shard").write_text("s0")
+    (work / "done").write_text("")
+    upload = containers["upload"]
+    args = ["upload", "--store", str(store), "--prefix", "p", "--dir", str(work), "--shards", "s0"]
+    env = {e["name"]: e["value"] for e in upload["env"] if "value" in e}
+    env.update(PATH="/usr/local/bin:/usr/bin:/bin", HOME=str(home), AWS_SECRET_ACCESS_KEY="secret",
+               JOB_COMPLETION_INDEX="0")
+
+    def run(command: list[str], environment: dict[str, str]) -> str:
+        marker.unlink(missing_ok=True)
+        done = subprocess.run([sys.executable, *command[1:], *args], env=environment, cwd=planted,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return marker.read_text() if marker.exists() else ""
+
+    assert run(upload["command"], env) == ""  # neither ran
+    # The same without the defence: both run (the plant is real; the test would see it).
+    bare = {k: v for k, v in env.items() if k not in ("PYTHONSAFEPATH", "PYTHONNOUSERSITE")}
+    assert sorted(run(["python", "-m", sandbox_job.WORKER_MODULE], bare).split()) == ["pth", "uuid"]
+
+
 # Pod Security Standards, `baseline`: the only capabilities a container may add.
 BASELINE_CAPABILITIES = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
                          "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
@@ -232,7 +282,8 @@ class PlayedJobController:
         env = self._env(container, index, workdir)
         self.container_envs[container["name"]] = env
         return subprocess.Popen([sys.executable, *container["command"][1:], *args], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                cwd=container.get("workingDir"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
 
     def _run_job(self, job: dict[str, Any]) -> None:
         self.jobs.append(job)
@@ -608,10 +659,15 @@ def test_worker_fetch_needs_the_completion_index(tmp_path, monkeypatch, capsys):
     assert "completion index 3 is outside the 1 shards of this Job" in capsys.readouterr().err
 
 
-def test_worker_upload_reports_the_sandbox_failure_or_a_missing_result(tmp_path, capsys):
+def test_worker_upload_reports_the_sandbox_failure_or_a_missing_result(tmp_path, capsys, monkeypatch):
     from codedpo.components.execute import shard_worker
 
-    argv = ["upload", "--store", "s3://b/p", "--prefix", "x", "--dir", str(tmp_path), "--wait-timeout-s", "0.2"]
+    argv = ["upload", "--store", "s3://b/p", "--prefix", "x", "--dir", str(tmp_path), "--shards", "s0,s1",
+            "--wait-timeout-s", "0.2"]
+    monkeypatch.delenv("JOB_COMPLETION_INDEX", raising=False)
+    assert shard_worker.main(argv) == 1  # the shard comes from the completion index, as for fetch
+    assert "JOB_COMPLETION_INDEX is not set to a completion index" in capsys.readouterr().err
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
     assert shard_worker.main(argv) == 1
     assert "no result from the sandbox container within 0.2 s" in capsys.readouterr().err
     (tmp_path / "failed").write_text("SandboxUnavailable: this kernel is not gVisor")
@@ -742,12 +798,53 @@ def test_the_uploader_gives_up_when_the_sandbox_container_stops_beating(tmp_path
     os.utime(tmp_path / shard_worker.HEARTBEAT, (old, old))
     started = time.monotonic()
     with pytest.raises(shard_worker.ShardWorkerError, match="no heartbeat for 3\\d s"):
-        shard_worker.upload("s3://unused/x", "p", tmp_path, wait_timeout_s=3600, poll_s=0.05, stale_after_s=10)
+        shard_worker.upload("s3://unused/x", "p", tmp_path, wait_timeout_s=3600, poll_s=0.05, stale_after_s=10,
+                            shard_id="s0")
     assert time.monotonic() - started < 5
     # While it beats, the uploader keeps waiting (here: until the wait runs out).
     with shard_worker.Heartbeat(tmp_path, period_s=0.05):
         with pytest.raises(shard_worker.ShardWorkerError, match="within 0.5 s"):
-            shard_worker.upload("s3://unused/x", "p", tmp_path, wait_timeout_s=0.5, poll_s=0.05, stale_after_s=0.3)
+            shard_worker.upload("s3://unused/x", "p", tmp_path, wait_timeout_s=0.5, poll_s=0.05, stale_after_s=0.3,
+                                shard_id="s0")
+
+
+def test_the_uploader_follows_no_link_and_takes_its_key_from_the_job(tmp_path):
+    """Read as an attacker who got past the harness to the sandbox container's root: it can
+    write anything into the shared folder. A `shard` it rewrites decides no key (the uploader
+    takes the shard from the completion index), and `failed` or `result.jsonl` made links to one
+    of the uploader's own files (a mounted Secret) are refused, their target neither logged nor
+    uploaded."""
+    from codedpo.components.execute import shard_worker
+
+    secret = tmp_path / "secret"
+    secret.write_text("s3-secret-key")
+    work, store_root = tmp_path / "work", tmp_path / "store"
+    work.mkdir()
+    store_root.mkdir()
+    (work / shard_worker.SHARD).write_text("someone-elses-shard")
+    (work / shard_worker.RESULT).write_text('{"result": 1}\n')
+    (work / shard_worker.DONE).touch()
+    key = shard_worker.upload(str(store_root), "p", work, wait_timeout_s=5, poll_s=0.05, shard_id="s0")
+    assert key == "p/s0/result.jsonl"
+    assert open_store(str(store_root)).get_bytes(key) == b'{"result": 1}\n'
+
+    (work / shard_worker.RESULT).unlink()
+    (work / shard_worker.RESULT).symlink_to(secret)
+    with pytest.raises(shard_worker.ShardWorkerError, match="result.jsonl in the shared folder cannot be read") as caught:
+        shard_worker.upload(str(store_root), "q", work, wait_timeout_s=5, poll_s=0.05, shard_id="s0")
+    assert "s3-secret-key" not in str(caught.value)
+    assert not open_store(str(store_root)).exists("q/s0/result.jsonl")
+
+    (work / shard_worker.DONE).unlink()
+    (work / shard_worker.FAILED).symlink_to(secret)
+    with pytest.raises(shard_worker.ShardWorkerError, match="failed in the shared folder cannot be read") as caught:
+        shard_worker.upload(str(store_root), "q", work, wait_timeout_s=5, poll_s=0.05, shard_id="s0")
+    assert "s3-secret-key" not in str(caught.value)
+    (work / shard_worker.FAILED).unlink()
+    (work / shard_worker.FAILED).write_text("x" * 10_000 + "\nsecond line")
+    with pytest.raises(shard_worker.ShardWorkerError) as caught:  # one line, cut at 300 characters
+        shard_worker.upload(str(store_root), "q", work, wait_timeout_s=5, poll_s=0.05, shard_id="s0")
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 400
 
 
 def test_the_sandbox_container_closes_the_shared_folder_before_candidates_run(tmp_path):

@@ -341,7 +341,7 @@ def test_movers_fetch_and_upload_a_shard_with_their_own_key(role_server: RoleSer
         assert (workdir / shard_worker.INPUT).read_bytes() == b'{"problem": 1}\n'
         (workdir / shard_worker.RESULT).write_bytes(b'{"result": 1}\n')
         (workdir / shard_worker.DONE).touch()
-        uploaded = shard_worker.upload(f"s3://{BUCKET}", prefix, workdir, wait_timeout_s=30)
+        uploaded = shard_worker.upload(f"s3://{BUCKET}", prefix, workdir, wait_timeout_s=30, shard_id="s1")
         assert steps_store.get_bytes(uploaded) == b'{"result": 1}\n'  # checksummed, read by the coordinator
     assert not [k for k in steps_store.list("") if k.startswith(".")]  # the temporary was deleted
     # The same key reaches nothing else, through the store as through the raw API.

@@ -147,6 +147,7 @@ def pod_containers(body: dict[str, Any], index: int, volume: str, *, environ: di
             "image": container["image"],
             "entrypoint": container["command"],
             "command": container["args"],
+            "working_dir": container.get("workingDir"),
             "environment": env,
             "user": user,
             "read_only": bool(security.get("readOnlyRootFilesystem")),

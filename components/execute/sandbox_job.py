@@ -62,9 +62,12 @@ is required (`--sandbox pod` refuses to run unless the kernel is gVisor), the ro
 is read-only, privilege escalation is off (no_new_privs), the five capabilities are all in Pod
 Security's `baseline` profile, and the candidates themselves run as the slot uids with no
 capability at all. Every container has a read-only root file system, no privilege escalation
-and the RuntimeDefault seccomp profile; `TMP_DIR` and `WORK_DIR` are emptyDirs with size limits (the pod's
+and the RuntimeDefault seccomp profile; `TMP_DIR` (one emptyDir for the movers, another for the
+sandbox container, whose candidates write to it) and `WORK_DIR` are emptyDirs with size limits (the pod's
 fsGroup 10001 owns them, so what the sandbox writes as root in `WORK_DIR`, mode 0644, is readable by
-the uploader); the sandbox container has CPU and memory requests equal to limits. (The
+the uploader); the sandbox container has CPU and memory requests equal to limits. Every
+container runs `python -P -s` in `/`: no writable folder on sys.path, no user site-packages
+(PYTHON_COMMAND says why). (The
 manifests' NetworkPolicy also admits cluster DNS; see there.)
 
 Needs Kubernetes 1.29 or later: `backoffLimitPerIndex` is beta and on by default from 1.29 (GA in
@@ -231,12 +234,22 @@ def _security_context(root: bool = False) -> dict[str, Any]:
             "capabilities": capabilities, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
+# Every container's interpreter: `-P` puts no working folder on sys.path (with `-m` Python puts
+# the working folder first, ahead of the standard library: a module planted there would run in
+# the uploader, with its credentials, as soon as it imports one it has not imported yet), `-s` no
+# user site-packages (HOME is a writable emptyDir: a `.pth` there runs at start-up). The working
+# folder is `/` besides (the read-only root), not the image's WORKDIR (/tmp in the sandbox image).
+PYTHON_COMMAND = ["python", "-P", "-s", "-m", WORKER_MODULE]
+WORKING_DIR = "/"
+
+
 def _container(name: str, job: SandboxJobConfig, args: list[str], env: list[dict[str, Any]],
                resources: dict[str, Any], mounts: list[dict[str, Any]], root: bool = False) -> dict[str, Any]:
     base_env = [{"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}, {"name": "HOME", "value": TMP_DIR},
-                {"name": "TMPDIR", "value": TMP_DIR}]
+                {"name": "TMPDIR", "value": TMP_DIR}, {"name": "PYTHONSAFEPATH", "value": "1"},
+                {"name": "PYTHONNOUSERSITE", "value": "1"}]
     return {"name": name, "image": job.image, "imagePullPolicy": "IfNotPresent",
-            "command": ["python", "-m", WORKER_MODULE], "args": args, "env": base_env + env,
+            "command": list(PYTHON_COMMAND), "args": args, "env": base_env + env, "workingDir": WORKING_DIR,
             "resources": resources, "volumeMounts": mounts, "securityContext": _security_context(root)}
 
 
@@ -260,7 +273,11 @@ def build_sandbox_job(name: str, run_id: str, shard_ids: list[str], config: Exec
                               sort_keys=True, separators=(",", ":"))
     labels = {**SANDBOX_LABELS, RUN_LABEL: _slug(run_id, 63)}
     work = {"name": "work", "mountPath": WORK_DIR}
+    # The movers' /tmp and the sandbox container's are separate emptyDirs: the candidates write
+    # to theirs (in a pod they share it), and nothing they can write may reach a mover. The one
+    # folder both sides mount is `work`, which the sandbox container closes to the candidates.
     tmp = {"name": "tmp", "mountPath": TMP_DIR}
+    sandbox_tmp = {"name": "sandbox-tmp", "mountPath": TMP_DIR}
     store_args = ["--store", job.store_uri, "--prefix", prefix, "--dir", WORK_DIR]
     index_env = {"name": "JOB_COMPLETION_INDEX",
                  "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{INDEX_ANNOTATION}']"}}}
@@ -271,9 +288,10 @@ def build_sandbox_job(name: str, run_id: str, shard_ids: list[str], config: Exec
                        [index_env, *job.s3.to_env()], DATA_MOVER_RESOURCES, [work, tmp])
     sandbox = _container("sandbox", job, ["run", "--dir", WORK_DIR, "--sandbox", "pod", "--execute-json", execute_json,
                           *task.worker_args()],
-                         [], sandbox_resources, [work, tmp], root=True)
-    uploader = _container("upload", job, ["upload", *store_args, "--wait-timeout-s", str(math.ceil(job.timeout_s))],
-                          job.s3.to_env(), DATA_MOVER_RESOURCES, [{**work, "readOnly": True}, tmp])
+                         [], sandbox_resources, [work, sandbox_tmp], root=True)
+    uploader = _container("upload", job, ["upload", *store_args, "--shards", ",".join(shard_ids),
+                                          "--wait-timeout-s", str(math.ceil(job.timeout_s))],
+                          [index_env, *job.s3.to_env()], DATA_MOVER_RESOURCES, [{**work, "readOnly": True}, tmp])
     pod_spec = {
         "runtimeClassName": job.runtime_class,
         "serviceAccountName": job.service_account,
@@ -286,7 +304,8 @@ def build_sandbox_job(name: str, run_id: str, shard_ids: list[str], config: Exec
         "initContainers": [fetch],
         "containers": [sandbox, uploader],
         "volumes": [{"name": "work", "emptyDir": {"sizeLimit": "2Gi"}},
-                    {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}],
+                    {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
+                    {"name": "sandbox-tmp", "emptyDir": {"sizeLimit": "2Gi"}}],
     }
     if job.node_selector:
         pod_spec["nodeSelector"] = dict(job.node_selector)

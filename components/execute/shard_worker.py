@@ -17,7 +17,9 @@ the pod is thrown away) and writes `<dir>/result.jsonl` (ExecutionRecords, in in
 the marker `<dir>/done`; on an error it writes `<dir>/failed` with the one-line reason instead.
 With `--task time` the input is a timing plan and `run` times it (`timing.time_samples`,
 TimingRecords). While it works it touches `<dir>/heartbeat` every few seconds.
-`upload` waits for one of the markers: `done` -> uploads `<prefix>/<id>/result.jsonl` and exits 0;
+`upload` takes its shard id from the completion index as `fetch` does (never from the shared
+folder), and waits for one of the markers: `done` -> uploads `<prefix>/<id>/result.jsonl` (a plain
+file, never a link) and exits 0;
 `failed`, a heartbeat that stopped (the sandbox container was killed, e.g. for memory, and can
 write no marker), or no marker within the wait -> prints the reason and exits 1, so the pod,
 and with it the completion index, fails and the coordinator runs the shard again.
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 import threading
 import time
@@ -54,6 +57,45 @@ class ShardWorkerError(RuntimeError):
 def shard_key(prefix: str, shard_id: str, name: str) -> str:
     """Key of one shard's input or result object: `<prefix>/<id>/<name>`."""
     return f"{prefix}/{shard_id}/{name}"
+
+
+# The most of the sandbox container's `failed` reason the uploader repeats in its log.
+FAILED_REASON_CHARS = 300
+
+
+def _open_plain_file(path: Path) -> int:
+    """A read-only descriptor of `path`, which must be a plain file, not a link: the uploader
+    reads what the sandbox container wrote, and must never follow a link planted there to one
+    of its own files (a mounted Secret, say) into the store or its log."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as error:
+        raise ShardWorkerError(f"{path.name} in the shared folder cannot be read as a plain file: "
+                               f"{error.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ShardWorkerError(f"{path.name} in the shared folder is not a plain file")
+    return fd
+
+
+def _read_plain_file(path: Path, limit_bytes: int) -> bytes:
+    """At most `limit_bytes` of the plain file `path` (see _open_plain_file)."""
+    fd = _open_plain_file(path)
+    try:
+        return os.read(fd, limit_bytes)
+    finally:
+        os.close(fd)
+
+
+def shard_of_index(shard_ids: list[str], index_text: str) -> str:
+    """The shard a pod's completion index names (`JOB_COMPLETION_INDEX`, set by Kubernetes)."""
+    if not index_text.isdigit():
+        raise ShardWorkerError(f"{INDEX_ENV} is not set to a completion index (got {index_text!r}): "
+                               "this runs in a pod of an Indexed Job")
+    index = int(index_text)
+    if not 0 <= index < len(shard_ids):
+        raise ShardWorkerError(f"completion index {index} is outside the {len(shard_ids)} shards of this Job")
+    return shard_ids[index]
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -161,8 +203,10 @@ def _heartbeat_age_s(workdir: Path) -> float | None:
 
 
 def upload(store_uri: str, prefix: str, workdir: Path, wait_timeout_s: float, poll_s: float = 0.5,
-           stale_after_s: float = HEARTBEAT_STALE_S) -> str:
-    """Wait for the sandbox container's marker, then upload the result; returns its key.
+           stale_after_s: float = HEARTBEAT_STALE_S, *, shard_id: str) -> str:
+    """Wait for the sandbox container's marker, then upload the result under `shard_id`'s key;
+    returns the key. The shard id comes from the Job (the completion index), never from the
+    shared folder, which the sandbox container writes: what ran there decides no key.
 
     Gives up (ShardWorkerError: the pod fails, the index runs again) when the sandbox container
     failed, when its heartbeat has not moved for `stale_after_s` (it was killed: out of memory,
@@ -171,8 +215,9 @@ def upload(store_uri: str, prefix: str, workdir: Path, wait_timeout_s: float, po
     started = time.monotonic()
     deadline = started + wait_timeout_s
     while not (workdir / DONE).exists():
-        if (workdir / FAILED).exists():
-            raise ShardWorkerError(f"the sandbox container failed: {(workdir / FAILED).read_text(encoding='utf-8')}")
+        if os.path.lexists(workdir / FAILED):
+            reason = _read_plain_file(workdir / FAILED, FAILED_REASON_CHARS).decode("utf-8", "replace")
+            raise ShardWorkerError(f"the sandbox container failed: {' '.join(reason.split())}")
         age_s = _heartbeat_age_s(workdir)
         waited_s = time.monotonic() - started
         if age_s is not None and age_s > stale_after_s and not (workdir / DONE).exists():
@@ -185,9 +230,12 @@ def upload(store_uri: str, prefix: str, workdir: Path, wait_timeout_s: float, po
         time.sleep(poll_s)
     from codedpo.components.common.storage import open_store
 
-    shard_id = (workdir / SHARD).read_text(encoding="utf-8").strip()
     key = shard_key(prefix, shard_id, RESULT)
-    open_store(store_uri).put_file(key, workdir / RESULT)
+    fd = _open_plain_file(workdir / RESULT)
+    try:  # streamed from the file opened above (its /proc name), never from the name in the folder
+        open_store(store_uri).put_file(key, f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
     return key
 
 
@@ -200,7 +248,8 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--store", required=True, help="s3://bucket/prefix of the run's store")
         command.add_argument("--prefix", required=True, help="key prefix of the shards (runs/<run>/execute/shards)")
         command.add_argument("--dir", required=True, type=Path, help="the pod's shared work folder")
-    commands.choices["fetch"].add_argument("--shards", required=True, help="comma-separated shard ids, by index")
+    for name in ("fetch", "upload"):
+        commands.choices[name].add_argument("--shards", required=True, help="comma-separated shard ids, by index")
     commands.choices["upload"].add_argument("--wait-timeout-s", type=float, default=3600.0)
     command = commands.add_parser("run")
     command.add_argument("--dir", required=True, type=Path)
@@ -218,16 +267,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "fetch":
             index_text = os.environ.get(INDEX_ENV, "")
-            if not index_text.isdigit():
-                raise ShardWorkerError(f"{INDEX_ENV} is not set to a completion index (got {index_text!r}): "
-                                       "this runs in a pod of an Indexed Job")
+            shard_of_index(args.shards.split(","), index_text)  # a clear error before any download
             shard_id = fetch(args.store, args.prefix, args.shards.split(","), args.dir, int(index_text))
             print(f"fetched shard {shard_id} (index {index_text})", flush=True)
         elif args.command == "run":
             summary = run(args.dir, args.execute_json, args.sandbox, args.task, args.repeats, args.basis)
             print(f"shard done: {summary}", flush=True)
         else:
-            print(f"uploaded {upload(args.store, args.prefix, args.dir, args.wait_timeout_s)}", flush=True)
+            shard_id = shard_of_index(args.shards.split(","), os.environ.get(INDEX_ENV, ""))
+            print(f"uploaded {upload(args.store, args.prefix, args.dir, args.wait_timeout_s, shard_id=shard_id)}",
+                  flush=True)
     except Exception as error:  # noqa: BLE001 - one line in the pod log, exit 1 fails the index
         print(f"shard worker {args.command} failed: {' '.join(str(error).split())}", file=sys.stderr, flush=True)
         return 1
