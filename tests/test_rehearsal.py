@@ -301,6 +301,7 @@ def test_evaluate_and_tracking_rehearsed_in_the_trainer_image(tmp_path: Path) ->
             for i, (name, text, body, value) in enumerate([("add", "a plus b", "a + b", 5),
                                                             ("mul", "a times b", "a * b", 6)])]
     benchmark.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    (tmp_path / "mlflow").mkdir()
     with running_mlflow_server(tmp_path / "mlflow") as server:
         settings = {"train.model": str(model), "train.max_steps": 2, "train.save_steps": 1,
                     "train.per_device_batch_size": 4, "train.gradient_accumulation_steps": 1,
