@@ -27,7 +27,13 @@ from codedpo.components.common.jsonl import read_records
 from codedpo.components.common.records import ExecutionRecord, PairRecord
 from codedpo.components.common.storage import open_store
 from codedpo.components.execute.harness.processes import REQUIRED_CAPABILITIES
-from codedpo.components.execute.sandbox_docker import LABEL, DockerLauncherError, execute_in_docker, pod_containers
+from codedpo.components.execute.sandbox_docker import (
+    LABEL,
+    DockerLauncherError,
+    execute_in_docker,
+    pod_containers,
+    shared_empty_dirs,
+)
 from codedpo.components.execute.sandbox_job import ShardsFailedError, build_sandbox_job
 from codedpo.pipelines.cli import app
 from codedpo.pipelines.kfp_local_workarounds import strip_colour
@@ -47,7 +53,8 @@ def _job(store_uri: str = "s3://bucket/prefix", **job: object) -> tuple[dict, Ex
 
 def test_a_pod_becomes_fetch_then_sandbox_and_upload_with_the_pods_restrictions() -> None:
     body, _ = _job(cpu_cores=1.5, memory_mib=768)
-    fetch, sandbox, upload = pod_containers(body, 1, "vol-1", environ=MOVERS_ENV)
+    assert shared_empty_dirs(body) == ["work", "tmp"]  # the candidates' /tmp is the sandbox container's alone
+    fetch, sandbox, upload = pod_containers(body, 1, {"work": "vol-1", "tmp": "tmp-1"}, environ=MOVERS_ENV)
     assert [fetch.name, sandbox.name, upload.name] == ["fetch", "sandbox", "upload"]
     sandboxed = sandbox.kwargs
     assert sandboxed["runtime"] == "runsc" and sandboxed["network_mode"] == "none"
@@ -64,7 +71,9 @@ def test_a_pod_becomes_fetch_then_sandbox_and_upload_with_the_pods_restrictions(
         assert mover["user"] == "10001:10001" and mover["read_only"] is True and mover["cap_add"] == []
         assert {k: mover["environment"][k] for k in MOVERS_ENV} == MOVERS_ENV
     assert fetch.kwargs["environment"]["JOB_COMPLETION_INDEX"] == upload.kwargs["environment"]["JOB_COMPLETION_INDEX"] == "1"
-    assert upload.kwargs["volumes"] == {"vol-1": {"bind": "/work", "mode": "ro"}}
+    assert upload.kwargs["volumes"] == {"vol-1": {"bind": "/work", "mode": "ro"}, "tmp-1": {"bind": "/tmp", "mode": "rw"}}
+    assert fetch.kwargs["volumes"] == {"vol-1": {"bind": "/work", "mode": "rw"}, "tmp-1": {"bind": "/tmp", "mode": "rw"}}
+    assert upload.kwargs["tmpfs"] == fetch.kwargs["tmpfs"] == {}
     for plan in (fetch, sandbox, upload):  # no writable folder on sys.path, no user site-packages
         assert plan.kwargs["entrypoint"] == ["python", "-P", "-s", "-m", "codedpo.components.execute.shard_worker"]
         assert plan.kwargs["working_dir"] == "/"
@@ -76,7 +85,8 @@ def test_a_pod_becomes_fetch_then_sandbox_and_upload_with_the_pods_restrictions(
 def test_a_local_store_is_mounted_into_the_data_movers_only(tmp_path: Path) -> None:
     store = str(tmp_path / "store")
     body, _ = _job(store)
-    fetch, sandbox, upload = pod_containers(body, 0, "v", environ={}, local_store=store, movers_user="1000:1000")
+    fetch, sandbox, upload = pod_containers(body, 0, {"work": "v", "tmp": "t"}, environ={}, local_store=store,
+                                            movers_user="1000:1000")
     assert fetch.kwargs["volumes"][store] == {"bind": store, "mode": "rw"} and store in upload.kwargs["volumes"]
     assert store not in sandbox.kwargs["volumes"]
     assert fetch.kwargs["user"] == upload.kwargs["user"] == "1000:1000" and sandbox.kwargs["user"] == "0:0"
@@ -85,7 +95,7 @@ def test_a_local_store_is_mounted_into_the_data_movers_only(tmp_path: Path) -> N
 def test_a_secret_value_missing_from_the_launchers_environment_is_one_clear_error() -> None:
     body, _ = _job()
     with pytest.raises(DockerLauncherError, match="takes AWS_ACCESS_KEY_ID from Secret codedpo-s3-movers"):
-        pod_containers(body, 0, "v", environ={})
+        pod_containers(body, 0, {"work": "v"}, environ={})
 
 
 def test_the_docker_launcher_needs_a_store_and_is_refused_for_a_cluster() -> None:
@@ -144,6 +154,54 @@ def test_the_docker_launcher_runs_hostile_codes_in_the_sandbox_pods(tmp_path: Pa
         assert "ok" not in verdicts["net"]  # no network in the sandbox
     shards = list((tmp_path / "store" / "runs" / "hostile" / "execute" / "shards").iterdir())
     assert len(shards) == 2 and all((shard / "result.jsonl").is_file() for shard in shards)
+    assert _leftovers() == ([], [])
+
+
+@pytest.mark.slow
+def test_a_module_a_candidate_plants_in_tmp_never_runs_in_the_uploader(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read as an attacker: a candidate writes `/tmp/uuid.py`, which the uploader would import
+    (with the movers' key) when it opens the store after the shard is done, had it the same
+    /tmp on its import path. With the Job as built nothing runs; with the old pod shape (one
+    /tmp for all three containers, `python -m` in /tmp) the launcher, which now shares an
+    emptyDir as a pod does, shows the planted code running in the uploader."""
+    from codedpo.components.execute import sandbox_docker
+
+    image = _image("sandbox")
+    store = tmp_path / "store"
+    marker = store / "PLANTED-CODE-RAN"
+    planted = (f"open({str(marker)!r}, 'w').write('in the uploader')\n"  # then it hands over to the real module
+               "import sys\nsys.path.remove(sys.path[0])\ndel sys.modules['uuid']\nimport uuid as real\n"
+               "globals().update(vars(real))\n")
+    plants = (f"def f(x):\n    with open('/tmp/uuid.py', 'w') as out:\n        out.write({planted!r})\n"
+              "    return x + 1\n")
+    samples = [build_sample("p0", [plants, "def f(x):\n    return x + 1\n"], ["assert f(1) == 2\n"])]
+    config = ExecuteConfig.model_validate({"launcher": "docker", "timeout_s": 1.0, "job": {
+        "image": image, "store_uri": str(store), "shards": 1, "parallelism": 1, "cpu_cores": 1,
+        "memory_mib": 1024, "max_attempts": 1}})
+    for name, value in MOVERS_ENV.items():
+        monkeypatch.setenv(name, value)
+    records = execute_in_docker(samples, config, "plant")
+    assert [o.reason.value for row in records[0].outcomes for o in row] == ["ok", "ok"]  # it wrote its file
+    assert not marker.exists()
+    assert _leftovers() == ([], [])
+
+    def old_shape(*args: object, **kwargs: object) -> dict:
+        body = build_sandbox_job(*args, **kwargs)  # type: ignore[arg-type]
+        pod = body["spec"]["template"]["spec"]
+        pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "sandbox-tmp"]
+        for container in pod["initContainers"] + pod["containers"]:
+            container["command"] = ["python", "-m", container["command"][-1]]
+            container["workingDir"] = "/tmp"
+            container["env"] = [e for e in container["env"] if e["name"] not in ("PYTHONSAFEPATH", "PYTHONNOUSERSITE")]
+            for mount in container["volumeMounts"]:
+                if mount["name"] == "sandbox-tmp":
+                    mount["name"] = "tmp"
+        return body
+
+    monkeypatch.setattr(sandbox_docker, "build_sandbox_job", old_shape)
+    execute_in_docker(samples, config, "plant-old-shape")
+    assert marker.read_text() == "in the uploader"  # the attack is real: the test above would see it
     assert _leftovers() == ([], [])
 
 

@@ -15,10 +15,13 @@ container by container:
   capabilities, no-new-privileges and CPU and memory limits. The pod succeeds when all three exit
   0. A failed index is retried up to `backoffLimitPerIndex` times, `parallelism` pods run at
   once, and `activeDeadlineSeconds` bounds the attempt: then its containers are killed.
-- The `work` emptyDir becomes a fresh named volume per pod. Docker gives a new volume the mode and
-  owners of the image folder it first covers, and the sandbox image's /work has those of an
-  emptyDir under fsGroup 10001. The `tmp` emptyDir becomes a tmpfs in each container of its own
-  (nothing passes through it).
+- Each emptyDir that several containers mount (`work`; `tmp`, which fetch and upload share)
+  becomes a fresh named volume per pod, shared by exactly those containers, as in a pod. Docker
+  gives a new volume the mode and owners of the image folder it first covers, and the sandbox
+  image's /work has those of an emptyDir under fsGroup 10001. An emptyDir only one container
+  mounts (`sandbox-tmp`, the candidates' /tmp) becomes a tmpfs of its size limit in it. (Until
+  2026-12-08 every emptyDir but `work` was a private tmpfs, so the rehearsal could not show that
+  the candidates' /tmp was on the uploader's import path: docs/design-notes.md.)
 - `sandbox` runs under the engine's `runsc` runtime (gVisor; its `--sandbox pod` refuses any
   other kernel) with no network and NO credentials. `fetch` and `upload` run under the default
   runtime on the host network, to reach an object store on loopback. On a cluster all three
@@ -96,17 +99,31 @@ class ContainerPlan:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def pod_containers(body: dict[str, Any], index: int, volume: str, *, environ: dict[str, str] | None = None,
+def shared_empty_dirs(body: dict[str, Any]) -> list[str]:
+    """The emptyDirs of the Job's pod that more than one container mounts: each becomes a named
+    volume shared by those containers (the others a private tmpfs)."""
+    pod = body["spec"]["template"]["spec"]
+    users: dict[str, int] = {}
+    for container in [*(pod.get("initContainers") or []), *pod["containers"]]:
+        for name in {mount["name"] for mount in container.get("volumeMounts") or []}:
+            users[name] = users.get(name, 0) + 1
+    return [volume["name"] for volume in pod.get("volumes") or []
+            if "emptyDir" in volume and users.get(volume["name"], 0) > 1]
+
+
+def pod_containers(body: dict[str, Any], index: int, volumes: dict[str, str], *,
+                   environ: dict[str, str] | None = None,
                    local_store: str | None = None, movers_user: str | None = None,
                    name_prefix: str = "") -> list[ContainerPlan]:
     """The containers of completion index `index`'s pod of the Job `body` (`build_sandbox_job`),
-    in start order (init containers first), with the `work` emptyDir on the named volume `volume`.
+    in start order (init containers first). `volumes` maps each shared emptyDir
+    (`shared_empty_dirs`) to the named volume that stands for it; any other emptyDir is a tmpfs.
     Raises DockerLauncherError for a Secret value `environ` lacks."""
     environ = dict(os.environ if environ is None else environ)
     template = body["spec"]["template"]
     pod = template["spec"]
     pod_security = pod.get("securityContext") or {}
-    volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    pod_volumes = {v["name"]: v for v in pod.get("volumes") or []}
     plans = []
     for container in [*(pod.get("initContainers") or []), *pod["containers"]]:
         name = container["name"]
@@ -131,10 +148,11 @@ def pod_containers(body: dict[str, Any], index: int, volume: str, *, environ: di
         mounts: dict[str, Any] = {}
         tmpfs: dict[str, str] = {}
         for mount in container.get("volumeMounts") or []:
-            if mount["name"] == "work":
-                mounts[volume] = {"bind": mount["mountPath"], "mode": "ro" if mount.get("readOnly") else "rw"}
+            if mount["name"] in volumes:
+                mounts[volumes[mount["name"]]] = {"bind": mount["mountPath"],
+                                                  "mode": "ro" if mount.get("readOnly") else "rw"}
             else:
-                tmpfs[mount["mountPath"]] = _tmpfs_size(volumes[mount["name"]])
+                tmpfs[mount["mountPath"]] = _tmpfs_size(pod_volumes[mount["name"]])
         sandboxed = name == SANDBOX_CONTAINER
         if local_store and not sandboxed:
             mounts[local_store] = {"bind": local_store, "mode": "rw"}
@@ -253,16 +271,19 @@ def run_job_in_docker(client: Any, body: dict[str, Any], stop: threading.Event, 
         movers_user = f"{os.getuid()}:{os.getgid()}"
     running: set[_Pod] = set()
     lock = threading.Lock()
+    shared = shared_empty_dirs(body)
 
     def run_index(index: int) -> bool:
         for attempt in range(int(spec.get("backoffLimitPerIndex", 0)) + 1):
             if stop.is_set() or time.monotonic() > deadline:
                 return False
             suffix = f"{name}-{index}-{attempt}-{uuid.uuid4().hex[:6]}"
-            volume = client.volumes.create(name=f"{suffix}-work", labels={LABEL: name})
+            volumes = {empty_dir: client.volumes.create(name=f"{suffix}-{empty_dir}", labels={LABEL: name})
+                       for empty_dir in shared}
             try:
-                plans = pod_containers(body, index, volume.name, environ=environ, local_store=local_store,
-                                       movers_user=movers_user, name_prefix=f"{suffix}-")
+                plans = pod_containers(body, index, {key: volume.name for key, volume in volumes.items()},
+                                       environ=environ, local_store=local_store, movers_user=movers_user,
+                                       name_prefix=f"{suffix}-")
                 pod = _Pod(client, plans, f"{name}-{index}")
                 with lock:
                     running.add(pod)
@@ -273,7 +294,8 @@ def run_job_in_docker(client: Any, body: dict[str, Any], stop: threading.Event, 
                     with lock:
                         running.discard(pod)
             finally:
-                volume.remove(force=True)
+                for volume in volumes.values():
+                    volume.remove(force=True)
             logger.warning("Job %s index %d: pod failed (try %d)", name, index, attempt + 1)
         return False
 
