@@ -821,7 +821,7 @@ def test_the_uploader_follows_no_link_and_takes_its_key_from_the_job(tmp_path):
     work, store_root = tmp_path / "work", tmp_path / "store"
     work.mkdir()
     store_root.mkdir()
-    (work / shard_worker.SHARD).write_text("someone-elses-shard")
+    (work / "shard").write_text("someone-elses-shard")  # the file the uploader once took its key from
     (work / shard_worker.RESULT).write_text('{"result": 1}\n')
     (work / shard_worker.DONE).touch()
     key = shard_worker.upload(str(store_root), "p", work, wait_timeout_s=5, poll_s=0.05, shard_id="s0")

@@ -239,6 +239,8 @@ def _security_context(root: bool = False) -> dict[str, Any]:
 # the uploader, with its credentials, as soon as it imports one it has not imported yet), `-s` no
 # user site-packages (HOME is a writable emptyDir: a `.pth` there runs at start-up). The working
 # folder is `/` besides (the read-only root), not the image's WORKDIR (/tmp in the sandbox image).
+# PYTHONSAFEPATH and PYTHONNOUSERSITE say the same for any interpreter a container starts without
+# these flags (the harness itself runs `python -I`, with a minimal environment).
 PYTHON_COMMAND = ["python", "-P", "-s", "-m", WORKER_MODULE]
 WORKING_DIR = "/"
 

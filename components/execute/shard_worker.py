@@ -11,7 +11,7 @@ pod (components/execute/sandbox_job.py builds the pod and says why it is split t
 
 `fetch` picks its shard by the completion index (env JOB_COMPLETION_INDEX, set by Kubernetes in
 every pod of an Indexed Job) from the `--shards` list and downloads `<prefix>/<id>/input.jsonl`
-(SampleSet records) to `<dir>/input.jsonl`, and writes the id to `<dir>/shard`.
+(SampleSet records) to `<dir>/input.jsonl`.
 `run` executes it with `execute_samples` (no outcome cache: the root file system is read-only and
 the pod is thrown away) and writes `<dir>/result.jsonl` (ExecutionRecords, in input order), then
 the marker `<dir>/done`; on an error it writes `<dir>/failed` with the one-line reason instead.
@@ -38,7 +38,7 @@ import threading
 import time
 from pathlib import Path
 
-INPUT, RESULT, SHARD, DONE, FAILED, HEARTBEAT = "input.jsonl", "result.jsonl", "shard", "done", "failed", "heartbeat"
+INPUT, RESULT, DONE, FAILED, HEARTBEAT = "input.jsonl", "result.jsonl", "done", "failed", "heartbeat"
 # The sandbox container touches its heartbeat this often; the uploader calls it dead (killed for
 # memory: no marker) after HEARTBEAT_STALE_S without one. Wide margins: a busy gVisor sandbox can
 # stall a thread for seconds, and a false "dead" only costs a rerun of the shard.
@@ -87,12 +87,17 @@ def _read_plain_file(path: Path, limit_bytes: int) -> bytes:
         os.close(fd)
 
 
-def shard_of_index(shard_ids: list[str], index_text: str) -> str:
-    """The shard a pod's completion index names (`JOB_COMPLETION_INDEX`, set by Kubernetes)."""
+def completion_index() -> int:
+    """This pod's completion index (`JOB_COMPLETION_INDEX`, set by Kubernetes in an Indexed Job)."""
+    index_text = os.environ.get(INDEX_ENV, "")
     if not index_text.isdigit():
         raise ShardWorkerError(f"{INDEX_ENV} is not set to a completion index (got {index_text!r}): "
                                "this runs in a pod of an Indexed Job")
-    index = int(index_text)
+    return int(index_text)
+
+
+def shard_of_index(shard_ids: list[str], index: int) -> str:
+    """The shard completion index `index` runs: both movers take it from the Job this way."""
     if not 0 <= index < len(shard_ids):
         raise ShardWorkerError(f"completion index {index} is outside the {len(shard_ids)} shards of this Job")
     return shard_ids[index]
@@ -108,12 +113,9 @@ def fetch(store_uri: str, prefix: str, shard_ids: list[str], workdir: Path, inde
     """Download the shard of completion index `index` into `workdir`; returns its id."""
     from codedpo.components.common.storage import open_store
 
-    if not 0 <= index < len(shard_ids):
-        raise ShardWorkerError(f"completion index {index} is outside the {len(shard_ids)} shards of this Job")
-    shard_id = shard_ids[index]
+    shard_id = shard_of_index(shard_ids, index)
     store = open_store(store_uri)
     store.get_file(shard_key(prefix, shard_id, INPUT), workdir / INPUT)
-    _write_atomic(workdir / SHARD, shard_id)
     return shard_id
 
 
@@ -266,15 +268,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "fetch":
-            index_text = os.environ.get(INDEX_ENV, "")
-            shard_of_index(args.shards.split(","), index_text)  # a clear error before any download
-            shard_id = fetch(args.store, args.prefix, args.shards.split(","), args.dir, int(index_text))
-            print(f"fetched shard {shard_id} (index {index_text})", flush=True)
+            index = completion_index()
+            shard_id = fetch(args.store, args.prefix, args.shards.split(","), args.dir, index)
+            print(f"fetched shard {shard_id} (index {index})", flush=True)
         elif args.command == "run":
             summary = run(args.dir, args.execute_json, args.sandbox, args.task, args.repeats, args.basis)
             print(f"shard done: {summary}", flush=True)
         else:
-            shard_id = shard_of_index(args.shards.split(","), os.environ.get(INDEX_ENV, ""))
+            shard_id = shard_of_index(args.shards.split(","), completion_index())
             print(f"uploaded {upload(args.store, args.prefix, args.dir, args.wait_timeout_s, shard_id=shard_id)}",
                   flush=True)
     except Exception as error:  # noqa: BLE001 - one line in the pod log, exit 1 fails the index
